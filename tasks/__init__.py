@@ -1,0 +1,1 @@
+"""Prefect-free building blocks for concurrent S3 transfers, with thin ``@task`` wrappers."""

@@ -1,0 +1,95 @@
+"""One-line, user-facing errors, and translation of botocore exceptions into them."""
+
+from __future__ import annotations
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+_AUTH_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "AuthorizationHeaderMalformed",
+    "403",
+}
+
+
+class S3PipelineError(Exception):
+    """Base class for the errors this project raises; the message is one line."""
+
+
+class ConfigurationError(S3PipelineError, ValueError):
+    """Bad input: an invalid URL, parameter, block name or destination."""
+
+
+class S3AccessError(S3PipelineError):
+    """S3 refused or could not serve a request (missing bucket, credentials, endpoint)."""
+
+
+class IntegrityError(S3PipelineError):
+    """A transferred object does not match its expected size or checksum."""
+
+
+class UnsafeKeyError(S3PipelineError, ValueError):
+    """An object key would map to a path outside the destination directory."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """Return a one-line description of ``exc`` without a traceback.
+
+    Args:
+        exc: Any exception.
+
+    Returns:
+        ``"ExceptionName: first line of message"``, or the message alone for our own errors.
+    """
+    if isinstance(exc, S3PipelineError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def translate_boto_error(
+    exc: BaseException, bucket: str, endpoint: str | None = None
+) -> BaseException:
+    """Map a botocore exception on bucket-level calls to a clear one-line error.
+
+    Args:
+        exc: The exception botocore raised.
+        bucket: The bucket the call addressed.
+        endpoint: The endpoint URL, for the message (never includes credentials).
+
+    Returns:
+        An :class:`S3PipelineError` when the cause is known, else ``exc`` itself.
+    """
+    where = f" at {endpoint}" if endpoint else ""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"NoSuchBucket", "404"}:
+            return S3AccessError(f"bucket '{bucket}' does not exist{where}")
+        if code in _AUTH_CODES:
+            return S3AccessError(
+                f"access to bucket '{bucket}'{where} was denied ({code}): check the credentials"
+            )
+        return S3AccessError(f"S3 error on bucket '{bucket}'{where}: {code or describe_error(exc)}")
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+        return S3AccessError(f"cannot reach the S3 endpoint{where or ''}: {describe_error(exc)}")
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return S3AccessError(
+            "no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+            "AWS_PROFILE, "
+            "or pass a prefect-aws credentials block"
+        )
+    if isinstance(exc, BotoCoreError):
+        return S3AccessError(
+            f"S3 request for bucket '{bucket}'{where} failed: {describe_error(exc)}"
+        )
+    return exc

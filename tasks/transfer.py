@@ -1,0 +1,347 @@
+"""Plain functions that list, download and upload batches of S3 objects (no Prefect here)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+
+from tasks.errors import IntegrityError, S3PipelineError, describe_error, translate_boto_error
+from tasks.integrity import CHUNK, MIB, etag_matches, is_md5_etag, normalize_etag
+from tasks.paths import (
+    MAX_KEY_BYTES,
+    PARTIAL_SUFFIX,
+    S3Url,
+    matches_filters,
+    relative_key,
+    safe_local_path,
+)
+
+MULTIPART_THRESHOLD = 16 * MIB
+PART_SIZE = 8 * MIB
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """An object from a listing: key, size in bytes and ETag (unquoted)."""
+
+    key: str
+    size: int
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A local file to upload and the key it goes to."""
+
+    path: str
+    key: str
+    size: int
+
+
+@dataclass
+class BatchResult:
+    """What one batch did. ``failed`` maps key to a one-line reason."""
+
+    transferred: list[str] = field(default_factory=list)
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def merge(self, other: BatchResult) -> None:
+        """Add ``other``'s counts into this result."""
+        self.transferred += other.transferred
+        self.bytes += other.bytes
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.seconds += other.seconds
+
+
+def transfer_config(threads_per_object: int = 4) -> TransferConfig:
+    """Return the s3transfer config used for large (multipart) objects."""
+    return TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD,
+        multipart_chunksize=PART_SIZE,
+        max_concurrency=threads_per_object,
+    )
+
+
+def list_objects(
+    client: Any,
+    bucket: str,
+    folder: str,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> list[S3Object]:
+    """List objects under ``folder`` (paginated), keeping those that pass the glob filters.
+
+    Args:
+        client: boto3 S3 client.
+        bucket: Bucket name.
+        folder: Key prefix, ``""`` or ending with ``/``.
+        include: Globs matched against the key relative to ``folder``.
+        exclude: Globs that drop matching keys.
+
+    Returns:
+        Objects sorted by key. Folder markers (keys ending with ``/``) are left out.
+
+    Raises:
+        S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
+    """
+    found: list[S3Object] = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if key.endswith("/"):
+                    continue
+                if matches_filters(relative_key(key, folder), include, exclude):
+                    found.append(S3Object(key, int(item["Size"]), normalize_etag(item.get("ETag"))))
+    except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
+        raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
+    return sorted(found, key=lambda o: o.key)
+
+
+def check_bucket(client: Any, bucket: str) -> None:
+    """Raise a clear one-line error unless ``bucket`` exists and is accessible."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
+        raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
+
+
+def _temp_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+
+
+def _local_matches(path: Path, obj: S3Object) -> bool:
+    """True if ``path`` already holds ``obj`` (same size and a matching checksum)."""
+    try:
+        if not path.is_file() or path.stat().st_size != obj.size:
+            return False
+    except OSError:
+        return False
+    return etag_matches(path, obj.etag) is True
+
+
+def download_object(client: Any, bucket: str, obj: S3Object, target: Path) -> None:
+    """Download one object atomically and verify it.
+
+    Small objects take one ``get_object`` (no HEAD); large ones use s3transfer multipart.
+    Bytes go to a temp file beside ``target``, are checked against the listed size and the
+    ETag (MD5 when it is one), then renamed into place. On any error the temp file is removed.
+
+    Raises:
+        IntegrityError: If size or checksum do not match.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(target)
+    try:
+        if obj.size >= MULTIPART_THRESHOLD:
+            client.download_file(bucket, obj.key, str(tmp), Config=transfer_config())
+            size = tmp.stat().st_size
+            verified = etag_matches(tmp, obj.etag) if obj.etag else None
+            if verified is False:
+                raise IntegrityError(f"checksum mismatch for {obj.key}")
+        else:
+            kwargs = {"IfMatch": f'"{obj.etag}"'} if obj.etag else {}
+            body = client.get_object(Bucket=bucket, Key=obj.key, **kwargs)["Body"]
+            digest = hashlib.md5(usedforsecurity=False)
+            size = 0
+            with open(tmp, "wb") as fh:
+                for block in body.iter_chunks(CHUNK):
+                    fh.write(block)
+                    digest.update(block)
+                    size += len(block)
+            if is_md5_etag(obj.etag) and digest.hexdigest() != obj.etag:
+                raise IntegrityError(f"MD5 mismatch for {obj.key}")
+        if size != obj.size:
+            raise IntegrityError(f"size mismatch for {obj.key}: got {size}, expected {obj.size}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def download_objects(
+    client: Any,
+    bucket: str,
+    items: Sequence[tuple[S3Object, str]],
+    skip_existing: bool = True,
+    dry_run: bool = False,
+) -> BatchResult:
+    """Download a batch of objects, one after another, each to its (already safe) path.
+
+    Args:
+        client: boto3 S3 client.
+        bucket: Source bucket.
+        items: ``(object, local path)`` pairs; paths must come from :func:`safe_local_path`.
+        skip_existing: Skip objects whose local copy has the same size and checksum.
+        dry_run: Decide what would be transferred, but transfer nothing.
+
+    Returns:
+        The batch result; one object's failure never stops the others.
+    """
+    result = BatchResult()
+    start = time.perf_counter()
+    for obj, local in items:
+        target = Path(local)
+        try:
+            if skip_existing and _local_matches(target, obj):
+                result.skipped.append(obj.key)
+                continue
+            if not dry_run:
+                download_object(client, bucket, obj, target)
+            result.transferred.append(obj.key)
+            result.bytes += obj.size
+        except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
+            result.failed[obj.key] = describe_error(exc)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def upload_file(client: Any, bucket: str, item: LocalFile) -> None:
+    """Upload one file and verify what S3 stored.
+
+    Small files are read once and sent with ``put_object`` and a Content-MD5 header, so S3
+    rejects corrupted bodies; large files use s3transfer multipart and are checked with HEAD.
+
+    Raises:
+        IntegrityError: If the stored size or ETag do not match the local file.
+    """
+    if item.size >= MULTIPART_THRESHOLD:
+        client.upload_file(item.path, bucket, item.key, Config=transfer_config())
+        head = client.head_object(Bucket=bucket, Key=item.key)
+        if int(head["ContentLength"]) != item.size:
+            raise IntegrityError(f"size mismatch after upload of {item.key}")
+        if etag_matches(Path(item.path), head.get("ETag", ""), (PART_SIZE,)) is False:
+            raise IntegrityError(f"checksum mismatch after upload of {item.key}")
+        return
+    with open(item.path, "rb") as fh:
+        data = fh.read()
+    if len(data) != item.size:
+        raise IntegrityError(f"{item.path} changed size while uploading")
+    md5 = hashlib.md5(data, usedforsecurity=False)
+    resp = client.put_object(
+        Bucket=bucket, Key=item.key, Body=data, ContentMD5=base64.b64encode(md5.digest()).decode()
+    )
+    etag = normalize_etag(resp.get("ETag"))
+    if is_md5_etag(etag) and etag != md5.hexdigest():
+        raise IntegrityError(f"ETag mismatch after upload of {item.key}")
+
+
+def _remote_matches(client: Any, bucket: str, item: LocalFile, etag: str | None) -> bool:
+    """True if S3 already holds ``item`` (``etag`` None means: ask S3 with HEAD)."""
+    if etag is None:
+        try:
+            head = client.head_object(Bucket=bucket, Key=item.key)
+        except Exception:  # noqa: BLE001 - absent or unreadable: upload it
+            return False
+        if int(head["ContentLength"]) != item.size:
+            return False
+        etag = head.get("ETag", "")
+    return etag_matches(Path(item.path), etag, (PART_SIZE,)) is True
+
+
+def upload_files(
+    client: Any,
+    bucket: str,
+    items: Sequence[LocalFile],
+    existing: dict[str, tuple[int, str]] | None = None,
+    check_remote: bool = False,
+    dry_run: bool = False,
+) -> BatchResult:
+    """Upload a batch of files, one after another.
+
+    Args:
+        client: boto3 S3 client.
+        bucket: Destination bucket.
+        items: Files and their keys.
+        existing: ``key -> (size, etag)`` of objects already at the destination; matching
+            objects are skipped. None disables the check.
+        check_remote: Ask S3 (HEAD) whether each object is already there, e.g. on a retry.
+        dry_run: Decide what would be transferred, but transfer nothing.
+
+    Returns:
+        The batch result; one file's failure never stops the others.
+    """
+    result = BatchResult()
+    start = time.perf_counter()
+    for item in items:
+        try:
+            known = (existing or {}).get(item.key)
+            if check_remote:
+                skip = _remote_matches(client, bucket, item, None)
+            else:
+                skip = (
+                    known is not None
+                    and known[0] == item.size
+                    and _remote_matches(client, bucket, item, known[1])
+                )
+            if skip:
+                result.skipped.append(item.key)
+                continue
+            if not dry_run:
+                upload_file(client, bucket, item)
+            result.transferred.append(item.key)
+            result.bytes += item.size
+        except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
+            result.failed[item.key] = describe_error(exc)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def list_local_files(
+    root: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[tuple[str, Path, int]]:
+    """Walk ``root`` and return ``(relative posix path, path, size)`` for regular files.
+
+    Symlinked directories are not followed; this project's temp files are left out.
+    """
+    out: list[tuple[str, Path, int]] = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath, name)
+            if name.endswith(PARTIAL_SUFFIX) or not path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            if matches_filters(rel, include, exclude):
+                out.append((rel, path, path.stat().st_size))
+    return sorted(out)
+
+
+def plan_downloads(
+    objects: Sequence[S3Object], folder: str, dest: Path
+) -> tuple[list[tuple[S3Object, str]], dict[str, str]]:
+    """Pair each object with its safe local path; return the pairs and the rejected keys."""
+    items: list[tuple[S3Object, str]] = []
+    rejected: dict[str, str] = {}
+    for obj in objects:
+        try:
+            items.append((obj, str(safe_local_path(dest, relative_key(obj.key, folder)))))
+        except S3PipelineError as exc:
+            rejected[obj.key] = str(exc)
+    return items, rejected
+
+
+def plan_uploads(
+    files: Sequence[tuple[str, Path, int]], url: S3Url
+) -> tuple[list[LocalFile], dict[str, str]]:
+    """Give each local file its key under ``url``; return the files and the rejected paths."""
+    items: list[LocalFile] = []
+    rejected: dict[str, str] = {}
+    for rel, path, size in files:
+        key = url.key_for(rel)
+        if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            rejected[str(path)] = "object key longer than 1024 bytes"
+        else:
+            items.append(LocalFile(str(path), key, size))
+    return items, rejected
