@@ -28,6 +28,11 @@ from tasks.square import (
 )
 
 
+@pytest.fixture
+def prefect_harness() -> None:
+    """Override the suite's autouse Prefect server: this module never touches Prefect."""
+
+
 def _run(tmp_path: Path, data: bytes, transform: str = "square") -> tuple[bytes, FileStats]:
     src, dst = tmp_path / "in.txt", tmp_path / "out" / "in.txt"
     src.write_bytes(data)
