@@ -1,0 +1,1 @@
+"""Deployments: ``python -m deployments.serve`` serves prefect.yaml's deployments locally."""
