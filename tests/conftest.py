@@ -1,0 +1,105 @@
+"""Shared session fixtures: safe environment, Prefect test harness, local S3 servers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tasks.local_s3 import LocalS3Server
+
+_SAFE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def safe_env() -> Iterator[None]:
+    """Fake AWS credentials, no profile/endpoint overrides, no Prefect analytics."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name == "AWS_PROFILE" or name.startswith("AWS_ENDPOINT_URL"):
+                mp.delenv(name)
+        for name, value in _SAFE_ENV.items():
+            mp.setenv(name, value)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness(safe_env: None) -> Iterator[None]:
+    """Run every flow in the session against a temporary Prefect server and database."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """Where a test S3 server listens and how to reach it."""
+
+    endpoint_url: str
+    access_key: str = "testing"
+    secret_key: str = "testing"
+    region: str = "us-east-1"
+
+    def client(self, **config_kwargs: Any) -> Any:
+        """Return a path-style boto3 S3 client for this endpoint."""
+        from botocore.config import Config
+
+        s3_cfg = {"addressing_style": "path", **config_kwargs.pop("s3", {})}
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(s3=s3_cfg, **config_kwargs),
+        )
+
+
+@pytest.fixture(scope="session")
+def rclone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Server]:
+    """A running ``rclone serve s3`` (LocalS3Server) over a session temp directory."""
+    root: Path = tmp_path_factory.mktemp("rclone-s3")
+    with LocalS3Server(root=root) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[S3Endpoint]:
+    """A threaded moto server on 127.0.0.1 (random port); accepts any credentials."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Endpoint(endpoint_url=f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket_factory() -> Callable[..., str]:
+    """Return ``make(server, prefix="t") -> name``: create a uniquely named bucket."""
+
+    def make(server: LocalS3Server | S3Endpoint, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}".lower()
+        server.client().create_bucket(Bucket=name)
+        return name
+
+    return make
