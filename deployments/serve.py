@@ -154,17 +154,15 @@ def parse_deployment(config: dict[str, Any], index: int) -> DeploymentSpec:
 def load_specs(
     path: str | os.PathLike[str] = PREFECT_YAML,
     names: Iterable[str] | None = None,
-    environ: dict[str, str] | None = None,
 ) -> list[DeploymentSpec]:
     """Read prefect.yaml into deployment specs, as ``prefect deploy`` would read it.
 
-    ``{{ $ENV_VAR }}`` placeholders are filled from ``environ`` (default: ``os.environ``),
-    like ``prefect deploy`` does; unset ones are left as written.
+    ``{{ $ENV_VAR }}`` placeholders are filled from the environment, as ``prefect deploy``
+    fills them; unset ones are left as written.
 
     Args:
         path: The prefect.yaml file.
         names: Keep only these deployment names (``name`` or ``flow-name/name``); all if None.
-        environ: Values for ``{{ $VAR }}`` placeholders.
 
     Raises:
         SpecError: If the file is malformed, names repeat, or a requested name is missing.
@@ -178,8 +176,7 @@ def load_specs(
     entries = document.get("deployments") or []
     if not isinstance(entries, list):
         raise SpecError(f"{path}: 'deployments' must be a list")
-    entries = apply_values(entries, dict(os.environ if environ is None else environ),
-                           remove_notset=False)  # fmt: skip
+    entries = apply_values(entries, {}, remove_notset=False)  # fills {{ $VAR }} from os.environ
     specs = [parse_deployment(entry, i) for i, entry in enumerate(entries)]
     seen = [s.name for s in specs]
     if len(seen) != len(set(seen)):
