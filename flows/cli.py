@@ -11,6 +11,7 @@ import argparse
 import inspect
 import json
 import sys
+import types
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -34,9 +35,16 @@ def _is_list(annotation: Any) -> bool:
 
 
 def _base_type(annotation: Any) -> Any:
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
+    """Strip ``Annotated`` and ``Optional`` wrappers."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0] if len(args) == 1 else str
+        else:
+            return annotation
 
 
 def _add_flow(sub: Any, name: str, flow_obj: Any) -> None:
@@ -62,7 +70,7 @@ def _add_flow(sub: Any, name: str, flow_obj: Any) -> None:
         elif ann is bool:
             parser.add_argument(opt, action=argparse.BooleanOptionalAction, default=default)
         elif _is_list(ann):
-            parser.add_argument(opt, action="append", default=None, metavar="GLOB")
+            parser.add_argument(opt, action="append", default=None, help="repeatable")
         else:
             py_type = ann if ann in (int, float, str) else str
             parser.add_argument(opt, type=py_type, default=default, help=f"default: {default}")
