@@ -7,9 +7,12 @@ and prints the summaries. Run with ``make demo`` or ``python flows/demo.py``.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from the demo
+
 import argparse
 import filecmp
-import os
 import random
 import sys
 import tempfile
