@@ -1,0 +1,207 @@
+"""The ``square-objects`` flow: download on threads -> square on processes -> upload on threads.
+
+Runner structure. A flow has one task runner, so this flow opens two runner instances of its
+own and composes their futures: S3 I/O (``download_batch``, ``upload_batch``) goes to a
+``ThreadPoolTaskRunner(max_workers=workers)`` and squaring (``square_chunk``) to a
+``ProcessPoolTaskRunner(max_workers=cpu_workers)``. A subflow with a process runner was the
+alternative, but it would run its tasks as one blocking call: the flow could not upload chunk
+1 while chunk 2 is squared, nor download chunk 3 meanwhile. With both runners in one flow,
+every task's completion callback feeds one event loop that starts the next stage of that
+chunk at once:
+
+* chunks are a few per CPU worker, each seconds of CPU (``plan_work_chunks``); a chunk's
+  download batches use all I/O threads, and at most two chunks download at a time, so
+  uploads queue behind at most two chunks of downloads;
+* a chunk is squared as soon as its downloads finish, and uploaded as soon as it is squared;
+* local scratch is bounded: no chunk starts downloading while the chunks in flight hold, or
+  may hold, more than ``max_scratch_mib`` (inputs are deleted once squared, outputs once
+  uploaded), and everything lives in a temporary directory removed on success and failure.
+
+Ephemeral mode: workers are pointed at the flow's own API server (``shared_api_settings``),
+so no worker starts a temporary server of its own. Small workloads (``min_process_mib``)
+skip the ~2 s process-pool start and square on one thread of the flow process instead.
+
+Run as a script: ``python flows/pipeline.py square-objects s3://in/prefix s3://out/prefix``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+from pydantic import Field
+
+from flows.common import (
+    BatchObjects,
+    Globs,
+    S3Uri,
+    TaskRetries,
+    Workers,
+    ensure_writable_dir,
+    publish_table,
+)
+from flows.pipeline_summary import PipelineFailed, PipelineSummary
+from flows.streaming import ChunkStreamer
+from tasks.client import S3Connection
+from tasks.cpu import shared_api_settings, square_chunk
+from tasks.paths import parse_s3_url
+from tasks.pipeline import (
+    MIB,
+    ScratchBudget,
+    StageClock,
+    check_disjoint,
+    choose_mode,
+    plan_work,
+    plan_work_chunks,
+)
+from tasks.s3 import download_batch, list_objects_task, upload_batch
+from tasks.square import load_transform
+
+DEFAULT_WORKERS = 16
+
+TransformSpec = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=300,
+        pattern=r"^\s*[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?\s*$",
+        description="'square' or an int -> int function as 'package.module:function'.",
+    ),
+]
+CpuWorkers = Annotated[int, Field(ge=1, le=64, description="Worker processes for squaring.")]
+MinProcessMiB = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=10**7,
+        description="Below this much input, square in the flow process (0: always processes).",
+    ),
+]
+ScratchMiB = Annotated[int, Field(ge=1, le=10**8, description="Most local scratch MiB in use.")]
+ChunksPerWorker = Annotated[int, Field(ge=1, le=64, description="CPU chunks per worker process.")]
+MinChunkMiB = Annotated[float, Field(gt=0, le=10**6, description="Smallest CPU chunk, MiB.")]
+
+
+def _retrying(task_obj, task_retries: int):  # noqa: ANN001, ANN202
+    delays = exponential_backoff(backoff_factor=1)(task_retries) if task_retries else 0
+    return task_obj.with_options(retries=task_retries, retry_delay_seconds=delays)
+
+
+def _cpu_runner(use_processes: bool, cpu_workers: int) -> TaskRunner:
+    """A process pool for real work; one thread of the flow process for small workloads."""
+    if use_processes:
+        return ProcessPoolTaskRunner(max_workers=cpu_workers)
+    return ThreadPoolTaskRunner(max_workers=1)
+
+
+def _finish(summary: PipelineSummary) -> PipelineSummary:
+    """Log, publish the artifact and fail the run if any object failed."""
+    logger = get_run_logger()
+    for key, reason in summary.rejected.items():
+        logger.warning("rejected key %r: %s", key, reason)
+    for key, reason in summary.failed.items():
+        logger.error("failed key %r: %s", key, reason)
+    logger.info(
+        "square-objects: %d objects (%d uploaded, %d identical), %.1f MiB in, %.1f MiB out, "
+        "%d numbers in %.2fs wall (download %.2fs, square %.2fs, upload %.2fs busy); "
+        "processes=%s pids=%s; rejected %d, failed %d",
+        summary.objects, summary.uploaded, summary.skipped, summary.input_bytes / MIB,
+        summary.output_bytes / MIB, summary.numbers, summary.wall_seconds,
+        summary.download_seconds, summary.square_seconds, summary.upload_seconds,
+        summary.used_processes, summary.worker_pids, len(summary.rejected), len(summary.failed),
+    )  # fmt: skip
+    publish_table("square-objects-summary", summary.rows(), "square-objects summary")
+    if summary.failed:
+        raise PipelineFailed(summary)
+    return summary
+
+
+@flow(name="square-objects", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+def square_objects(
+    source: S3Uri,
+    dest: S3Uri,
+    transform: TransformSpec = "square",
+    workers: Workers = DEFAULT_WORKERS,
+    cpu_workers: CpuWorkers = 2,
+    include: Globs = None,
+    exclude: Globs = None,
+    min_process_mib: MinProcessMiB = 128.0,
+    max_scratch_mib: ScratchMiB = 2048,
+    chunks_per_worker: ChunksPerWorker = 4,
+    min_chunk_mib: MinChunkMiB = 16.0,
+    scratch_dir: str | None = None,
+    batch_max_objects: BatchObjects = 100,
+    task_retries: TaskRetries = 2,
+    connection: S3Connection = S3Connection(),  # noqa: B008
+) -> PipelineSummary:
+    """Square every integer of every object under ``source`` into ``dest``, same relative keys.
+
+    Objects are newline-delimited integers (any size, optional sign, LF or CRLF). A bad line
+    fails only its object, named with key and line number; the run then ends Failed after
+    publishing its summary. Outputs are single PUTs of complete files, and outputs already
+    identical at ``dest`` are skipped, so re-runs are idempotent.
+    """
+    start = time.perf_counter()
+    logger = get_run_logger()
+    src, dst = parse_s3_url(source), parse_s3_url(dest)
+    check_disjoint(src, dst)
+    name, _ = load_transform(transform)  # a bad spec fails now, before any transfer
+    scratch_root = ensure_writable_dir(scratch_dir) if scratch_dir else None
+    objects = list_objects_task(connection, src.bucket, src.folder, include or (), exclude or ())
+    # Listing the destination proves it is reachable and finds outputs already in place.
+    existing = {
+        o.key: (o.size, o.etag) for o in list_objects_task(connection, dst.bucket, dst.folder)
+    }
+    summary = PipelineSummary(
+        source=source, destination=dest, transform=name, cpu_workers=cpu_workers,
+        flow_pid=os.getpid(), max_scratch_bytes=max_scratch_mib * MIB,
+    )  # fmt: skip
+    if not objects:
+        logger.warning("no objects under %s", source)
+    with TemporaryDirectory(prefix="square-objects-", dir=scratch_root) as tmp:
+        items, summary.rejected = plan_work(objects, src.folder, dst, Path(tmp))
+        chunks = plan_work_chunks(
+            items, cpu_workers, chunks_per_worker, int(min_chunk_mib * MIB), max_scratch_mib * MIB
+        )
+        use_processes, summary.mode_reason = choose_mode(
+            sum(i.size for i in items), cpu_workers, int(min_process_mib * MIB)
+        )
+        summary.used_processes, summary.chunks = use_processes and bool(chunks), len(chunks)
+        logger.info("%s; %d objects in %d chunks", summary.mode_reason, len(items), len(chunks))
+        budget, clock = ScratchBudget(max_scratch_mib * MIB), StageClock(start)
+        cpu_ctx = _cpu_runner(use_processes, cpu_workers) if chunks else contextlib.nullcontext()
+        with (
+            shared_api_settings() as summary.api_url,
+            ThreadPoolTaskRunner(max_workers=workers) as io,
+            cpu_ctx as cpu,
+        ):
+            streamer = ChunkStreamer(
+                io=io, cpu=cpu, budget=budget, clock=clock, summary=summary, logger=logger,
+                download=_retrying(download_batch, task_retries),
+                square=square_chunk, upload=_retrying(upload_batch, task_retries),
+                conn=connection, pool_size=workers, source_bucket=src.bucket,
+                dest_bucket=dst.bucket, existing=existing, transform=transform,
+                batch_max_objects=batch_max_objects,
+            )  # fmt: skip
+            streamer.run(chunks)
+    summary.peak_scratch_bytes = budget.peak
+    for stage in ("download", "square", "upload"):
+        setattr(summary, f"{stage}_seconds", clock.busy(stage))
+        span = clock.span(stage)
+        if span:
+            summary.stage_spans[stage] = [round(span[0], 4), round(span[1], 4)]
+    summary.wall_seconds = time.perf_counter() - start
+    return _finish(summary)
+
+
+if __name__ == "__main__":
+    from flows.cli import run_cli
+
+    run_cli(square_objects)

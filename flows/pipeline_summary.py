@@ -1,0 +1,91 @@
+"""The typed summary of a ``square-objects`` run, its table rows, and the run's failure error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from flows.common import keyed_rows
+from tasks.errors import S3PipelineError
+
+
+class PipelineSummary(BaseModel):
+    """What a download -> square -> upload run did.
+
+    Stage seconds are *busy* wall seconds: time during which at least one task of that stage
+    ran. With overlap their sum exceeds ``wall_seconds``; ``stage_spans`` gives each stage's
+    ``[first start, last end]`` in seconds since the flow started.
+    """
+
+    source: str
+    destination: str
+    transform: str
+    objects: int = Field(0, description="Objects squared and present at the destination.")
+    uploaded: int = Field(0, description="Outputs uploaded by this run.")
+    skipped: int = Field(0, description="Outputs already identical at the destination.")
+    input_bytes: int = 0
+    output_bytes: int = 0
+    numbers: int = Field(0, description="Numbers transformed.")
+    chunks: int = 0
+    used_processes: bool = False
+    mode_reason: str = ""
+    cpu_workers: int = 0
+    worker_pids: list[int] = Field(default_factory=list)
+    flow_pid: int = 0
+    api_url: str | None = Field(None, description="Prefect API the flow reported to.")
+    worker_api_urls: list[str | None] = Field(default_factory=list)
+    download_seconds: float = 0.0
+    square_seconds: float = 0.0
+    square_cpu_seconds: float = Field(0.0, description="Sum of the chunks' squaring times.")
+    upload_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    stage_spans: dict[str, list[float]] = Field(default_factory=dict)
+    max_scratch_bytes: int = 0
+    peak_scratch_bytes: int = 0
+    rejected: dict[str, str] = Field(default_factory=dict)
+    failed: dict[str, str] = Field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Return the summary as table rows (``item``, ``value``)."""
+        mib = 2**20
+        rows = [
+            ("source", self.source),
+            ("destination", self.destination),
+            ("transform", self.transform),
+            ("objects squared", self.objects),
+            ("uploaded / skipped (identical)", f"{self.uploaded} / {self.skipped}"),
+            ("input MiB", round(self.input_bytes / mib, 3)),
+            ("output MiB", round(self.output_bytes / mib, 3)),
+            ("numbers squared", self.numbers),
+            ("chunks", self.chunks),
+            ("processes used", self.used_processes),
+            ("why", self.mode_reason),
+            ("worker PIDs (flow PID)", f"{self.worker_pids} ({self.flow_pid})"),
+            ("download seconds (busy)", round(self.download_seconds, 3)),
+            ("square seconds (busy)", round(self.square_seconds, 3)),
+            ("square CPU seconds (sum)", round(self.square_cpu_seconds, 3)),
+            ("upload seconds (busy)", round(self.upload_seconds, 3)),
+            ("wall seconds", round(self.wall_seconds, 3)),
+            ("peak / max scratch MiB",
+             f"{self.peak_scratch_bytes / mib:.1f} / {self.max_scratch_bytes / mib:.0f}"),
+            ("rejected keys", len(self.rejected)),
+            ("failed keys", len(self.failed)),
+        ]  # fmt: skip
+        table = [{"item": item, "value": value} for item, value in rows]
+        return table + keyed_rows("failed", self.failed) + keyed_rows("rejected", self.rejected)
+
+
+class PipelineFailed(S3PipelineError):
+    """Raised at the end of a run in which some objects failed; ``summary`` has them all."""
+
+    def __init__(self, summary: PipelineSummary) -> None:
+        self.summary = summary
+        keys = sorted(summary.failed)
+        more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
+        super().__init__(
+            f"{len(keys)} object(s) failed in square-objects: {', '.join(keys[:10])}{more}"
+        )
+
+    def __reduce__(self):  # keep the summary when pickled (e.g. into a state's result)
+        return (type(self), (self.summary,))

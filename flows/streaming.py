@@ -1,0 +1,248 @@
+"""The event loop of ``square-objects``: chunks flow through download -> square -> upload futures.
+
+Every submitted task's done-callback puts ``(stage, chunk, keys, future)`` on one queue; the
+flow thread takes events off it and starts the chunk's next stage at once, then starts more
+downloads while the scratch budget allows. No polling, no sleeps: the loop blocks on the queue
+until some task finishes, and ends when no task is outstanding.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner
+from prefect.tasks import Task
+from prefect.utilities.annotations import quote
+
+from flows.pipeline_summary import PipelineSummary
+from tasks.client import S3Connection
+from tasks.cpu import ChunkReport
+from tasks.errors import describe_error
+from tasks.paths import make_batches
+from tasks.pipeline import MIB, Chunk, ScratchBudget, StageClock, WorkItem
+from tasks.s3 import BatchFailed
+from tasks.square import FileStats
+from tasks.transfer import BatchResult, LocalFile
+
+DOWNLOADING_CHUNKS = 2  # chunks whose downloads may be queued at once (uploads queue behind)
+BATCH_MAX_BYTES = 256 * MIB
+
+
+@dataclass
+class _Flight:
+    """A chunk in flight: its outstanding futures and what its stages produced so far."""
+
+    chunk: Chunk
+    pending: int = 0
+    batch: BatchResult = field(default_factory=BatchResult)
+    stats: dict[str, FileStats] = field(default_factory=dict)
+    by_dest: dict[str, WorkItem] = field(default_factory=dict)
+
+
+def _outcome(future: PrefectFuture[Any]) -> tuple[Any, BaseException | None]:
+    """Return ``(result, None)`` for a completed task, else ``(None, its exception)``."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return future.result(), None
+    exc = state.result(raise_on_failure=False)
+    if isinstance(exc, BaseException):
+        return None, exc
+    return None, RuntimeError(f"task ended {state.name}: {state.message}")
+
+
+def _batch_of(value: Any, error: BaseException | None) -> BatchResult | None:
+    """The batch result of a transfer task, also when it raised BatchFailed."""
+    if error is None:
+        return value
+    return error.result if isinstance(error, BatchFailed) else None
+
+
+class ChunkStreamer:
+    """Drives chunks through the three stages on an I/O runner and a CPU runner.
+
+    Args:
+        io: Started thread runner for ``download`` and ``upload`` batch tasks.
+        cpu: Started runner (process pool, or one flow thread) for the ``square`` task.
+        budget: Scratch bytes bound; a chunk starts downloading only when it fits.
+        clock: Records each task's interval per stage.
+        summary: Updated in place with counts, PIDs and failures.
+        logger: The flow run's logger.
+        download, square, upload: The task objects (with their retry options).
+        conn, pool_size: S3 connection and thread count for the transfer tasks.
+        source_bucket, dest_bucket: Buckets to read from and write to.
+        existing: ``dest key -> (size, etag)`` already at the destination (skipped if equal).
+        transform: Transform spec passed to ``square``.
+        batch_max_objects: Most objects per transfer batch.
+    """
+
+    def __init__(
+        self, *, io: TaskRunner, cpu: TaskRunner, budget: ScratchBudget, clock: StageClock,
+        summary: PipelineSummary, logger: logging.Logger | logging.LoggerAdapter,
+        download: Task, square: Task, upload: Task, conn: S3Connection, pool_size: int,
+        source_bucket: str, dest_bucket: str, existing: dict[str, tuple[int, str]],
+        transform: str, batch_max_objects: int,
+    ) -> None:  # fmt: skip
+        self.io, self.cpu, self.budget, self.clock = io, cpu, budget, clock
+        self.summary, self.logger = summary, logger
+        self.tasks = {"download": download, "square": square, "upload": upload}
+        self.conn, self.pool_size = conn, pool_size
+        self.source_bucket, self.dest_bucket = source_bucket, dest_bucket
+        self.existing, self.transform = existing, transform
+        self.batch_max_objects = batch_max_objects
+        self._events: queue.SimpleQueue[tuple[str, _Flight, list[str], PrefectFuture[Any]]]
+        self._events = queue.SimpleQueue()
+        self._outstanding = self._downloading = self._total = 0
+        self._waiting: deque[Chunk] = deque()
+        self._pids: set[int] = set()
+        self._urls: set[str | None] = set()
+
+    def run(self, chunks: Sequence[Chunk]) -> None:
+        """Stream every chunk through all stages; return when no task is outstanding."""
+        self._waiting, self._total = deque(chunks), len(chunks)
+        self._start_downloads()
+        while self._outstanding:
+            stage, flight, keys, future = self._events.get()
+            self._outstanding -= 1
+            flight.pending -= 1
+            value, error = _outcome(future)
+            getattr(self, f"_{stage}_done")(flight, keys, value, error)
+            self._start_downloads()
+        self.summary.worker_pids = sorted(self._pids)
+        self.summary.worker_api_urls = sorted(self._urls, key=str)
+
+    def _watch(self, stage: str, flight: _Flight, keys: list[str], future: PrefectFuture) -> None:
+        self._outstanding += 1
+        flight.pending += 1
+        future.add_done_callback(lambda f: self._events.put((stage, flight, keys, f)))
+
+    def _start_downloads(self) -> None:
+        """Start downloading waiting chunks while few are downloading and scratch allows."""
+        while (
+            self._waiting
+            and self._downloading < DOWNLOADING_CHUNKS
+            and self.budget.fits(self._waiting[0].scratch_estimate)
+        ):
+            chunk = self._waiting.popleft()
+            self.budget.hold(chunk.index, chunk.scratch_estimate)
+            flight = _Flight(chunk)
+            items = [(item.obj, item.input_path) for item in chunk.items]
+            batches = make_batches(
+                items, lambda i: i[0].size, self.batch_max_objects, BATCH_MAX_BYTES, self.pool_size
+            )
+            self._downloading += 1
+            for batch in batches:
+                params = {
+                    "conn": self.conn, "pool_size": self.pool_size, "bucket": self.source_bucket,
+                    "items": quote(batch), "skip_existing": False,
+                }  # fmt: skip
+                future = self.io.submit(self.tasks["download"], params)
+                self._watch("download", flight, [obj.key for obj, _ in batch], future)
+
+    def _download_done(
+        self, flight: _Flight, keys: list[str], value: Any, error: BaseException | None
+    ) -> None:
+        result = _batch_of(value, error)
+        if result is None:
+            flight.batch.failed.update({k: f"download: {describe_error(error)}" for k in keys})
+        else:
+            flight.batch.merge(result)
+            self.clock.add("download", time.perf_counter(), result.seconds)
+        if flight.pending:
+            return
+        self._downloading -= 1
+        self.summary.failed.update(flight.batch.failed)
+        done = set(flight.batch.transferred)
+        jobs = [(i.key, i.input_path, i.output_path) for i in flight.chunk.items if i.key in done]
+        if not jobs:
+            self._release(flight)
+            return
+        params = {"jobs": quote(jobs), "transform": self.transform}
+        self._watch(
+            "square", flight, [k for k, _, _ in jobs], self.cpu.submit(self.tasks["square"], params)
+        )
+
+    def _square_done(
+        self, flight: _Flight, keys: list[str], value: Any, error: BaseException | None
+    ) -> None:
+        chunk = flight.chunk
+        for item in chunk.items:  # inputs are no longer needed, whatever happened
+            Path(item.input_path).unlink(missing_ok=True)
+        if error is not None:
+            self.summary.failed.update({k: f"square: {describe_error(error)}" for k in keys})
+            self._release(flight)
+            return
+        report: ChunkReport = value
+        res = report.result
+        self._pids.add(res.pid)
+        self._urls.add(report.api_url)
+        self.clock.add("square", time.perf_counter(), res.seconds)
+        self.summary.square_cpu_seconds += res.seconds
+        self.summary.failed.update(res.failed)
+        flight.stats = {s.key: s for s in res.ok}
+        self.logger.info(
+            "chunk %d/%d: squared %d objects (%.1f MiB, %d numbers) in %.2fs in process %d%s",
+            chunk.index + 1, self._total, len(res.ok), res.input_bytes / MIB, res.numbers,
+            res.seconds, res.pid, f"; {len(res.failed)} failed" if res.failed else "",
+        )  # fmt: skip
+        if not res.ok:
+            self._release(flight)
+            return
+        self.budget.hold(chunk.index, sum(s.output_bytes for s in res.ok))
+        flight.batch = BatchResult()
+        files = []
+        for item in chunk.items:
+            if item.key in flight.stats:
+                files.append(
+                    LocalFile(item.output_path, item.dest_key, flight.stats[item.key].output_bytes)
+                )
+                flight.by_dest[item.dest_key] = item
+        for batch in make_batches(
+            files, lambda f: f.size, self.batch_max_objects, BATCH_MAX_BYTES, self.pool_size
+        ):
+            known = {f.key: self.existing[f.key] for f in batch if f.key in self.existing}
+            params = {
+                "conn": self.conn, "pool_size": self.pool_size, "bucket": self.dest_bucket,
+                "items": quote(batch), "existing": quote(known),
+            }  # fmt: skip
+            future = self.io.submit(self.tasks["upload"], params)
+            self._watch("upload", flight, [f.key for f in batch], future)
+
+    def _upload_done(
+        self, flight: _Flight, keys: list[str], value: Any, error: BaseException | None
+    ) -> None:
+        result = _batch_of(value, error)
+        if result is None:
+            flight.batch.failed.update({k: describe_error(error) for k in keys})
+        else:
+            flight.batch.merge(result)
+            self.clock.add("upload", time.perf_counter(), result.seconds)
+        if flight.pending:
+            return
+        s = self.summary
+        for dest_key, reason in flight.batch.failed.items():
+            s.failed[flight.by_dest[dest_key].key] = f"upload to {dest_key}: {reason}"
+        for dest_key in flight.batch.transferred + flight.batch.skipped:
+            stats = flight.stats[flight.by_dest[dest_key].key]
+            s.objects += 1
+            s.input_bytes += stats.input_bytes
+            s.output_bytes += stats.output_bytes
+            s.numbers += stats.numbers
+        s.uploaded += len(flight.batch.transferred)
+        s.skipped += len(flight.batch.skipped)
+        self._release(flight)
+
+    def _release(self, flight: _Flight) -> None:
+        """Delete the chunk's scratch files and give its budget back."""
+        for item in flight.chunk.items:
+            Path(item.input_path).unlink(missing_ok=True)
+            Path(item.output_path).unlink(missing_ok=True)
+        self.budget.release(flight.chunk.index)
