@@ -5,8 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+# A local Prefect server for `make server` / `serve` / `deploy` / `worker`.
+PREFECT_PORT ?= 4200
+LOCAL_API    := http://127.0.0.1:$(PREFECT_PORT)/api
+POOL         ?= s3-pipelines
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser-deps server serve deploy worker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +28,44 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install
+test: install browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# The browser test needs Debian's chromium (never `playwright install`). Install it when it is
+# missing and we are root; if that fails, the test skips and says why.
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian chromium for the browser test (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+	  || echo "warning: could not install chromium: the browser test will be skipped"; \
+	else echo "note: /usr/bin/chromium is missing and we are not root: the browser test will be skipped"; fi
+
+# Prefect server on 127.0.0.1:$(PREFECT_PORT), SQLite in $(PREFECT_HOME). The UI reads its API
+# address from PREFECT_UI_API_URL / PREFECT_API_URL, not from --port, so set both.
+server: install
+	PREFECT_API_URL=$(LOCAL_API) PREFECT_UI_API_URL=$(LOCAL_API) \
+	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# Serve every deployment of prefect.yaml from this process (no work pool needed).
+serve: install
+	PREFECT_API_URL=$(LOCAL_API) $(BIN)/python -m deployments.serve
+
+# Register prefect.yaml's deployments on the $(POOL) process work pool, then run `make worker`.
+deploy: install
+	PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 \
+	|| PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect work-pool create $(POOL) --type process
+	cd $(CURDIR) && PWD=$(CURDIR) PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect deploy --all --no-prompt
+
+worker: install
+	PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect worker start --pool $(POOL) --type process
 
 clean:
 	rm -rf $(VENV) .prefect .pytest_cache .ruff_cache benchmarks/results tests/artifacts

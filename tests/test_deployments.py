@@ -11,6 +11,7 @@ import copy
 import datetime as dt
 import inspect
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,14 @@ def test_prefect_yaml_shows_cron_and_interval_and_ships_them_inactive() -> None:
         placeholder = any("my-bucket" in str(v) for v in entry["parameters"].values())
         for schedule in entry.get("schedules") or []:
             assert not (placeholder and schedule.get("active", True)), entry["name"]
+
+
+def test_makefile_targets_use_the_pool_and_flags_of_prefect_yaml() -> None:
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    pools = {d["work_pool"]["name"] for d in DEPLOYMENTS}
+    assert pools == {re.search(r"^POOL\s*\?=\s*(\S+)", makefile, re.M).group(1)}
+    assert "prefect deploy --all --no-prompt" in makefile and "--type process" in makefile
+    assert "python -m deployments.serve" in makefile
 
 
 @pytest.mark.parametrize("name", NAMES)
