@@ -124,8 +124,7 @@ class FaultProxy:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Snapshot of counters: connections (accepted), requests, forwarded, injected,
-        and one per fault kind."""
+        """Snapshot of counters: connections, requests, forwarded, injected, per kind."""
         with self._lock:
             return dict(self._stats)
 
