@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -42,6 +45,44 @@ class UnsafeKeyError(S3PipelineError, ValueError):
     """An object key would map to a path outside the destination directory."""
 
 
+class LocalIOError(S3PipelineError):
+    """A local file could not be written or read (disk full, permissions...); not retried."""
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS}
+# Local errors a retry cannot fix (the batch task is not retried for these alone).
+_PERMANENT_ERRNOS = _DISK_FULL | _NO_ACCESS | {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR}
+
+
+def local_io_error(exc: OSError, path: str | os.PathLike[str], verb: str = "write") -> OSError:
+    """Turn a local ``OSError`` into a clear one-line :class:`LocalIOError` when it is permanent.
+
+    Args:
+        exc: The error from the file system.
+        path: The file that was being written or read.
+        verb: ``"write"`` or ``"read"``, for the message.
+
+    Returns:
+        A :class:`LocalIOError` for a full disk, missing permissions and the like, else ``exc``.
+    """
+    if exc.errno in _DISK_FULL:
+        return LocalIOError(
+            f"no space left on the device holding {os.path.dirname(os.fspath(path))!r} "
+            f"({exc.strerror}): free some space and re-run; no partial file was kept"
+        )
+    if exc.errno in _PERMANENT_ERRNOS:
+        return LocalIOError(f"cannot {verb} {os.fspath(path)!r}: {exc.strerror}")
+    return exc
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Return True for errors a retry cannot fix: local disk/permission problems, unsafe keys."""
+    if isinstance(exc, (LocalIOError, UnsafeKeyError, ConfigurationError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS
+
+
 def describe_error(exc: BaseException) -> str:
     """Return a one-line description of ``exc`` without a traceback.
 
@@ -53,8 +94,13 @@ def describe_error(exc: BaseException) -> str:
     """
     if isinstance(exc, S3PipelineError):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    text = [line.strip(" -") for line in str(exc).strip().splitlines() if line.strip(" -")]
+    if not text:
+        return type(exc).__name__
+    line = text[0]
+    if line.endswith(":") and len(text) > 1:  # "Invalid parameters:\n - x: ..." -> one line
+        line = f"{line} {'; '.join(text[1:])}"
+    return f"{type(exc).__name__}: {line}"
 
 
 def translate_boto_error(

@@ -22,6 +22,8 @@ MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 255
 # Temp files this project writes next to their destination; never treated as data.
 PARTIAL_SUFFIX = ".s3c.partial"
+# Our temp names, also with the ``.XXXXXXXX`` tail s3transfer adds to its own temp files.
+_PARTIAL_RE = re.compile(re.escape(PARTIAL_SUFFIX) + r"(\.[0-9A-Za-z]{8})?$")
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,23 @@ def check_relative_key(rel: str) -> None:
             raise UnsafeKeyError(f"path segment {part!r} is not allowed")
         if len(part.encode("utf-8")) > MAX_NAME_BYTES:
             raise UnsafeKeyError("path segment longer than 255 bytes")
-        if part.endswith(PARTIAL_SUFFIX):
+        if is_partial_name(part):
             raise UnsafeKeyError("name collides with this project's temp-file suffix")
+
+
+def is_partial_name(name: str) -> bool:
+    """Return True if ``name`` is one of this project's temp-file names (never data)."""
+    return _PARTIAL_RE.search(name) is not None
+
+
+def partial_name(name: str, tag: str) -> str:
+    """Return the temp-file name for ``name``: ``.<name>.<tag>.s3c.partial``, <= 255 bytes.
+
+    Long names are shortened (whole UTF-8 characters) so the temp name stays a valid name.
+    """
+    room = MAX_NAME_BYTES - len(f"..{tag}{PARTIAL_SUFFIX}".encode())
+    stem = name.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return f".{stem}.{tag}{PARTIAL_SUFFIX}"
 
 
 def safe_local_path(dest_dir: Path, rel: str) -> Path:

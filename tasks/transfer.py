@@ -4,66 +4,54 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
+import logging
 import os
+import random
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import FlexibleChecksumError, HTTPClientError, IncompleteReadError
+from s3transfer.exceptions import RetriesExceededError
+from urllib3.exceptions import HTTPError as URLLib3Error
 
-from tasks.errors import IntegrityError, S3PipelineError, describe_error, translate_boto_error
+from tasks.errors import (
+    IntegrityError,
+    S3PipelineError,
+    describe_error,
+    local_io_error,
+    translate_boto_error,
+)
 from tasks.integrity import CHUNK, MIB, etag_matches, is_md5_etag, normalize_etag
+from tasks.models import BatchResult, LocalFile, S3Object
 from tasks.paths import (
     MAX_KEY_BYTES,
-    PARTIAL_SUFFIX,
     S3Url,
+    is_partial_name,
     matches_filters,
     relative_key,
     safe_local_path,
 )
+from tasks.tempfiles import open_partial
 
 MULTIPART_THRESHOLD = 16 * MIB
 PART_SIZE = 8 * MIB
-
-
-@dataclass(frozen=True)
-class S3Object:
-    """An object from a listing: key, size in bytes and ETag (unquoted)."""
-
-    key: str
-    size: int
-    etag: str = ""
-
-
-@dataclass(frozen=True)
-class LocalFile:
-    """A local file to upload and the key it goes to."""
-
-    path: str
-    key: str
-    size: int
-
-
-@dataclass
-class BatchResult:
-    """What one batch did. ``failed`` maps key to a one-line reason."""
-
-    transferred: list[str] = field(default_factory=list)
-    bytes: int = 0
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def merge(self, other: BatchResult) -> None:
-        """Add ``other``'s counts into this result."""
-        self.transferred += other.transferred
-        self.bytes += other.bytes
-        self.skipped += other.skipped
-        self.failed.update(other.failed)
-        self.seconds += other.seconds
+# Attempts per object for a body that arrives short, reset or corrupted. botocore retries
+# requests that fail before the body (5xx, throttling, resets) on its own, but not a body that
+# breaks while it is read; s3transfer retries those 5 times for multipart downloads only.
+BODY_ATTEMPTS = 3
+RETRYABLE_BODY_ERRORS = (
+    IntegrityError, HTTPClientError, IncompleteReadError, FlexibleChecksumError,
+    RetriesExceededError, URLLib3Error, http.client.HTTPException, ConnectionError,
+)  # fmt: skip
+log = logging.getLogger(__name__)
+__all__ = [  # the records live in tasks.models; re-exported here for callers
+    "BatchResult", "LocalFile", "S3Object", "download_objects", "list_local_files",
+    "list_objects", "plan_downloads", "plan_uploads", "upload_files",
+]  # fmt: skip
 
 
 def transfer_config(threads_per_object: int = 4) -> TransferConfig:
@@ -119,10 +107,6 @@ def check_bucket(client: Any, bucket: str) -> None:
         raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
 
 
-def _temp_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
-
-
 def _local_matches(path: Path, obj: S3Object) -> bool:
     """True if ``path`` already holds ``obj`` (same size and a matching checksum)."""
     try:
@@ -133,42 +117,71 @@ def _local_matches(path: Path, obj: S3Object) -> bool:
     return etag_matches(path, obj.etag) is True
 
 
+def _fetch_into(client: Any, bucket: str, obj: S3Object, fh: BinaryIO, tmp: Path) -> None:
+    """Write the object's bytes to ``fh`` and check size and checksum."""
+    if obj.size >= MULTIPART_THRESHOLD:
+        client.download_fileobj(bucket, obj.key, fh, Config=transfer_config())
+        fh.flush()
+        size = os.fstat(fh.fileno()).st_size
+        if size == obj.size and obj.etag and etag_matches(tmp, obj.etag) is False:
+            raise IntegrityError(f"checksum mismatch for {obj.key}")
+    else:
+        kwargs = {"IfMatch": f'"{obj.etag}"'} if obj.etag else {}
+        body = client.get_object(Bucket=bucket, Key=obj.key, **kwargs)["Body"]
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
+        for block in body.iter_chunks(CHUNK):
+            fh.write(block)
+            digest.update(block)
+            size += len(block)
+        fh.flush()
+        if size == obj.size and is_md5_etag(obj.etag) and digest.hexdigest() != obj.etag:
+            raise IntegrityError(f"MD5 mismatch for {obj.key}")
+    if size != obj.size:
+        raise IntegrityError(f"size mismatch for {obj.key}: got {size}, expected {obj.size}")
+
+
+def _download_once(client: Any, bucket: str, obj: S3Object, target: Path) -> None:
+    tmp, fh = open_partial(target)
+    try:
+        with fh:
+            _fetch_into(client, bucket, obj, fh, tmp)
+            os.replace(tmp, target)  # still locked: no clean-up can take it meanwhile
+    except OSError as exc:
+        raise local_io_error(exc, target) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def download_object(client: Any, bucket: str, obj: S3Object, target: Path) -> None:
     """Download one object atomically and verify it.
 
-    Small objects take one ``get_object`` (no HEAD); large ones use s3transfer multipart.
-    Bytes go to a temp file beside ``target``, are checked against the listed size and the
-    ETag (MD5 when it is one), then renamed into place. On any error the temp file is removed.
+    Small objects take one ``get_object`` (with ``IfMatch`` on the listed ETag); large ones use
+    s3transfer multipart. Bytes go to a locked temp file beside ``target``, are checked against
+    the listed size and the ETag (MD5 when it is one; botocore also validates the CRC32 that S3
+    returns), then renamed into place. On any error the temp file is removed. A short, reset or
+    corrupted body is fetched again, up to :data:`BODY_ATTEMPTS` times in all.
 
     Raises:
-        IntegrityError: If size or checksum do not match.
+        IntegrityError: If size or checksum still do not match after the last attempt.
+        LocalIOError: If the destination is full or not writable.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(target)
     try:
-        if obj.size >= MULTIPART_THRESHOLD:
-            client.download_file(bucket, obj.key, str(tmp), Config=transfer_config())
-            size = tmp.stat().st_size
-            verified = etag_matches(tmp, obj.etag) if obj.etag else None
-            if verified is False:
-                raise IntegrityError(f"checksum mismatch for {obj.key}")
-        else:
-            kwargs = {"IfMatch": f'"{obj.etag}"'} if obj.etag else {}
-            body = client.get_object(Bucket=bucket, Key=obj.key, **kwargs)["Body"]
-            digest = hashlib.md5(usedforsecurity=False)
-            size = 0
-            with open(tmp, "wb") as fh:
-                for block in body.iter_chunks(CHUNK):
-                    fh.write(block)
-                    digest.update(block)
-                    size += len(block)
-            if is_md5_etag(obj.etag) and digest.hexdigest() != obj.etag:
-                raise IntegrityError(f"MD5 mismatch for {obj.key}")
-        if size != obj.size:
-            raise IntegrityError(f"size mismatch for {obj.key}: got {size}, expected {obj.size}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise local_io_error(exc, target) from None
+    for attempt in range(1, BODY_ATTEMPTS + 1):
+        try:
+            _download_once(client, bucket, obj, target)
+            return
+        except RETRYABLE_BODY_ERRORS as exc:
+            if attempt == BODY_ATTEMPTS:
+                raise
+            log.warning(
+                "retrying %s (attempt %d/%d) after %s",
+                obj.key, attempt + 1, BODY_ATTEMPTS, describe_error(exc),
+            )  # fmt: skip
+            time.sleep(0.1 * 2**attempt * (0.5 + random.random()))  # backoff with jitter
 
 
 def download_objects(
@@ -203,7 +216,7 @@ def download_objects(
             result.transferred.append(obj.key)
             result.bytes += obj.size
         except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
-            result.failed[obj.key] = describe_error(exc)
+            result.fail(obj.key, exc)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -225,8 +238,11 @@ def upload_file(client: Any, bucket: str, item: LocalFile) -> None:
         if etag_matches(Path(item.path), head.get("ETag", ""), (PART_SIZE,)) is False:
             raise IntegrityError(f"checksum mismatch after upload of {item.key}")
         return
-    with open(item.path, "rb") as fh:
-        data = fh.read()
+    try:
+        with open(item.path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise local_io_error(exc, item.path, "read") from None
     if len(data) != item.size:
         raise IntegrityError(f"{item.path} changed size while uploading")
     md5 = hashlib.md5(data, usedforsecurity=False)
@@ -294,7 +310,7 @@ def upload_files(
             result.transferred.append(item.key)
             result.bytes += item.size
         except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
-            result.failed[item.key] = describe_error(exc)
+            result.fail(item.key, exc)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -310,7 +326,7 @@ def list_local_files(
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             path = Path(dirpath, name)
-            if name.endswith(PARTIAL_SUFFIX) or not path.is_file():
+            if is_partial_name(name) or not path.is_file():
                 continue
             rel = path.relative_to(root).as_posix()
             if matches_filters(rel, include, exclude):

@@ -1,0 +1,57 @@
+"""The records transfer functions pass around: listed objects, local files, batch results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tasks.errors import describe_error, is_permanent
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """An object from a listing: key, size in bytes and ETag (unquoted)."""
+
+    key: str
+    size: int
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A local file to upload and the key it goes to."""
+
+    path: str
+    key: str
+    size: int
+
+
+@dataclass
+class BatchResult:
+    """What one batch did. ``failed`` maps key to a one-line reason."""
+
+    transferred: list[str] = field(default_factory=list)
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    permanent: list[str] = field(default_factory=list)  # failed keys a retry cannot fix
+
+    def merge(self, other: BatchResult) -> None:
+        """Add ``other``'s counts into this result."""
+        self.transferred += other.transferred
+        self.bytes += other.bytes
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.seconds += other.seconds
+        self.permanent += other.permanent
+
+    def fail(self, key: str, exc: BaseException) -> None:
+        """Record that ``key`` failed with ``exc``."""
+        self.failed[key] = describe_error(exc)
+        if is_permanent(exc):
+            self.permanent.append(key)
+
+    @property
+    def retryable(self) -> bool:
+        """True if some failure might go away on a retry."""
+        return bool(set(self.failed) - set(self.permanent))
