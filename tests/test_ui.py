@@ -94,6 +94,18 @@ def fill_parameter(page: Any, label: str, value: str) -> None:
     field.blur()
 
 
+def summary_row(server: PrefectServer, flow_run_id: str, item: str) -> Any:
+    """The value of row ``item`` in the table artifacts the flow run published."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with server.client() as client:
+        artifacts = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    rows = [r for a in artifacts if a.type == "table" for r in json.loads(a.data)]
+    return next(r["value"] for r in rows if r["item"] == item)
+
+
 def prepare_inputs(s3: Any, tmp_path: Path) -> tuple[dict[str, str], Any]:
     """Create the run's inputs; return the form values and a checker of the outputs."""
     bucket = s3.create_bucket(f"ui-{time.time_ns() % 10**9}")
@@ -101,7 +113,8 @@ def prepare_inputs(s3: Any, tmp_path: Path) -> tuple[dict[str, str], Any]:
     if PIPELINE is not None:
         for key, body in INPUTS.items():
             client.put_object(Bucket=bucket, Key=f"in/{key}", Body=body)
-        values = {"source": f"s3://{bucket}/in", "dest": f"s3://{bucket}/out", "workers": "3"}
+        values = {"source": f"s3://{bucket}/in", "dest": f"s3://{bucket}/out", "workers": "3",
+                  "min_process_mib": "0"}  # fmt: skip  # square on worker processes even so
         want = {f"out/{k}": expected_square(v) for k, v in INPUTS.items()}
         prefix = "out/"
     else:
@@ -178,7 +191,8 @@ def test_run_triggered_from_the_ui_completes(
             final = wait_for_final_state(server, flow_run_id, timeout=240)
             timings["UI-triggered run (Submit to final state) s"] = time.monotonic() - clicked
             page.goto(f"{server.url}/runs/flow-run/{flow_run_id}")
-            page.get_by_text("Completed").first.wait_for(timeout=30_000)
+            for text in ("Completed", "Beginning flow run", "Finished in state Completed"):
+                page.get_by_text(text).first.wait_for(timeout=30_000)  # rendered, logs in
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "ui-run-completed.png"), full_page=True)
             browser.close()
@@ -191,6 +205,8 @@ def test_run_triggered_from_the_ui_completes(
     assert final.state.is_completed(), f"{final.state}\n{serving.log_tail()}"
     assert final.parameters["dest"] == values["dest"]  # the form's values reached the run
     assert final.parameters["connection"]["endpoint_url"] == rclone_s3.endpoint_url
+    if PIPELINE is not None:  # squaring ran on worker processes of the served run
+        assert summary_row(server, flow_run_id, "processes used") is True
     assert outside == [], f"the UI tried to leave the server: {outside}"
     assert any("/create_flow_run" in url for url in inside)  # the guard saw the page's traffic
     check_outputs()
