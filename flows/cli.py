@@ -16,11 +16,12 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from prefect.exceptions import ParameterTypeError
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from tasks.client import S3Connection
-from tasks.errors import S3PipelineError
+from tasks.errors import S3PipelineError, describe_error
 
 
 def _default(param: inspect.Parameter) -> Any:
@@ -105,6 +106,9 @@ def run_cli(*flows: Any, argv: Sequence[str] | None = None) -> None:
     flow_obj, kwargs = parse_flow_args(flows, argv)
     try:
         result = flow_obj(**kwargs)
+    except ParameterTypeError as exc:  # "invalid parameters:\n - workers: ..." -> one line
+        print(f"error: {describe_error(exc).partition(': ')[2]}", file=sys.stderr)
+        raise SystemExit(1) from None
     except (S3PipelineError, ValueError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         raise SystemExit(1) from None

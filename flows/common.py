@@ -53,6 +53,7 @@ class TransferSummary(BaseModel):
     rejected: dict[str, str] = Field(default_factory=dict)
     failed: dict[str, str] = Field(default_factory=dict)
     deleted: list[str] = Field(default_factory=list)
+    stale_removed: int = 0
 
     @property
     def files_per_second(self) -> float:
@@ -80,7 +81,13 @@ class TransferSummary(BaseModel):
             {"item": "files/s", "value": round(self.files_per_second, 1)},
             {"item": "MiB/s", "value": round(self.mib_per_second, 2)},
             {"item": "skipped (already identical)", "value": self.skipped},
-            {"item": "deleted (extra at destination)", "value": len(self.deleted)},
+            {
+                "item": "deleted (extra at destination)"
+                if not self.dry_run
+                else "would delete (extra at destination)",
+                "value": len(self.deleted),
+            },
+            {"item": "stale temp files removed", "value": self.stale_removed},
             {"item": "rejected keys", "value": len(self.rejected)},
             {"item": "failed keys", "value": len(self.failed)},
         ]

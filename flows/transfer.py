@@ -6,6 +6,7 @@ Run as a script: ``python flows/transfer.py download s3://bucket/prefix ./out``.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -27,8 +28,16 @@ from flows.common import (
 )
 from tasks.client import S3Connection
 from tasks.errors import ConfigurationError, S3PipelineError
-from tasks.paths import make_batches, parse_s3_url
-from tasks.s3 import download_batch, list_objects_task, upload_batch
+from tasks.paths import make_batches, parse_s3_url, relative_key
+from tasks.s3 import (
+    delete_local_task,
+    delete_objects_task,
+    download_batch,
+    list_objects_task,
+    remove_stale_partials_task,
+    upload_batch,
+)
+from tasks.sync import local_extras, remote_extras
 from tasks.transfer import list_local_files, plan_downloads, plan_uploads
 
 DEFAULT_WORKERS = 16
@@ -39,11 +48,17 @@ class TransferFailed(S3PipelineError):
 
     def __init__(self, summary: TransferSummary) -> None:
         self.summary = summary
+        reasons = Counter(summary.failed.values())
+        reason, count = reasons.most_common(1)[0] if reasons else ("", 0)
         super().__init__(
             f"{len(summary.failed)} object(s) failed in {summary.direction}: "
             + ", ".join(sorted(summary.failed)[:10])
             + (" ..." if len(summary.failed) > 10 else "")
+            + (f" ({'all' if count == len(summary.failed) else count}: {reason})" if reason else "")
         )
+
+    def __reduce__(self):  # noqa: ANN204 - keep the summary when pickled
+        return (type(self), (self.summary,))
 
 
 def _finish(summary: TransferSummary, artifact_key: str) -> TransferSummary:
@@ -70,6 +85,43 @@ def _retrying(task_obj, task_retries: int):  # noqa: ANN001, ANN202
     return task_obj.with_options(retries=task_retries, retry_delay_seconds=delays)
 
 
+def _warn_if_empty(count: int, where: str) -> None:
+    if not count:
+        get_run_logger().warning(
+            "empty source: no objects to transfer from %s (check the location and the "
+            "include/exclude globs); completing with 0 objects",
+            where,
+        )
+
+
+def _may_delete(summary: TransferSummary, extras: list[str], source_count: int) -> bool:
+    """Log and return whether the extras may be deleted (never after failures or from an
+    empty source, where a mistyped location would wipe the destination)."""
+    if not extras:
+        return False
+    logger = get_run_logger()
+    if summary.failed:
+        logger.warning(
+            "not deleting %d extra object(s): %d transfer(s) failed", len(extras),
+            len(summary.failed),
+        )  # fmt: skip
+    elif not source_count:
+        logger.warning("not deleting %d extra object(s): the source is empty", len(extras))
+    elif summary.dry_run:
+        summary.deleted = extras
+        logger.info("dry run: would delete %d extra object(s)", len(extras))
+    else:
+        return True
+    return False
+
+
+def _record_deletes(summary: TransferSummary, done: tuple[list[str], dict[str, str]]) -> None:
+    deleted, failed = done
+    summary.deleted = deleted
+    summary.failed.update(failed)
+    get_run_logger().info("deleted %d extra object(s) at the destination", len(deleted))
+
+
 @flow(name="download-prefix", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
 def download_prefix(
     source: S3Uri,
@@ -83,20 +135,25 @@ def download_prefix(
     dry_run: bool = False,
     task_retries: TaskRetries = 2,
     connection: S3Connection = S3Connection(),  # noqa: B008
+    delete_extra: bool = False,
 ) -> TransferSummary:
     """Download every object under ``source`` into ``dest_dir``, keeping relative keys.
 
     Keys that would land outside ``dest_dir`` are rejected and reported, never written.
-    Downloads are atomic and verified; identical local files are skipped.
+    Downloads are atomic and verified; identical local files are skipped. Temp files left by
+    a killed run are removed first. ``delete_extra`` also deletes local files under
+    ``dest_dir`` (passing the globs) that the source does not have.
     """
     start = time.perf_counter()
     url = parse_s3_url(source)
     dest = ensure_writable_dir(dest_dir)
+    stale = [] if dry_run else remove_stale_partials_task(str(dest))
     objects = list_objects_task(connection, url.bucket, url.folder, include or (), exclude or ())
+    _warn_if_empty(len(objects), source)
     items, rejected = plan_downloads(objects, url.folder, dest)
     summary = TransferSummary(
         direction="download", source=source, destination=str(dest), dry_run=dry_run,
-        rejected=rejected,
+        rejected=rejected, stale_removed=len(stale),
     )  # fmt: skip
     batches = make_batches(
         items, lambda i: i[0].size, batch_max_objects, batch_max_mib * 2**20, workers * 2
@@ -121,6 +178,11 @@ def download_prefix(
     summary.objects, summary.bytes = len(result.transferred), result.bytes
     summary.skipped, summary.failed = len(result.skipped), result.failed
     summary.planned = result.transferred if dry_run else []
+    if delete_extra:
+        keep = {relative_key(o.key, url.folder) for o in objects}
+        extras = local_extras(dest, keep, include or (), exclude or ())
+        if _may_delete(summary, extras, len(objects)):
+            _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start
     return _finish(summary, "download-summary")
 
@@ -138,10 +200,13 @@ def upload_directory(
     dry_run: bool = False,
     task_retries: TaskRetries = 2,
     connection: S3Connection = S3Connection(),  # noqa: B008
+    delete_extra: bool = False,
 ) -> TransferSummary:
     """Upload every file under ``source_dir`` to ``dest``, keeping relative paths as keys.
 
     Uploads are verified (Content-MD5, then ETag/size); identical objects are skipped.
+    ``delete_extra`` also deletes objects under ``dest`` (passing the globs) that have no
+    local file.
     """
     start = time.perf_counter()
     url = parse_s3_url(dest)
@@ -149,12 +214,11 @@ def upload_directory(
     if not root.is_dir():
         raise ConfigurationError(f"source directory {str(root)!r} does not exist")
     # Listing the destination proves the bucket is reachable and finds identical objects.
-    existing = {
-        o.key: (o.size, o.etag)
-        for o in list_objects_task(connection, url.bucket, url.folder)
-        if skip_existing
-    }
-    files, rejected = plan_uploads(list_local_files(root, include or (), exclude or ()), url)
+    listed = list_objects_task(connection, url.bucket, url.folder)
+    existing = {o.key: (o.size, o.etag) for o in listed if skip_existing}
+    local = list_local_files(root, include or (), exclude or ())
+    _warn_if_empty(len(local), str(root))
+    files, rejected = plan_uploads(local, url)
     summary = TransferSummary(
         direction="upload", source=str(root.resolve()), destination=dest, dry_run=dry_run,
         rejected=rejected,
@@ -182,6 +246,12 @@ def upload_directory(
     summary.objects, summary.bytes = len(result.transferred), result.bytes
     summary.skipped, summary.failed = len(result.skipped), result.failed
     summary.planned = result.transferred if dry_run else []
+    if delete_extra:
+        extras = remote_extras(
+            listed, url.folder, {f.key for f in files}, include or (), exclude or ()
+        )
+        if _may_delete(summary, extras, len(local)):
+            _record_deletes(summary, delete_objects_task(connection, url.bucket, extras))
     summary.seconds = time.perf_counter() - start
     return _finish(summary, "upload-summary")
 

@@ -9,12 +9,17 @@ done and transfers only the failed objects.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from tasks.client import S3Connection, get_s3_client
+from tasks.errors import is_permanent
+from tasks.sync import delete_keys, delete_local
+from tasks.tempfiles import remove_stale_partials
 from tasks.transfer import (
     BatchResult,
     LocalFile,
@@ -44,6 +49,20 @@ def _raise_on_failures(result: BatchResult) -> BatchResult:
     return result
 
 
+def retry_unless_permanent(task_obj: Any, run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: skip retries a retry cannot help.
+
+    A batch whose every failure is permanent (full disk, no permission, unsafe key) fails at
+    once instead of waiting through its retry delays; anything else is retried.
+    """
+    exc = getattr(state, "data", None)
+    if not isinstance(exc, BaseException):
+        exc = state.result(raise_on_failure=False)
+    if isinstance(exc, BatchFailed):
+        return exc.result.retryable
+    return not (isinstance(exc, BaseException) and is_permanent(exc))
+
+
 @task(name="list_objects", cache_policy=NO_CACHE)
 def list_objects_task(
     conn: S3Connection,
@@ -56,7 +75,7 @@ def list_objects_task(
     return list_objects(get_s3_client(conn), bucket, folder, include, exclude)
 
 
-@task(name="download_batch", cache_policy=NO_CACHE)
+@task(name="download_batch", cache_policy=NO_CACHE, retry_condition_fn=retry_unless_permanent)
 def download_batch(
     conn: S3Connection,
     pool_size: int,
@@ -70,7 +89,7 @@ def download_batch(
     return _raise_on_failures(download_objects(client, bucket, items, skip_existing, dry_run))
 
 
-@task(name="upload_batch", cache_policy=NO_CACHE)
+@task(name="upload_batch", cache_policy=NO_CACHE, retry_condition_fn=retry_unless_permanent)
 def upload_batch(
     conn: S3Connection,
     pool_size: int,
@@ -84,3 +103,23 @@ def upload_batch(
     retrying = (task_run.run_count or 1) > 1
     result = upload_files(client, bucket, items, existing, check_remote=retrying, dry_run=dry_run)
     return _raise_on_failures(result)
+
+
+@task(name="remove_stale_partials", cache_policy=NO_CACHE)
+def remove_stale_partials_task(dest_dir: str) -> list[str]:
+    """Delete temp files under ``dest_dir`` left by killed runs (live runs' are kept)."""
+    return remove_stale_partials(Path(dest_dir))
+
+
+@task(name="delete_local_extras", cache_policy=NO_CACHE)
+def delete_local_task(dest_dir: str, rels: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Delete the extra files ``rels`` under ``dest_dir``; return deleted and failed."""
+    return delete_local(Path(dest_dir), rels)
+
+
+@task(name="delete_extra_objects", cache_policy=NO_CACHE)
+def delete_objects_task(
+    conn: S3Connection, bucket: str, keys: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """Delete the extra objects ``keys``; return deleted and failed."""
+    return delete_keys(get_s3_client(conn), bucket, keys)

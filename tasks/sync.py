@@ -1,0 +1,122 @@
+"""Sync semantics: find and delete what the destination holds but the source does not.
+
+Deletion is opt-in (``delete_extra``) and conservative:
+
+* only files/objects *under the destination* that pass the same include/exclude globs are
+  candidates (excluded ones are kept, as in ``rclone sync``);
+* this project's temp files (``*.s3c.partial``) are never candidates: stale ones are removed
+  by :mod:`tasks.tempfiles`, live ones belong to a running download;
+* local deletion unlinks single files (a symlink itself, never its target) after checking
+  that the containing directory resolves inside the destination; directories stay;
+* the flows delete nothing when any transfer failed or when the source is empty.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import describe_error, local_io_error, translate_boto_error
+from tasks.models import S3Object
+from tasks.paths import check_relative_key, matches_filters, relative_key
+from tasks.transfer import list_local_files
+
+DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+
+
+def local_extras(
+    root: Path, keep: Iterable[str], include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[str]:
+    """Return relative paths of files under ``root`` that pass the globs and are not in ``keep``.
+
+    Args:
+        root: Destination directory.
+        keep: Relative paths the source has.
+        include: Globs a candidate must match (any), as for the transfer.
+        exclude: Globs that protect matching files.
+    """
+    wanted = set(keep)
+    return [rel for rel, _p, _s in list_local_files(root, include, exclude) if rel not in wanted]
+
+
+def remote_extras(
+    listed: Iterable[S3Object],
+    folder: str,
+    keep: Iterable[str],
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> list[str]:
+    """Return keys of ``listed`` objects (under ``folder``) that pass the globs and are not kept.
+
+    Args:
+        listed: Objects listed under the destination prefix.
+        folder: The destination prefix as a folder (``""`` or ending with ``/``).
+        keep: Keys the upload wrote or would write.
+        include: Globs on the relative key a candidate must match (any).
+        exclude: Globs that protect matching keys.
+    """
+    wanted = set(keep)
+    return sorted(
+        o.key
+        for o in listed
+        if o.key.startswith(folder)
+        and o.key not in wanted
+        and matches_filters(relative_key(o.key, folder), include, exclude)
+    )
+
+
+def delete_local(root: Path, rels: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Unlink files ``rels`` (relative to ``root``), never touching anything outside it.
+
+    Returns:
+        The deleted relative paths, and ``rel -> reason`` for those that could not be deleted.
+    """
+    base = os.path.realpath(root)
+    deleted: list[str] = []
+    failed: dict[str, str] = {}
+    for rel in rels:
+        try:
+            check_relative_key(rel)
+            *dirs, name = rel.split("/")
+            parent = os.path.realpath(os.path.join(base, *dirs))
+            if parent != base and not parent.startswith(base + os.sep):
+                raise ValueError("resolves outside the destination directory")
+            path = os.path.join(parent, name)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass  # already gone: the goal is reached
+            except OSError as exc:
+                raise local_io_error(exc, path, "delete") from None
+            deleted.append(rel)
+        except Exception as exc:  # noqa: BLE001 - reported per file
+            failed[rel] = describe_error(exc)
+    return deleted, failed
+
+
+def delete_keys(client: Any, bucket: str, keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Delete ``keys`` from ``bucket`` with DeleteObjects, 1,000 per request.
+
+    Returns:
+        The deleted keys, and ``key -> reason`` for those S3 did not delete.
+    """
+    deleted: list[str] = []
+    failed: dict[str, str] = {}
+    for start in range(0, len(keys), DELETE_BATCH):
+        chunk = list(keys[start : start + DELETE_BATCH])
+        try:
+            resp = client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+        except Exception as exc:  # noqa: BLE001 - every key of the request failed
+            reason = describe_error(translate_boto_error(exc, bucket, client.meta.endpoint_url))
+            failed.update(dict.fromkeys(chunk, f"delete failed: {reason}"))
+            continue
+        errors = {
+            e["Key"]: f"delete failed: {e.get('Code', 'error')}" for e in resp.get("Errors", [])
+        }
+        failed.update(errors)
+        deleted += [k for k in chunk if k not in errors]
+    return deleted, failed
