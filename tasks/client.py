@@ -11,7 +11,9 @@ from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.errors import ConfigurationError
+from tasks.redact import install_log_redaction, register_secret
 
+install_log_redaction()  # botocore DEBUG logs would otherwise show signatures and tokens
 BLOCK_TYPES = ("aws-credentials", "minio-credentials", "s3-bucket")
 _lock = threading.Lock()
 
@@ -95,9 +97,21 @@ def _session_and_params(conn: S3Connection) -> tuple[boto3.Session, dict[str, An
     return creds.get_boto3_session(), params
 
 
+def _register_secrets(session: boto3.Session, params: dict[str, Any]) -> None:
+    """Mask this client's secret key and session token in all logs."""
+    register_secret(params.get("aws_secret_access_key"))
+    register_secret(params.get("aws_session_token"))
+    creds = session.get_credentials()
+    if creds is not None:
+        frozen = creds.get_frozen_credentials()
+        register_secret(frozen.secret_key)
+        register_secret(frozen.token)
+
+
 @lru_cache(maxsize=32)
 def _cached_client(conn: S3Connection, max_pool_connections: int) -> Any:
     session, params = _session_and_params(conn)
+    _register_secrets(session, params)
     config = client_config(conn, max_pool_connections)
     if isinstance(params.get("config"), Config):
         config = params.pop("config").merge(config)
