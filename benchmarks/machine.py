@@ -158,3 +158,25 @@ class CpuMeter:
 def median(values: list[float]) -> float:
     """Median of ``values`` (0.0 for an empty list)."""
     return statistics.median(values) if values else 0.0
+
+
+def wait_for_quiet(meter: CpuMeter, max_cores: float, timeout: float, window: float = 1.0) -> float:
+    """Wait until other processes use fewer than ``max_cores`` cores, or ``timeout`` passes.
+
+    Args:
+        meter: Accounts this process and its helpers, which are not counted as "other".
+        max_cores: Busy cores of other processes that count as quiet.
+        timeout: Most seconds to wait (0: measure once and return).
+        window: Seconds per measurement.
+
+    Returns:
+        The other processes' busy cores in the last window.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        start = meter.sample()
+        time.sleep(window)
+        delta = CpuMeter.delta(start, meter.sample())
+        busy = delta["other_cpu"] / delta["wall"]
+        if busy < max_cores or time.monotonic() >= deadline:
+            return round(busy, 2)

@@ -1,0 +1,179 @@
+"""Summaries, the printed table and the bar chart of the transfer benchmark."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import median
+
+DIRECTIONS = ("download", "upload")
+CPU_KEYS = ("client_cpu", "s3_server_cpu", "prefect_server_cpu", "other_cpu")
+Raw = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+def summarize(raw: Raw, variants: list[Any], objects: int, nbytes: int) -> dict[str, Any]:
+    """Medians over the verified runs, files/s, CPU ms per file and noise; ratios.
+
+    Args:
+        raw: ``label -> direction -> runs``; a run with ``error`` is left out of the medians.
+        variants: The contenders (with ``label`` and ``tool``), in table order.
+        objects: Objects per run.
+        nbytes: Bytes per run.
+    """
+    medians: dict[str, dict[str, dict[str, Any]]] = {}
+    for v in variants:
+        medians[v.label] = {}
+        for d in DIRECTIONS:
+            runs = [r for r in raw[v.label][d] if "error" not in r]
+            walls = [r["wall"] for r in runs]
+            wall = median(walls)
+            stats: dict[str, Any] = {
+                "runs": len(runs),
+                "failed_runs": len(raw[v.label][d]) - len(runs),
+                "wall_s": round(wall, 4),
+                "files_per_s": round(objects / wall, 1) if wall else 0.0,
+                "mib_per_s": round(nbytes / 2**20 / wall, 1) if wall else 0.0,
+                "min_files_per_s": round(objects / max(walls), 1) if walls else 0.0,
+                "max_files_per_s": round(objects / min(walls), 1) if walls else 0.0,
+                "cv": round(statistics.pstdev(walls) / wall, 3) if wall else 0.0,
+            }
+            for key in CPU_KEYS:
+                vals = [r[key] for r in runs if key in r]
+                if vals:
+                    stats[f"{key}_ms_per_file"] = round(median(vals) / objects * 1000, 3)
+            flow = [r["flow_seconds"] for r in runs if "flow_seconds" in r]
+            if flow:
+                stats["flow_internal_s"] = round(median(flow), 4)
+            medians[v.label][d] = stats
+    return {"medians": medians, "ratios": ratios(medians, variants)}
+
+
+def ratios(medians: dict[str, Any], variants: list[Any]) -> dict[str, Any]:
+    """files/s of the project (default and best worker count) over the baseline and s5cmd."""
+    projects = [v for v in variants if v.tool == "project"]
+    if not projects:
+        return {}
+    default = next((v for v in projects if "(default)" in v.label), projects[0])
+    baseline = next((v for v in variants if v.tool == "baseline"), None)
+    s5 = next((v for v in variants if v.tool == "s5cmd"), None)
+    out: dict[str, Any] = {}
+    for d in DIRECTIONS:
+        best = max(projects, key=lambda v: medians[v.label][d]["files_per_s"])
+        entry: dict[str, Any] = {}
+        for name, proj in (("default", default), ("best", best)):
+            fps = medians[proj.label][d]["files_per_s"]
+            entry[f"project_{name}"] = proj.label
+            for other, key in ((baseline, "baseline"), (s5, "s5cmd")):
+                if other is not None and medians[other.label][d]["files_per_s"]:
+                    ratio = fps / medians[other.label][d]["files_per_s"]
+                    entry[f"project_{name}_vs_{key}"] = round(ratio, 3)
+        out[d] = entry
+    return out
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    """Warnings about failed runs, noisy variants and other processes' CPU use."""
+    out = []
+    for label, per_dir in result["raw"].items():
+        for d, runs in per_dir.items():
+            for r in runs:
+                if "error" in r:
+                    out.append(f"FAILED {label} {d} round {r['round'] + 1}: {r['error']}")
+                elif "recheck" in r:
+                    out.append(f"{label} {d} round {r['round'] + 1}: {r['recheck']}")
+    noisy = [
+        f"{label} {d} (cv {s['cv']:.0%})"
+        for label, per_dir in result["medians"].items()
+        for d, s in per_dir.items()
+        if s["cv"] > 0.15
+    ]
+    if noisy:
+        out.append("noisy: " + ", ".join(noisy) + "; consider rerunning on a quieter machine")
+    cores = result["machine"]["cpu_count"] or 1
+    busy = [
+        r["other_cpu"] / r["wall"]
+        for per_dir in result["raw"].values() for runs in per_dir.values() for r in runs
+        if r.get("wall") and "other_cpu" in r
+    ]  # fmt: skip
+    if busy:
+        out.append(
+            f"other processes used a median {median(busy):.2f} of {cores} cores during the runs"
+        )
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The results as a plain-text table, then the ratios and notes."""
+    p = result["params"]
+    lines = [
+        f"Transfer benchmark: {p['objects']} x {p['size_kib']} KiB objects, rclone serve s3 on "
+        f"127.0.0.1, median of {p['repeats']} interleaved rounds",
+        f"load average: start {result['machine']['load_average_at_start']}, "
+        f"end {result['load_average']}",
+        "",
+        f"{'variant':<22} {'download files/s':>16} {'min-max':>11}  {'upload files/s':>14} "
+        f"{'min-max':>11}  {'CPU ms/file dl/ul: client':>25} {'prefect srv':>11}",
+    ]
+    for label, per_dir in result["medians"].items():
+        dl, ul = per_dir["download"], per_dir["upload"]
+        client = "/".join(f"{s.get('client_cpu_ms_per_file', 0):.2f}" for s in (dl, ul))
+        prefect = "/".join(f"{s.get('prefect_server_cpu_ms_per_file', 0):.2f}" for s in (dl, ul))
+        lines.append(
+            f"{label:<22} {dl['files_per_s']:>16.0f} {_range(dl):>11}  {ul['files_per_s']:>14.0f} "
+            f"{_range(ul):>11}  {client:>25} {prefect if label.startswith('project') else '':>11}"
+        )
+    lines.append("")
+    for d, entry in result["ratios"].items():
+        for name in ("default", "best"):
+            parts = [
+                f"{entry[k]:.2f}x {k.rsplit('_', 1)[1]}"
+                for k in (f"project_{name}_vs_baseline", f"project_{name}_vs_s5cmd")
+                if k in entry
+            ]
+            lines.append(f"{d:<8} ratio {entry[f'project_{name}']:<22} " + ", ".join(parts))
+    lines += [f"note: {n}" for n in result.get("notes", [])]
+    return "\n".join(lines)
+
+
+def _range(stats: dict[str, Any]) -> str:
+    return f"{stats['min_files_per_s']:.0f}-{stats['max_files_per_s']:.0f}"
+
+
+def write_chart(result: dict[str, Any], path: Path) -> bool:
+    """Write a grouped bar chart of files/s (matplotlib Agg); False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels = list(result["medians"])
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.4 * len(labels)), 4.5))
+    width = 0.38
+    for i, d in enumerate(DIRECTIONS):
+        stats = [result["medians"][lb][d] for lb in labels]
+        xs = [j + (i - 0.5) * width for j in range(len(labels))]
+        heights = [s["files_per_s"] for s in stats]
+        err = [
+            [max(0.0, h - s["min_files_per_s"]) for h, s in zip(heights, stats, strict=True)],
+            [max(0.0, s["max_files_per_s"] - h) for h, s in zip(heights, stats, strict=True)],
+        ]
+        bars = ax.bar(xs, heights, width, yerr=err, capsize=3, label=d)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
+    ax.set_xticks(range(len(labels)), [lb.replace(" (", "\n(") for lb in labels], fontsize=8)
+    ax.set_ylabel("files/s (median; bars: min-max)")
+    p = result["params"]
+    ax.set_title(
+        f"{p['objects']} x {p['size_kib']} KiB via rclone serve s3 on loopback, "
+        f"{p['repeats']} rounds, load avg {result['load_average']}",
+        fontsize=9,
+    )
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
