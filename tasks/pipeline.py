@@ -126,8 +126,9 @@ def plan_work_chunks(
 
     Aims for ``cpu_workers * chunks_per_worker`` chunks (a few per worker, so work balances
     and squaring starts after the first chunk is downloaded), but never chunks smaller than
-    ``min_chunk_bytes`` (a process task costs ~0.1-0.2 s) and always small enough that
-    ``cpu_workers + 1`` chunks fit in ``max_scratch_bytes`` together.
+    ``min_chunk_bytes`` (a process task costs ~0.1-0.2 s; objects are not split, so a chunk
+    can still be smaller), and small enough that ``cpu_workers + 1`` chunks fit in
+    ``max_scratch_bytes`` together (unless single objects are too large for that).
 
     Returns:
         Chunks, heaviest first, each object in exactly one chunk.
@@ -138,8 +139,9 @@ def plan_work_chunks(
         raise ValueError("cpu_workers, chunks_per_worker and max_scratch_bytes must be >= 1")
     total = sum(item.size for item in items)
     target = max(min_chunk_bytes, math.ceil(total / (cpu_workers * chunks_per_worker)))
-    fits = int(max_scratch_bytes / ((cpu_workers + 1) * (1 + OUTPUT_EXPANSION)))
-    target = max(1, min(target, fits))
+    # LPT keeps every chunk within target + largest object, so leave room for that.
+    fits = max_scratch_bytes / ((cpu_workers + 1) * (1 + OUTPUT_EXPANSION))
+    target = max(1, min(target, int(fits) - max(item.size for item in items)))
     by_key = {item.key: item for item in items}
     groups = plan_chunks([(item.key, item.size) for item in items], target)
     return [Chunk(i, tuple(by_key[k] for k in keys)) for i, keys in enumerate(groups)]
