@@ -16,6 +16,9 @@ a request gets one of these faults instead:
   part of the body, and the socket is closed with an RST.
 * ``"truncate"``: as ``reset`` but closed cleanly (FIN) after sending fewer body bytes
   than the (correct) ``Content-Length`` announces.
+* ``"corrupt"`` (not a default): the whole body with one seeded byte flipped, so only a
+  checksum can tell; bodiless responses are cut as by ``truncate``. Keep it off listings
+  with ``key_filter``.
 
 For responses without a body (HEAD, empty PUT/DELETE answers) ``reset``/``truncate``
 close the connection before sending anything. botocore retries the HTTP errors and
@@ -49,7 +52,7 @@ _ERRORS = {
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     "403": (403, "AccessDenied", "Access Denied"),
 }
-ALL_KINDS = (*FAULT_KINDS, "403")
+ALL_KINDS = (*FAULT_KINDS, "403", "corrupt")
 _REQUEST_SKIP = {"connection", "keep-alive", "proxy-connection", "expect"}
 _RESPONSE_SKIP = {"connection", "keep-alive", "transfer-encoding"}
 _BLOCK = 64 * 1024
@@ -185,7 +188,7 @@ class FaultProxy:
                 return None
             self._stats["injected"] += 1
             self._stats[kind] += 1
-            if kind in ("reset", "truncate"):
+            if kind in ("reset", "truncate", "corrupt"):
                 self._stats["forwarded"] += 1
             return kind
 
@@ -339,11 +342,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop_upstream()
 
     def _send_partial(self, resp: http.client.HTTPResponse, kind: str) -> None:
-        body = resp.read()
+        body = bytearray(resp.read())
         self._drop_upstream()
         if body and _has_body(self.command, resp.status):
             self._send_headers(resp, len(body))
-            self.wfile.write(body[: self.server.proxy._cut(len(body))])
+            cut = self.server.proxy._cut(len(body))
+            if kind == "corrupt":
+                body[cut] ^= 0xFF
+                cut = len(body)
+            self.wfile.write(body[:cut])
         self._abort(rst=kind == "reset")
 
     def _abort(self, rst: bool) -> None:
