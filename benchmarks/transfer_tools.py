@@ -114,9 +114,10 @@ def _compare(
     missing = sorted(expected.keys() - found.keys())
     extra = sorted(found.keys() - expected.keys())
     wrong = sorted(k for k in expected.keys() & found.keys() if found[k] != expected[k])
+    detail = f" (first: got {found[wrong[0]]}, expected {expected[wrong[0]]})" if wrong else ""
     raise BenchmarkError(
         f"{what}: {len(found)} of {len(expected)} objects; missing {missing[:3]}, "
-        f"unexpected {extra[:3]}, wrong size/checksum {wrong[:3]}"
+        f"unexpected {extra[:3]}, wrong (size, md5) {wrong[:3]}{detail}"
     )
 
 
