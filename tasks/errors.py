@@ -68,8 +68,8 @@ def local_io_error(exc: OSError, path: str | os.PathLike[str], verb: str = "writ
     """
     if exc.errno in _DISK_FULL:
         return LocalIOError(
-            f"no space left on the device holding {os.path.dirname(os.fspath(path))!r} "
-            f"({exc.strerror}): free some space and re-run; no partial file was kept"
+            f"no space left on the device holding {os.path.dirname(os.fspath(path))!r}: "
+            "free some space and re-run"
         )
     if exc.errno in _PERMANENT_ERRNOS:
         return LocalIOError(f"cannot {verb} {os.fspath(path)!r}: {exc.strerror}")
