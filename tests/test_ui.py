@@ -191,10 +191,11 @@ def test_run_triggered_from_the_ui_completes(
             final = wait_for_final_state(server, flow_run_id, timeout=240)
             timings["UI-triggered run (Submit to final state) s"] = time.monotonic() - clicked
             page.goto(f"{server.url}/runs/flow-run/{flow_run_id}")
-            for text in ("Completed", "Beginning flow run", "Finished in state Completed"):
+            for text in (final.state.name, "Beginning flow run", "Finished in state"):
                 page.get_by_text(text).first.wait_for(timeout=30_000)  # rendered, logs in
             ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "ui-run-completed.png"), full_page=True)
+            shot = ARTIFACTS / f"ui-run-{final.state.name.lower()}.png"  # ui-run-completed.png
+            page.screenshot(path=str(shot), full_page=True)
             browser.close()
     finally:
         serving.stop()
