@@ -168,7 +168,8 @@ def test_clear_one_line_errors(rclone_s3, rclone_conn, bucket_factory, tmp_path)
         aws_client_parameters={"endpoint_url": rclone_s3.endpoint_url},
     ).save(bad_creds)  # fmt: skip
     cases = [
-        (S3AccessError, "does not exist", dict(source="s3://no-such-bucket/x", connection=rclone_conn)),
+        (S3AccessError, "does not exist",
+         dict(source="s3://no-such-bucket/x", connection=rclone_conn)),
         (S3AccessError, "denied", dict(source=f"s3://{bucket}/x",
                                        connection=S3Connection(credentials_block=bad_creds))),
         (S3AccessError, "cannot reach", dict(source=f"s3://{bucket}/x", connection=S3Connection(
