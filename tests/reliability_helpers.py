@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
+from prefect.logging.handlers import APILogWorker
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from tasks.paths import is_partial_name
@@ -63,6 +64,7 @@ def task_retries(flow_run_id: UUID) -> int:
 
 def flow_logs(flow_run_id: UUID) -> list[str]:
     """Messages the Prefect API stored for a flow run (its task runs included)."""
+    APILogWorker.drain_all(timeout=10)  # logs are sent in the background: wait for them
 
     async def read() -> list[str]:
         async with get_client() as client:
