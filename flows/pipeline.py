@@ -17,9 +17,12 @@ chunk at once:
   may hold, more than ``max_scratch_mib`` (inputs are deleted once squared, outputs once
   uploaded), and everything lives in a temporary directory removed on success and failure.
 
+The process pool is warmed up first (one no-op ``start_worker`` task per worker), so its ~2 s
+start overlaps the first downloads instead of delaying the first square.
+
 Ephemeral mode: workers are pointed at the flow's own API server (``shared_api_settings``),
 so no worker starts a temporary server of its own. Small workloads (``min_process_mib``)
-skip the ~2 s process-pool start and square on one thread of the flow process instead.
+skip the process-pool start and square on one thread of the flow process instead.
 
 Run as a script: ``python flows/pipeline.py square-objects s3://in/prefix s3://out/prefix``.
 """
@@ -50,7 +53,7 @@ from flows.common import (
 from flows.pipeline_summary import PipelineFailed, PipelineSummary
 from flows.streaming import ChunkStreamer
 from tasks.client import S3Connection
-from tasks.cpu import shared_api_settings, square_chunk
+from tasks.cpu import shared_api_settings, square_chunk, start_worker
 from tasks.paths import parse_s3_url
 from tasks.pipeline import (
     MIB,
@@ -190,7 +193,7 @@ def square_objects(
                 dest_bucket=dst.bucket, existing=existing, transform=transform,
                 batch_max_objects=batch_max_objects,
             )  # fmt: skip
-            streamer.run(chunks)
+            streamer.run(chunks, start_worker if use_processes else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak
     for stage in ("download", "square", "upload"):
         setattr(summary, f"{stage}_seconds", clock.busy(stage))

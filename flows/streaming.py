@@ -105,9 +105,20 @@ class ChunkStreamer:
         self._pids: set[int] = set()
         self._urls: set[str | None] = set()
 
-    def run(self, chunks: Sequence[Chunk]) -> None:
-        """Stream every chunk through all stages; return when no task is outstanding."""
+    def run(self, chunks: Sequence[Chunk], warm_up: Task | None = None, workers: int = 0) -> None:
+        """Stream every chunk through all stages; return when no task is outstanding.
+
+        Args:
+            chunks: The planned chunks, in the order to start them.
+            warm_up: A no-op task submitted ``workers`` times to the CPU runner first, so a
+                process pool starts its workers while the first downloads run.
+            workers: How many warm-up tasks to submit.
+        """
         self._waiting, self._total = deque(chunks), len(chunks)
+        if warm_up is not None and chunks:
+            idle = _Flight(chunks[0])  # warm-ups belong to no chunk's stages
+            for _ in range(workers):
+                self._watch("warm", idle, [], self.cpu.submit(warm_up, {}))
         self._start_downloads()
         while self._outstanding:
             stage, flight, keys, future = self._events.get()
@@ -146,6 +157,12 @@ class ChunkStreamer:
                 }  # fmt: skip
                 future = self.io.submit(self.tasks["download"], params)
                 self._watch("download", flight, [obj.key for obj, _ in batch], future)
+
+    def _warm_done(
+        self, flight: _Flight, keys: list[str], value: Any, error: BaseException | None
+    ) -> None:
+        if error is not None:
+            self.logger.warning("a CPU worker did not start: %s", describe_error(error))
 
     def _download_done(
         self, flight: _Flight, keys: list[str], value: Any, error: BaseException | None

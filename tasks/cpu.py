@@ -14,6 +14,7 @@ around the runner makes every worker report to that same server.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,3 +88,10 @@ def square_chunk(jobs: list[tuple[str, str, str]], transform: str = "square") ->
         The chunk's result (failed objects listed, not raised) and the API URL seen.
     """
     return ChunkReport(transform_files(jobs, transform), current_api_url())
+
+
+@task(name="start_worker", cache_policy=NO_CACHE)
+def start_worker() -> int:
+    """Return this process's PID. Submitted first, it makes a process pool spawn its workers
+    (~2 s of interpreter start and imports) while the first chunks are still downloading."""
+    return os.getpid()
