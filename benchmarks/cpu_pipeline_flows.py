@@ -39,11 +39,16 @@ def square_chunks_on(kind: str, workers: int, chunks: list[Jobs]) -> dict[str, A
     with shared_api_settings(), runner as active:
         futures = [active.submit(square_chunk, {"jobs": jobs}) for jobs in chunks]
         reports = [f.result() for f in futures]
+        done = time.perf_counter()
     failed = [k for r in reports for k in r.result.failed]
     if failed:
         raise RuntimeError(f"squaring failed for {failed[:3]}")
     pids = sorted({r.result.pid for r in reports})
-    return {"stage_s": time.perf_counter() - start, "pids": pids}
+    end = time.perf_counter()
+    return {
+        "stage_s": end - start, "pids": pids, "shutdown_s": end - done,
+        "task_cpu_s": sum(r.result.seconds for r in reports),
+    }  # fmt: skip
 
 
 @flow(name="bench-stages-one-after-another")

@@ -148,8 +148,9 @@ def square_objects(
 
     Objects are newline-delimited integers (any size, optional sign, LF or CRLF). A bad line
     fails only its object, named with key and line number; the run then ends Failed after
-    publishing its summary. Outputs are single PUTs of complete files, and outputs already
-    identical at ``dest`` are skipped, so re-runs are idempotent.
+    publishing its summary. An output is uploaded only once complete (one PUT; multipart
+    from 16 MiB, which S3 also publishes atomically), and outputs already identical at
+    ``dest`` are skipped, so re-runs are idempotent.
     """
     start = time.perf_counter()
     logger = get_run_logger()

@@ -210,6 +210,23 @@ def test_parameters_are_validated(bad, message) -> None:  # noqa: ANN001
         square_objects(**params)
 
 
+def test_cli_maps_arguments_to_the_flow() -> None:
+    from flows.cli import parse_flow_args
+
+    argv = ["square-objects", "s3://in-bkt/a", "s3://out-bkt/b", "--cpu-workers", "3",
+            "--min-process-mib", "0.5", "--transform", "pkg.mod:fn", "--endpoint-url",
+            "http://127.0.0.1:9"]  # fmt: skip
+    flow_obj, kwargs = parse_flow_args([square_objects], argv)
+    assert flow_obj is square_objects
+    assert kwargs["cpu_workers"] == 3 and kwargs["min_process_mib"] == 0.5
+    assert (kwargs["source"], kwargs["dest"], kwargs["transform"]) == (
+        "s3://in-bkt/a",
+        "s3://out-bkt/b",
+        "pkg.mod:fn",
+    )
+    assert kwargs["connection"] == S3Connection(endpoint_url="http://127.0.0.1:9")
+
+
 EPHEMERAL_RUN = """
 import json, os, sys
 from flows.pipeline import square_objects
