@@ -242,3 +242,27 @@ def test_kill_mid_download_then_rerun_converges(
     assert (again.skipped, again.objects) == (len(complete), len(files) - len(complete))
     assert again.stale_removed == len(left)
     assert tree_digests(dest) == digests_of(files)
+
+
+def test_ten_percent_faults_pipeline(rclone_s3, block, proxy, bucket_factory, caplog) -> None:
+    from flows.pipeline import square_objects
+
+    bucket = bucket_factory(rclone_s3)
+    rng = random.Random(7)
+    lines = [[str(rng.randint(-(10**40), 10**40)) for _ in range(rng.randint(0, 300))]
+             for _ in range(60)]  # fmt: skip
+    inputs = {f"n/{i:03d}.txt": "\n".join(nums).encode() for i, nums in enumerate(lines)}
+    for key, body in inputs.items():
+        rclone_s3.client().put_object(Bucket=bucket, Key=f"in/{key}", Body=body)
+    counters = Counters(caplog)
+    proxy.fault_rate, proxy.kinds = 0.10, FAULT_KINDS
+    conn = S3Connection(credentials_block=block, endpoint_url=proxy.endpoint_url)
+    run, state = _run(square_objects, f"s3://{bucket}/in", f"s3://{bucket}/out", workers=8,
+                      connection=conn)  # fmt: skip
+    assert state.is_completed(), run
+    _record("pipeline_10pct", proxy, counters, run, state)
+    expected = {
+        k: b"".join(b"%d\n" % (int(x) ** 2) for x in v.splitlines()) for k, v in inputs.items()
+    }
+    assert bucket_digests(rclone_s3.client(), bucket, "out/") == digests_of(expected)
+    assert FIGURES["pipeline_10pct"]["injected"]["injected"] >= 10
