@@ -57,7 +57,10 @@ def retry_unless_permanent(task_obj: Any, run: Any, state: Any) -> bool:
     """
     exc = getattr(state, "data", None)
     if not isinstance(exc, BaseException):
-        exc = state.result(raise_on_failure=False)
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception:  # noqa: BLE001 - unknown cause: retrying is the safe choice
+            return True
     if isinstance(exc, BatchFailed):
         return exc.result.retryable
     return not (isinstance(exc, BaseException) and is_permanent(exc))
