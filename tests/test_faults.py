@@ -209,7 +209,7 @@ def test_kill_mid_download_then_rerun_converges(
     for key, body in files.items():
         rclone_s3.client().put_object(Bucket=bucket, Key=f"kill/{key}", Body=body)
     dest = tmp_path / "dest"
-    proxy.latency_s, proxy.fault_rate = 0.05, 0.05
+    proxy.latency_s, proxy.fault_rate = 0.1, 0.05
     env = base_env({**rclone_s3.env(), "PREFECT_API_URL": PREFECT_API_URL.value(),
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})  # fmt: skip
     cmd = [sys.executable, str(REPO / "flows/transfer.py"), "download-prefix",
