@@ -156,3 +156,18 @@ def test_cli_rejects_zero_workers_in_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert info.value.code == 1 and len(err.splitlines()) == 1
     assert "workers" in err and "greater than or equal to 1" in err
+
+
+def test_no_deletion_after_a_failed_transfer(rclone_s3, conn, bucket_factory, tmp_path) -> None:
+    bucket = bucket_factory(rclone_s3)
+    _put(rclone_s3.client(), bucket, {"p/a.txt": b"a", "p/b.txt": b"b"})
+    dest = tmp_path / "dest"
+    _write(dest, {"a.txt/blocker": "a directory where a file should go", "old.txt": "extra"})
+    state = download_prefix(f"s3://{bucket}/p", str(dest), delete_extra=True, connection=conn,
+                            return_state=True)  # fmt: skip
+    exc = state.result(raise_on_failure=False)
+    assert isinstance(exc, TransferFailed) and list(exc.summary.failed) == ["p/a.txt"]
+    assert exc.summary.deleted == [] and (dest / "old.txt").read_text() == "extra"
+    assert (dest / "b.txt").read_bytes() == b"b" and partials(dest) == []
+    assert "Is a directory" in exc.summary.failed["p/a.txt"]
+    assert task_retries(state.state_details.flow_run_id) == 0  # permanent: not retried
