@@ -125,6 +125,12 @@ def format_table(result: dict[str, Any]) -> str:
             f"{_range(ul):>11}  {client:>25} {prefect if label.startswith('project') else '':>11}"
         )
     lines.append("")
+    for label, per_dir in result["medians"].items():
+        if "flow_internal_s" in per_dir["download"]:
+            inner = "/".join(f"{per_dir[d].get('flow_internal_s', 0):.2f}" for d in DIRECTIONS)
+            walls = "/".join(f"{per_dir[d]['wall_s']:.2f}" for d in DIRECTIONS)
+            lines.append(f"{label:<22} wall {walls} s dl/ul, of which inside the flow {inner} s")
+    lines.append("")
     for d, entry in result["ratios"].items():
         for name in ("default", "best"):
             parts = [
