@@ -35,7 +35,9 @@ def run_module(name: str, out_dir: Path) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks; return 1 if any of them failed."""
-    parser = argparse.ArgumentParser(description="Run the project's benchmarks.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="Run the project's benchmarks."
+    )
     parser.add_argument("--only", nargs="+", choices=MODULES, help="run only these")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)

@@ -254,7 +254,7 @@ def run(
     params = {
         "objects": objects, "size_kib": size_kib, "repeats": repeats,
         "variants": [v.__dict__ for v in variants], "s5cmd_default_numworkers": 256,
-        "project_default_workers": DEFAULT_WORKERS, "prefect_api": "temporary SubprocessASGIServer",
+        "project_default_workers": DEFAULT_WORKERS, "prefect_api": None,
         "quiet_cores": quiet_cores, "quiet_wait_s": quiet_wait,
     }  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="s3-transfer-bench-"))
@@ -270,8 +270,13 @@ def run(
             os.environ.update(server.env())
             os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry: loopback only
             conn = S3Connection(endpoint_url=server.endpoint_url, region=server.region)
-            with _prefect_api(prefect_from_env) as api_url:
-                params["prefect_api"] = api_url if prefect_from_env else params["prefect_api"]
+            needs_prefect = any(v.tool == "project" for v in variants)
+            with _prefect_api(prefect_from_env or not needs_prefect) as api_url:
+                params["prefect_api"] = (
+                    "not used" if not needs_prefect
+                    else api_url if prefect_from_env
+                    else f"temporary SubprocessASGIServer at {api_url}"
+                )  # fmt: skip
                 print(
                     f"S3 {server.endpoint_url}, Prefect API {api_url}; warming up ...", flush=True
                 )
@@ -304,7 +309,9 @@ def run(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.transfer", description=__doc__.splitlines()[0]
+    )
     add = parser.add_argument
     add("--objects", type=int, default=1000, help="objects per run (1000)")
     add("--size-kib", type=int, default=64, help="object size in KiB (64)")
