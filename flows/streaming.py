@@ -188,9 +188,9 @@ class ChunkStreamer:
             self._release(flight)
             return
         params = {"jobs": quote(jobs), "transform": self.transform}
-        self._watch(
-            "square", flight, [k for k, _, _ in jobs], self.cpu.submit(self.tasks["square"], params)
-        )
+        name = f"square_chunk-{flight.chunk.index + 1}-of-{self._total}"  # readable in the UI
+        future = self.cpu.submit(self.tasks["square"].with_options(task_run_name=name), params)
+        self._watch("square", flight, [k for k, _, _ in jobs], future)
 
     def _square_done(
         self, flight: _Flight, keys: list[str], value: Any, error: BaseException | None
