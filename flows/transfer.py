@@ -148,7 +148,9 @@ def download_prefix(
     url = parse_s3_url(source)
     dest = ensure_writable_dir(dest_dir)
     stale = [] if dry_run else remove_stale_partials_task(str(dest))
-    objects = list_objects_task(connection, url.bucket, url.folder, include or (), exclude or ())
+    objects = list_objects_task(
+        connection, url.bucket, url.folder, include or (), exclude or (), pool_size=workers
+    )
     _warn_if_empty(len(objects), source)
     items, rejected = plan_downloads(objects, url.folder, dest)
     summary = TransferSummary(
@@ -156,7 +158,7 @@ def download_prefix(
         rejected=rejected, stale_removed=len(stale),
     )  # fmt: skip
     batches = make_batches(
-        items, lambda i: i[0].size, batch_max_objects, batch_max_mib * 2**20, workers * 2
+        items, lambda i: i[0].size, batch_max_objects, batch_max_mib * 2**20, workers
     )
     task_obj = _retrying(download_batch, task_retries)
     with ThreadPoolTaskRunner(max_workers=workers) as runner:
@@ -214,7 +216,7 @@ def upload_directory(
     if not root.is_dir():
         raise ConfigurationError(f"source directory {str(root)!r} does not exist")
     # Listing the destination proves the bucket is reachable and finds identical objects.
-    listed = list_objects_task(connection, url.bucket, url.folder)
+    listed = list_objects_task(connection, url.bucket, url.folder, pool_size=workers)
     existing = {o.key: (o.size, o.etag) for o in listed if skip_existing}
     local = list_local_files(root, include or (), exclude or ())
     _warn_if_empty(len(local), str(root))
@@ -224,7 +226,7 @@ def upload_directory(
         rejected=rejected,
     )  # fmt: skip
     batches = make_batches(
-        files, lambda f: f.size, batch_max_objects, batch_max_mib * 2**20, workers * 2
+        files, lambda f: f.size, batch_max_objects, batch_max_mib * 2**20, workers
     )
     task_obj = _retrying(upload_batch, task_retries)
     with ThreadPoolTaskRunner(max_workers=workers) as runner:

@@ -73,9 +73,13 @@ def list_objects_task(
     folder: str,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    pool_size: int = 10,
 ) -> list[S3Object]:
-    """List the objects under ``s3://bucket/folder`` that pass the glob filters."""
-    return list_objects(get_s3_client(conn), bucket, folder, include, exclude)
+    """List the objects under ``s3://bucket/folder`` that pass the glob filters.
+
+    ``pool_size`` should match the batch tasks' so that the run builds one client, not two.
+    """
+    return list_objects(get_s3_client(conn, pool_size), bucket, folder, include, exclude)
 
 
 @task(name="download_batch", cache_policy=NO_CACHE, retry_condition_fn=retry_unless_permanent)

@@ -56,3 +56,15 @@ def test_script_runs_and_errors_in_one_line(rclone_s3, bucket_factory, tmp_path)
     assert bad.returncode == 1
     expected = f"error: bucket 'no-such-bucket-x' does not exist at {rclone_s3.endpoint_url}"
     assert expected in bad.stderr.splitlines()
+
+
+def test_cli_runs_without_heartbeats_unless_asked() -> None:
+    from prefect.settings import get_current_settings
+
+    from flows.cli import local_run_settings
+
+    default = get_current_settings().flows.heartbeat_frequency
+    with local_run_settings():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    with local_run_settings(heartbeats=True):
+        assert get_current_settings().flows.heartbeat_frequency == default
