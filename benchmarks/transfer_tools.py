@@ -256,24 +256,31 @@ def s5cmd_cp(endpoint_url: str, src: str, dst: str, workers: int = 0) -> dict[st
 def project_download(
     conn: Any, bucket: str, prefix: str, dest: Path, workers: int
 ) -> dict[str, Any]:
-    """Run the ``download-prefix`` flow; return what its summary reports."""
+    """Run the ``download-prefix`` flow as the CLI does; return what its summary reports."""
+    from flows.cli import local_run_settings
     from flows.transfer import download_prefix
 
-    summary = download_prefix(
-        source=f"s3://{bucket}/{prefix}", dest_dir=str(dest), workers=workers, connection=conn
-    )
+    with local_run_settings():
+        summary = download_prefix(
+            source=f"s3://{bucket}/{prefix}", dest_dir=str(dest), workers=workers, connection=conn
+        )
     return {"flow_seconds": round(summary.seconds, 4), "objects": summary.objects}
 
 
 def project_upload(
     conn: Any, source: Path, bucket: str, prefix: str, workers: int
 ) -> dict[str, Any]:
-    """Run the ``upload-directory`` flow; return what its summary reports."""
+    """Run the ``upload-directory`` flow as the CLI does; return what its summary reports."""
+    from flows.cli import local_run_settings
     from flows.transfer import upload_directory
 
-    summary = upload_directory(
-        source_dir=str(source), dest=f"s3://{bucket}/{prefix}", workers=workers, connection=conn
-    )
+    with local_run_settings():
+        summary = upload_directory(
+            source_dir=str(source),
+            dest=f"s3://{bucket}/{prefix}",
+            workers=workers,
+            connection=conn,
+        )
     return {"flow_seconds": round(summary.seconds, 4), "objects": summary.objects}
 
 
