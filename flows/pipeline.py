@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from flows.common import (
@@ -54,20 +55,30 @@ from flows.pipeline_summary import PipelineFailed, PipelineSummary
 from flows.streaming import ChunkStreamer
 from tasks.client import S3Connection
 from tasks.cpu import shared_api_settings, square_chunk, start_worker
-from tasks.paths import parse_s3_url
+from tasks.paths import make_batches, parse_s3_url
 from tasks.pipeline import (
     MIB,
     ScratchBudget,
     StageClock,
+    WorkItem,
     check_disjoint,
     choose_mode,
     plan_work,
     plan_work_chunks,
 )
-from tasks.s3 import download_batch, list_objects_task, upload_batch
+from tasks.resume import output_metadata
+from tasks.s3 import (
+    check_outputs_batch,
+    download_batch,
+    list_objects_task,
+    remove_stale_scratch_task,
+    upload_batch,
+)
 from tasks.square import load_transform
+from tasks.tempfiles import locked_scratch_dir
 
 DEFAULT_WORKERS = 16
+SCRATCH_PREFIX = "square-objects-"
 
 TransformSpec = Annotated[
     str,
@@ -104,6 +115,57 @@ def _cpu_runner(use_processes: bool, cpu_workers: int) -> TaskRunner:
     return ThreadPoolTaskRunner(max_workers=1)
 
 
+def _current_outputs(
+    io: TaskRunner,
+    conn: S3Connection,
+    pool_size: int,
+    bucket: str,
+    checks: list[tuple[str, dict[str, str]]],
+    batch_max_objects: int,
+) -> set[str]:
+    """Run the HEAD checks of existing outputs on the I/O threads; return the current keys."""
+    logger = get_run_logger()
+    batches = make_batches(checks, lambda _: 1, batch_max_objects, batch_max_objects, pool_size)
+    futures = [
+        io.submit(
+            check_outputs_batch,
+            {"conn": conn, "pool_size": pool_size, "bucket": bucket, "items": quote(batch)},
+        )
+        for batch in batches
+    ]
+    current: set[str] = set()
+    unchecked = 0
+    for future in futures:
+        future.wait()
+        if not future.state.is_completed():  # nothing proven current: recompute the batch
+            logger.warning("could not check outputs: %s", future.state.message)
+            continue
+        keys, failed = future.result()
+        current.update(keys)
+        unchecked += len(failed)
+    if unchecked:
+        logger.warning("%d existing output(s) could not be checked: recomputing them", unchecked)
+    return current
+
+
+def _resume_plan(
+    items: list[WorkItem],
+    current: set[str],
+    existing: dict[str, tuple[int, str]],
+    recompute: bool,
+) -> tuple[list[WorkItem], dict[str, tuple[int, str]]]:
+    """Split off resumed items; return the items to process and the outputs to keep if equal.
+
+    Without ``recompute``, items whose output is current are dropped; any other existing
+    output is stale (or lacks metadata), so it is uploaded again even if identical, which
+    refreshes its metadata. With ``recompute``, all items are processed and current outputs
+    are not re-uploaded when identical.
+    """
+    if recompute:
+        return items, {k: existing[k] for k in current}
+    return [i for i in items if i.dest_key not in current], {}
+
+
 def _finish(summary: PipelineSummary) -> PipelineSummary:
     """Log, publish the artifact and fail the run if any object failed."""
     logger = get_run_logger()
@@ -112,10 +174,12 @@ def _finish(summary: PipelineSummary) -> PipelineSummary:
     for key, reason in summary.failed.items():
         logger.error("failed key %r: %s", key, reason)
     logger.info(
-        "square-objects: %d objects (%d uploaded, %d identical), %.1f MiB in, %.1f MiB out, "
+        "square-objects: %d objects (%d processed, %d uploaded, %d skipped of which %d "
+        "resumed), %.1f MiB in, %.1f MiB out, "
         "%d numbers in %.2fs wall (download %.2fs, square %.2fs, upload %.2fs busy); "
         "processes=%s pids=%s; rejected %d, failed %d",
-        summary.objects, summary.uploaded, summary.skipped, summary.input_bytes / MIB,
+        summary.objects, summary.processed, summary.uploaded, summary.skipped, summary.resumed,
+        summary.input_bytes / MIB,
         summary.output_bytes / MIB, summary.numbers, summary.wall_seconds,
         summary.download_seconds, summary.square_seconds, summary.upload_seconds,
         summary.used_processes, summary.worker_pids, len(summary.rejected), len(summary.failed),
@@ -143,21 +207,28 @@ def square_objects(
     batch_max_objects: BatchObjects = 100,
     task_retries: TaskRetries = 2,
     connection: S3Connection = S3Connection(),  # noqa: B008
+    recompute: bool = False,
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
     Objects are newline-delimited integers (any size, optional sign, LF or CRLF). A bad line
     fails only its object, named with key and line number; the run then ends Failed after
     publishing its summary. An output is uploaded only once complete (one PUT; multipart
-    from 16 MiB, which S3 also publishes atomically), and outputs already identical at
-    ``dest`` are skipped, so re-runs are idempotent.
+    from 16 MiB, which S3 also publishes atomically), so re-runs are idempotent.
+
+    Resume: each output records its input's ETag and the transform as user metadata. A re-run
+    (after a failure or a kill) skips, without downloading or squaring, every input whose
+    output records the same ETag and transform; ``recompute=True`` squares everything again
+    (identical outputs are still not re-uploaded). Scratch directories left by killed runs
+    are removed at the start.
     """
     start = time.perf_counter()
     logger = get_run_logger()
     src, dst = parse_s3_url(source), parse_s3_url(dest)
     check_disjoint(src, dst)
     name, _ = load_transform(transform)  # a bad spec fails now, before any transfer
-    scratch_root = ensure_writable_dir(scratch_dir) if scratch_dir else None
+    scratch_root = ensure_writable_dir(scratch_dir) if scratch_dir else Path(tempfile.gettempdir())
+    stale = remove_stale_scratch_task(str(scratch_root), SCRATCH_PREFIX)
     objects = list_objects_task(connection, src.bucket, src.folder, include or (), exclude or ())
     # Listing the destination proves it is reachable and finds outputs already in place.
     existing = {
@@ -166,11 +237,25 @@ def square_objects(
     summary = PipelineSummary(
         source=source, destination=dest, transform=name, cpu_workers=cpu_workers,
         flow_pid=os.getpid(), max_scratch_bytes=max_scratch_mib * MIB,
+        stale_scratch_removed=len(stale),
     )  # fmt: skip
     if not objects:
         logger.warning("no objects under %s", source)
-    with TemporaryDirectory(prefix="square-objects-", dir=scratch_root) as tmp:
-        items, summary.rejected = plan_work(objects, src.folder, dst, Path(tmp))
+    with (
+        locked_scratch_dir(SCRATCH_PREFIX, scratch_root) as tmp,
+        shared_api_settings() as summary.api_url,
+        ThreadPoolTaskRunner(max_workers=workers) as io,
+    ):
+        items, summary.rejected = plan_work(objects, src.folder, dst, tmp)
+        checks = [
+            (i.dest_key, output_metadata(i.obj.etag, name))
+            for i in items
+            if i.dest_key in existing and i.obj.etag
+        ]
+        current = _current_outputs(io, connection, workers, dst.bucket, checks, batch_max_objects)
+        items, upload_existing = _resume_plan(items, current, existing, recompute)
+        summary.resumed = len(current) if not recompute else 0
+        summary.objects = summary.skipped = summary.resumed
         chunks = plan_work_chunks(
             items, cpu_workers, chunks_per_worker, int(min_chunk_mib * MIB), max_scratch_mib * MIB
         )
@@ -178,20 +263,19 @@ def square_objects(
             sum(i.size for i in items), cpu_workers, int(min_process_mib * MIB)
         )
         summary.used_processes, summary.chunks = use_processes and bool(chunks), len(chunks)
-        logger.info("%s; %d objects in %d chunks", summary.mode_reason, len(items), len(chunks))
+        logger.info(
+            "%s; %d objects in %d chunks (%d resumed: output current)",
+            summary.mode_reason, len(items), len(chunks), summary.resumed,
+        )  # fmt: skip
         budget, clock = ScratchBudget(max_scratch_mib * MIB), StageClock(start)
         cpu_ctx = _cpu_runner(use_processes, cpu_workers) if chunks else contextlib.nullcontext()
-        with (
-            shared_api_settings() as summary.api_url,
-            ThreadPoolTaskRunner(max_workers=workers) as io,
-            cpu_ctx as cpu,
-        ):
+        with cpu_ctx as cpu:
             streamer = ChunkStreamer(
                 io=io, cpu=cpu, budget=budget, clock=clock, summary=summary, logger=logger,
                 download=_retrying(download_batch, task_retries),
                 square=square_chunk, upload=_retrying(upload_batch, task_retries),
                 conn=connection, pool_size=workers, source_bucket=src.bucket,
-                dest_bucket=dst.bucket, existing=existing, transform=transform,
+                dest_bucket=dst.bucket, existing=upload_existing, transform=name,
                 batch_max_objects=batch_max_objects,
             )  # fmt: skip
             streamer.run(chunks, start_worker if use_processes else None, cpu_workers)

@@ -13,6 +13,7 @@ from tasks.errors import S3PipelineError
 class PipelineSummary(BaseModel):
     """What a download -> square -> upload run did.
 
+    Byte and number counts cover the objects processed by this run, not resumed ones.
     Stage seconds are *busy* wall seconds: time during which at least one task of that stage
     ran. With overlap their sum exceeds ``wall_seconds``; ``stage_spans`` gives each stage's
     ``[first start, last end]`` in seconds since the flow started.
@@ -21,9 +22,15 @@ class PipelineSummary(BaseModel):
     source: str
     destination: str
     transform: str
-    objects: int = Field(0, description="Objects squared and present at the destination.")
+    objects: int = Field(0, description="Objects whose output is now at the destination.")
+    processed: int = Field(0, description="Objects downloaded and squared by this run.")
     uploaded: int = Field(0, description="Outputs uploaded by this run.")
-    skipped: int = Field(0, description="Outputs already identical at the destination.")
+    skipped: int = Field(0, description="Outputs already up to date: resumed or identical.")
+    resumed: int = Field(
+        0, description="Of the skipped: made from the same input and transform by an earlier "
+        "run, so neither downloaded nor squared again.",
+    )  # fmt: skip
+    stale_scratch_removed: int = Field(0, description="Scratch dirs of killed runs removed.")
     input_bytes: int = 0
     output_bytes: int = 0
     numbers: int = Field(0, description="Numbers transformed.")
@@ -53,8 +60,11 @@ class PipelineSummary(BaseModel):
             ("source", self.source),
             ("destination", self.destination),
             ("transform", self.transform),
-            ("objects squared", self.objects),
-            ("uploaded / skipped (identical)", f"{self.uploaded} / {self.skipped}"),
+            ("objects at destination", self.objects),
+            ("processed (downloaded and squared)", self.processed),
+            ("uploaded / skipped", f"{self.uploaded} / {self.skipped}"),
+            ("skipped: resumed / identical",
+             f"{self.resumed} / {self.skipped - self.resumed}"),
             ("input MiB", round(self.input_bytes / mib, 3)),
             ("output MiB", round(self.output_bytes / mib, 3)),
             ("numbers squared", self.numbers),
@@ -69,6 +79,7 @@ class PipelineSummary(BaseModel):
             ("wall seconds", round(self.wall_seconds, 3)),
             ("peak / max scratch MiB",
              f"{self.peak_scratch_bytes / mib:.1f} / {self.max_scratch_bytes / mib:.0f}"),
+            ("stale scratch dirs removed", self.stale_scratch_removed),
             ("rejected keys", len(self.rejected)),
             ("failed keys", len(self.failed)),
         ]  # fmt: skip

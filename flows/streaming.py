@@ -28,6 +28,7 @@ from tasks.cpu import ChunkReport
 from tasks.errors import describe_error
 from tasks.paths import make_batches
 from tasks.pipeline import MIB, Chunk, ScratchBudget, StageClock, WorkItem
+from tasks.resume import output_metadata
 from tasks.s3 import BatchFailed
 from tasks.square import FileStats
 from tasks.transfer import BatchResult, LocalFile
@@ -80,8 +81,9 @@ class ChunkStreamer:
         download, square, upload: The task objects (with their retry options).
         conn, pool_size: S3 connection and thread count for the transfer tasks.
         source_bucket, dest_bucket: Buckets to read from and write to.
-        existing: ``dest key -> (size, etag)`` already at the destination (skipped if equal).
-        transform: Transform spec passed to ``square``.
+        existing: ``dest key -> (size, etag)`` of outputs whose metadata is current; an
+            identical output is not uploaded again (others are, to refresh the metadata).
+        transform: Transform spec passed to ``square`` and recorded on every output.
         batch_max_objects: Most objects per transfer batch.
     """
 
@@ -223,9 +225,9 @@ class ChunkStreamer:
         files = []
         for item in chunk.items:
             if item.key in flight.stats:
-                files.append(
-                    LocalFile(item.output_path, item.dest_key, flight.stats[item.key].output_bytes)
-                )
+                size = flight.stats[item.key].output_bytes
+                meta = output_metadata(item.obj.etag, self.transform)  # enables resume
+                files.append(LocalFile(item.output_path, item.dest_key, size, meta))
                 flight.by_dest[item.dest_key] = item
         for batch in make_batches(
             files, lambda f: f.size, self.batch_max_objects, BATCH_MAX_BYTES, self._spread
@@ -255,6 +257,7 @@ class ChunkStreamer:
         for dest_key in flight.batch.transferred + flight.batch.skipped:
             stats = flight.stats[flight.by_dest[dest_key].key]
             s.objects += 1
+            s.processed += 1
             s.input_bytes += stats.input_bytes
             s.output_bytes += stats.output_bytes
             s.numbers += stats.numbers

@@ -18,11 +18,12 @@ class S3Object:
 
 @dataclass(frozen=True)
 class LocalFile:
-    """A local file to upload and the key it goes to."""
+    """A local file to upload, the key it goes to, and optional user metadata for it."""
 
     path: str
     key: str
     size: int
+    metadata: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass

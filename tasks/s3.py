@@ -18,8 +18,9 @@ from prefect.runtime import task_run
 
 from tasks.client import S3Connection, get_s3_client
 from tasks.errors import is_permanent
+from tasks.resume import find_current_outputs
 from tasks.sync import delete_keys, delete_local
-from tasks.tempfiles import remove_stale_partials
+from tasks.tempfiles import remove_stale_partials, remove_stale_scratch
 from tasks.transfer import (
     BatchResult,
     LocalFile,
@@ -110,6 +111,23 @@ def upload_batch(
     retrying = (task_run.run_count or 1) > 1
     result = upload_files(client, bucket, items, existing, check_remote=retrying, dry_run=dry_run)
     return _raise_on_failures(result)
+
+
+@task(name="check_outputs", cache_policy=NO_CACHE)
+def check_outputs_batch(
+    conn: S3Connection,
+    pool_size: int,
+    bucket: str,
+    items: list[tuple[str, dict[str, str]]],
+) -> tuple[list[str], dict[str, str]]:
+    """HEAD a batch of outputs; return the keys whose metadata matches, and unchecked keys."""
+    return find_current_outputs(get_s3_client(conn, pool_size), bucket, items)
+
+
+@task(name="remove_stale_scratch", cache_policy=NO_CACHE)
+def remove_stale_scratch_task(root: str, prefix: str) -> list[str]:
+    """Delete scratch directories ``root/<prefix>*`` left by killed runs (live runs' kept)."""
+    return remove_stale_scratch(Path(root), prefix)
 
 
 @task(name="remove_stale_partials", cache_policy=NO_CACHE)

@@ -7,14 +7,23 @@ when the writing process dies, however it dies, so at the start of the next run 
 belongs to a live run (another process, or another flow in this one) and is left alone.
 Where ``flock`` is unavailable (no ``fcntl``, or a file system that refuses it), only temp
 files older than :data:`STALE_AGE_SECONDS` are deleted.
+
+Scratch directories (:func:`locked_scratch_dir`) follow the same rule: each holds a marker
+file, locked for the directory's life, so :func:`remove_stale_scratch` can tell a killed
+run's directory from a live one's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import stat
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -100,3 +109,89 @@ def remove_stale_partials(root: Path) -> list[str]:
     if removed:
         log.warning("removed %d stale temp file(s) left by an earlier run", len(removed))
     return sorted(removed)
+
+
+SCRATCH_MARKER = ".s3c-scratch.lock"  # in every scratch dir; locked while its run lives
+
+
+@contextlib.contextmanager
+def locked_scratch_dir(prefix: str, root: Path | None = None) -> Iterator[Path]:
+    """Create a scratch directory, hold its marker's lock while in use, then remove it.
+
+    The marker is locked before its owner's PID is written, so a marker that is unlocked but
+    not empty was left by a dead run (see :func:`remove_stale_scratch`).
+
+    Args:
+        prefix: Directory name prefix, e.g. ``"square-objects-"``.
+        root: Parent directory; the system temp directory if None.
+
+    Yields:
+        The new directory.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    fd: int | None = None
+    try:
+        fd = os.open(path / SCRATCH_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if fcntl is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks only while a cleaner peeks
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)  # still locked: no cleaner races us
+        if fd is not None:
+            os.close(fd)
+
+
+def _scratch_is_stale(directory: str, now: float) -> bool:
+    try:
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != getattr(os, "getuid", int)():
+            return False  # a symlink, a file, or another user's: not ours
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK
+        fd = os.open(os.path.join(directory, SCRATCH_MARKER), flags)
+    except OSError:  # no marker: not made by this project (or not yet)
+        return False
+    try:
+        marker = os.fstat(fd)
+        if not stat.S_ISREG(marker.st_mode):
+            return False
+        locked = _try_lock(fd)
+        if locked is False:
+            return False  # a live run holds it
+        old = now - marker.st_mtime >= STALE_AGE_SECONDS
+        # Empty: its creator may be between creating and locking it; only age proves it dead.
+        return old if (locked is None or marker.st_size == 0) else True
+    finally:
+        os.close(fd)  # releases the lock taken above
+
+
+def remove_stale_scratch(root: Path, prefix: str) -> list[str]:
+    """Delete scratch directories ``root/<prefix>*`` that a dead run left behind.
+
+    Only directories made by :func:`locked_scratch_dir` (owned by this user, holding its
+    marker file) whose marker no live process has locked are removed; symlinks are never
+    followed, and nothing else under ``root`` is touched.
+
+    Args:
+        root: Where scratch directories are created.
+        prefix: Their name prefix.
+
+    Returns:
+        The names of the removed directories.
+    """
+    removed: list[str] = []
+    now = time.time()
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(root, name)
+        if name.startswith(prefix) and _scratch_is_stale(path, now):
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.lexists(path):
+                removed.append(name)
+    if removed:
+        log.warning("removed %d stale scratch dir(s) left by an earlier run", len(removed))
+    return removed

@@ -226,12 +226,16 @@ def upload_file(client: Any, bucket: str, item: LocalFile) -> None:
 
     Small files are read once and sent with ``put_object`` and a Content-MD5 header, so S3
     rejects corrupted bodies; large files use s3transfer multipart and are checked with HEAD.
+    The file's ``metadata``, if any, is stored as the object's user metadata.
 
     Raises:
         IntegrityError: If the stored size or ETag do not match the local file.
     """
+    meta = {"Metadata": dict(item.metadata)} if item.metadata else {}
     if item.size >= MULTIPART_THRESHOLD:
-        client.upload_file(item.path, bucket, item.key, Config=transfer_config())
+        client.upload_file(
+            item.path, bucket, item.key, ExtraArgs=meta or None, Config=transfer_config()
+        )
         head = client.head_object(Bucket=bucket, Key=item.key)
         if int(head["ContentLength"]) != item.size:
             raise IntegrityError(f"size mismatch after upload of {item.key}")
@@ -247,7 +251,11 @@ def upload_file(client: Any, bucket: str, item: LocalFile) -> None:
         raise IntegrityError(f"{item.path} changed size while uploading")
     md5 = hashlib.md5(data, usedforsecurity=False)
     resp = client.put_object(
-        Bucket=bucket, Key=item.key, Body=data, ContentMD5=base64.b64encode(md5.digest()).decode()
+        Bucket=bucket,
+        Key=item.key,
+        Body=data,
+        ContentMD5=base64.b64encode(md5.digest()).decode(),
+        **meta,
     )
     etag = normalize_etag(resp.get("ETag"))
     if is_md5_etag(etag) and etag != md5.hexdigest():
