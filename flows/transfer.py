@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -38,7 +40,7 @@ from tasks.s3 import (
     upload_batch,
 )
 from tasks.sync import local_extras, remote_extras
-from tasks.transfer import list_local_files, plan_downloads, plan_uploads
+from tasks.transfer import BatchResult, list_local_files, plan_downloads, plan_uploads
 
 DEFAULT_WORKERS = 16
 
@@ -122,6 +124,26 @@ def _record_deletes(summary: TransferSummary, done: tuple[list[str], dict[str, s
     get_run_logger().info("deleted %d extra object(s) at the destination", len(deleted))
 
 
+def _run_batches(
+    task_obj: Any,
+    workers: int,
+    batches: list[list[Any]],
+    params_for: Callable[[list[Any]], dict[str, Any]],
+    keys_of: Callable[[list[Any]], list[str]],
+) -> BatchResult:
+    """Run one batch task per batch on ``workers`` threads and merge their results."""
+    with ThreadPoolTaskRunner(max_workers=workers) as runner:
+        futures = [runner.submit(task_obj, params_for(batch)) for batch in batches]
+        return gather_batches(futures, [keys_of(batch) for batch in batches])
+
+
+def _record_result(summary: TransferSummary, result: BatchResult) -> None:
+    """Copy a merged batch result into the run summary."""
+    summary.objects, summary.bytes = len(result.transferred), result.bytes
+    summary.skipped, summary.failed = len(result.skipped), result.failed
+    summary.planned = result.transferred if summary.dry_run else []
+
+
 @flow(name="download-prefix", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
 def download_prefix(
     source: S3Uri,
@@ -160,26 +182,13 @@ def download_prefix(
     batches = make_batches(
         items, lambda i: i[0].size, batch_max_objects, batch_max_mib * 2**20, workers
     )
-    task_obj = _retrying(download_batch, task_retries)
-    with ThreadPoolTaskRunner(max_workers=workers) as runner:
-        futures = [
-            runner.submit(
-                task_obj,
-                {
-                    "conn": connection,
-                    "pool_size": workers,
-                    "bucket": url.bucket,
-                    "items": quote(batch),
-                    "skip_existing": skip_existing,
-                    "dry_run": dry_run,
-                },
-            )  # fmt: skip
-            for batch in batches
-        ]
-        result = gather_batches(futures, [[o.key for o, _ in b] for b in batches])
-    summary.objects, summary.bytes = len(result.transferred), result.bytes
-    summary.skipped, summary.failed = len(result.skipped), result.failed
-    summary.planned = result.transferred if dry_run else []
+    common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
+    result = _run_batches(
+        _retrying(download_batch, task_retries), workers, batches,
+        lambda b: {**common, "items": quote(b), "skip_existing": skip_existing},
+        lambda b: [o.key for o, _ in b],
+    )  # fmt: skip
+    _record_result(summary, result)
     if delete_extra:
         keep = {relative_key(o.key, url.folder) for o in objects}
         extras = local_extras(dest, keep, include or (), exclude or ())
@@ -228,26 +237,14 @@ def upload_directory(
     batches = make_batches(
         files, lambda f: f.size, batch_max_objects, batch_max_mib * 2**20, workers
     )
-    task_obj = _retrying(upload_batch, task_retries)
-    with ThreadPoolTaskRunner(max_workers=workers) as runner:
-        futures = [
-            runner.submit(
-                task_obj,
-                {
-                    "conn": connection,
-                    "pool_size": workers,
-                    "bucket": url.bucket,
-                    "items": quote(batch),
-                    "dry_run": dry_run,
-                    "existing": quote({f.key: existing[f.key] for f in batch if f.key in existing}),
-                },
-            )  # fmt: skip
-            for batch in batches
-        ]
-        result = gather_batches(futures, [[f.key for f in b] for b in batches])
-    summary.objects, summary.bytes = len(result.transferred), result.bytes
-    summary.skipped, summary.failed = len(result.skipped), result.failed
-    summary.planned = result.transferred if dry_run else []
+    common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
+    result = _run_batches(
+        _retrying(upload_batch, task_retries), workers, batches,
+        lambda b: {**common, "items": quote(b),
+                   "existing": quote({f.key: existing[f.key] for f in b if f.key in existing})},
+        lambda b: [f.key for f in b],
+    )  # fmt: skip
+    _record_result(summary, result)
     if delete_extra:
         extras = remote_extras(
             listed, url.folder, {f.key for f in files}, include or (), exclude or ()
