@@ -103,3 +103,18 @@ def bucket_factory() -> Callable[..., str]:
         return name
 
     return make
+
+
+@pytest.fixture(scope="session")
+def rclone_block(rclone_s3: LocalS3Server) -> str:
+    """Name of a saved prefect-aws ``AwsCredentials`` block for ``rclone_s3`` (the block path)."""
+    from prefect_aws import AwsCredentials
+
+    name = f"rclone-{uuid.uuid4().hex[:8]}"
+    AwsCredentials(
+        aws_access_key_id=rclone_s3.access_key,
+        aws_secret_access_key=rclone_s3.secret_key,
+        region_name=rclone_s3.region,
+        aws_client_parameters={"endpoint_url": rclone_s3.endpoint_url},
+    ).save(name)
+    return name

@@ -16,7 +16,6 @@ import random
 import signal
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ import pytest
 from faultproxy import FAULT_KINDS, FaultProxy
 from prefect.artifacts import Artifact
 from prefect.settings import PREFECT_API_URL
-from prefect_aws import AwsCredentials
 from prefect_processes import REPO, ManagedProcess, base_env, wait_for
 from reliability_helpers import (
     bucket_digests,
@@ -61,14 +59,9 @@ def _write(root: Path, files: dict[str, bytes]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def block(rclone_s3) -> Iterator[str]:
-    name = f"faults-{uuid.uuid4().hex[:8]}"
-    AwsCredentials(
-        aws_access_key_id=rclone_s3.access_key, aws_secret_access_key=rclone_s3.secret_key,
-        region_name=rclone_s3.region,
-        aws_client_parameters={"endpoint_url": rclone_s3.endpoint_url},
-    ).save(name)  # fmt: skip
-    yield name
+def block(rclone_block: str) -> Iterator[str]:
+    """The rclone credentials block; writes the fault figures when the module is done."""
+    yield rclone_block
     out = Path(os.environ.get("PYTEST_FAULT_FIGURES", tempfile.gettempdir())) / "fault-figures.json"
     out.write_text(json.dumps(FIGURES, indent=2))
     print("\nFAULT FIGURES " + json.dumps(FIGURES, indent=2))

@@ -5,12 +5,10 @@ from __future__ import annotations
 import errno
 import logging
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect_aws import AwsCredentials
 from reliability_helpers import partials, task_retries
 
 from flows.cli import run_cli
@@ -21,14 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def conn(rclone_s3) -> S3Connection:
-    name = f"sync-{uuid.uuid4().hex[:8]}"
-    AwsCredentials(
-        aws_access_key_id=rclone_s3.access_key, aws_secret_access_key=rclone_s3.secret_key,
-        region_name=rclone_s3.region,
-        aws_client_parameters={"endpoint_url": rclone_s3.endpoint_url},
-    ).save(name)  # fmt: skip
-    return S3Connection(credentials_block=name)
+def conn(rclone_block: str) -> S3Connection:
+    return S3Connection(credentials_block=rclone_block)
 
 
 def _put(client, bucket: str, objects: dict[str, bytes]) -> None:  # noqa: ANN001

@@ -29,16 +29,9 @@ FILES = {
 
 
 @pytest.fixture(scope="module")
-def rclone_conn(rclone_s3) -> S3Connection:
+def rclone_conn(rclone_block: str) -> S3Connection:
     """A connection through a saved AwsCredentials block (the block path users take)."""
-    name = f"rclone-{uuid.uuid4().hex[:8]}"
-    AwsCredentials(
-        aws_access_key_id=rclone_s3.access_key,
-        aws_secret_access_key=rclone_s3.secret_key,
-        region_name=rclone_s3.region,
-        aws_client_parameters={"endpoint_url": rclone_s3.endpoint_url},
-    ).save(name)
-    return S3Connection(credentials_block=name)
+    return S3Connection(credentials_block=rclone_block)
 
 
 def _tree(root: Path, files: dict[str, bytes]) -> Path:
