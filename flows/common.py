@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from pydantic import AfterValidator, BaseModel, Field
@@ -114,6 +115,25 @@ def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> Non
         create_table_artifact(table=rows, key=key, description=description)
 
 
+def task_outcome(future: PrefectFuture[Any]) -> tuple[Any, BaseException | None]:
+    """Wait for a task: ``(result, None)`` if it completed, else ``(None, its exception)``."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return future.result(), None
+    exc = state.result(raise_on_failure=False)
+    if isinstance(exc, BaseException):
+        return None, exc
+    return None, RuntimeError(f"task ended {state.name}: {state.message}")
+
+
+def batch_of(value: Any, error: BaseException | None) -> BatchResult | None:
+    """The batch result of a transfer task, also when it raised BatchFailed."""
+    if error is None:
+        return value
+    return error.result if isinstance(error, BatchFailed) else None
+
+
 def gather_batches(futures: Iterable[PrefectFuture[Any]], batches: list[list[str]]) -> BatchResult:
     """Wait for batch futures and merge their results, failures included.
 
@@ -126,18 +146,22 @@ def gather_batches(futures: Iterable[PrefectFuture[Any]], batches: list[list[str
     """
     total = BatchResult()
     for future, keys in zip(futures, batches, strict=True):
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            total.merge(future.result())
-            continue
-        exc = state.result(raise_on_failure=False)
-        if isinstance(exc, BatchFailed):
-            total.merge(exc.result)
+        value, error = task_outcome(future)
+        batch = batch_of(value, error)
+        if batch is not None:
+            total.merge(batch)
         else:
-            reason = describe_error(exc) if isinstance(exc, BaseException) else str(state.message)
-            total.failed.update({k: reason for k in keys})
+            total.failed.update({k: describe_error(error) for k in keys})
     return total
+
+
+def log_key_reasons(rejected: dict[str, str], failed: dict[str, str]) -> None:
+    """Log every rejected key (warning) and every failed key (error) with its reason."""
+    logger = get_run_logger()
+    for key, reason in rejected.items():
+        logger.warning("rejected key %r: %s", key, reason)
+    for key, reason in failed.items():
+        logger.error("failed key %r: %s", key, reason)
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:

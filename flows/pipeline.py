@@ -49,6 +49,7 @@ from flows.common import (
     TaskRetries,
     Workers,
     ensure_writable_dir,
+    log_key_reasons,
     publish_table,
 )
 from flows.pipeline_summary import PipelineFailed, PipelineSummary
@@ -169,10 +170,7 @@ def _resume_plan(
 def _finish(summary: PipelineSummary) -> PipelineSummary:
     """Log, publish the artifact and fail the run if any object failed."""
     logger = get_run_logger()
-    for key, reason in summary.rejected.items():
-        logger.warning("rejected key %r: %s", key, reason)
-    for key, reason in summary.failed.items():
-        logger.error("failed key %r: %s", key, reason)
+    log_key_reasons(summary.rejected, summary.failed)
     logger.info(
         "square-objects: %d objects (%d processed, %d uploaded, %d skipped of which %d "
         "resumed), %.1f MiB in, %.1f MiB out, "

@@ -22,6 +22,7 @@ from prefect.task_runners import TaskRunner
 from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
+from flows.common import batch_of, task_outcome
 from flows.pipeline_summary import PipelineSummary
 from tasks.client import S3Connection
 from tasks.cpu import ChunkReport
@@ -29,7 +30,6 @@ from tasks.errors import describe_error
 from tasks.paths import make_batches
 from tasks.pipeline import MIB, Chunk, ScratchBudget, StageClock, WorkItem
 from tasks.resume import output_metadata
-from tasks.s3 import BatchFailed
 from tasks.square import FileStats
 from tasks.transfer import BatchResult, LocalFile
 
@@ -47,25 +47,6 @@ class _Flight:
     batch: BatchResult = field(default_factory=BatchResult)
     stats: dict[str, FileStats] = field(default_factory=dict)
     by_dest: dict[str, WorkItem] = field(default_factory=dict)
-
-
-def _outcome(future: PrefectFuture[Any]) -> tuple[Any, BaseException | None]:
-    """Return ``(result, None)`` for a completed task, else ``(None, its exception)``."""
-    future.wait()
-    state = future.state
-    if state.is_completed():
-        return future.result(), None
-    exc = state.result(raise_on_failure=False)
-    if isinstance(exc, BaseException):
-        return None, exc
-    return None, RuntimeError(f"task ended {state.name}: {state.message}")
-
-
-def _batch_of(value: Any, error: BaseException | None) -> BatchResult | None:
-    """The batch result of a transfer task, also when it raised BatchFailed."""
-    if error is None:
-        return value
-    return error.result if isinstance(error, BatchFailed) else None
 
 
 class ChunkStreamer:
@@ -131,7 +112,7 @@ class ChunkStreamer:
             stage, flight, keys, future = self._events.get()
             self._outstanding -= 1
             flight.pending -= 1
-            value, error = _outcome(future)
+            value, error = task_outcome(future)
             getattr(self, f"_{stage}_done")(flight, keys, value, error)
             self._start_downloads()
         self.summary.worker_pids = sorted(self._pids)
@@ -174,7 +155,7 @@ class ChunkStreamer:
     def _download_done(
         self, flight: _Flight, keys: list[str], value: Any, error: BaseException | None
     ) -> None:
-        result = _batch_of(value, error)
+        result = batch_of(value, error)
         if result is None:
             flight.batch.failed.update({k: f"download: {describe_error(error)}" for k in keys})
         else:
@@ -243,7 +224,7 @@ class ChunkStreamer:
     def _upload_done(
         self, flight: _Flight, keys: list[str], value: Any, error: BaseException | None
     ) -> None:
-        result = _batch_of(value, error)
+        result = batch_of(value, error)
         if result is None:
             flight.batch.failed.update({k: describe_error(error) for k in keys})
         else:

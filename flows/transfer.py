@@ -26,6 +26,7 @@ from flows.common import (
     Workers,
     ensure_writable_dir,
     gather_batches,
+    log_key_reasons,
     publish_table,
 )
 from tasks.client import S3Connection
@@ -66,10 +67,7 @@ class TransferFailed(S3PipelineError):
 def _finish(summary: TransferSummary, artifact_key: str) -> TransferSummary:
     """Log, publish the artifact and fail the run if any object failed."""
     logger = get_run_logger()
-    for key, reason in summary.rejected.items():
-        logger.warning("rejected key %r: %s", key, reason)
-    for key, reason in summary.failed.items():
-        logger.error("failed key %r: %s", key, reason)
+    log_key_reasons(summary.rejected, summary.failed)
     verb = "would transfer" if summary.dry_run else "transferred"
     logger.info(
         "%s: %s %d objects (%d bytes) in %.2fs, %.1f files/s; skipped %d, rejected %d, failed %d",
