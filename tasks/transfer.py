@@ -9,9 +9,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import FlexibleChecksumError, HTTPClientError, IncompleteReadError
@@ -36,6 +36,8 @@ from tasks.paths import (
     safe_local_path,
 )
 from tasks.tempfiles import open_partial
+
+T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 16 * MIB
 PART_SIZE = 8 * MIB
@@ -184,6 +186,33 @@ def download_object(client: Any, bucket: str, obj: S3Object, target: Path) -> No
             time.sleep(0.1 * 2**attempt * (0.5 + random.random()))  # backoff with jitter
 
 
+def _each_object(
+    items: Sequence[T],
+    key_of: Callable[[T], str],
+    size_of: Callable[[T], int],
+    is_done: Callable[[T], bool],
+    transfer: Callable[[T], None],
+    dry_run: bool,
+) -> BatchResult:
+    """Transfer items one after another, skipping those already done; failures are per item."""
+    result = BatchResult()
+    start = time.perf_counter()
+    for item in items:
+        key = key_of(item)
+        try:
+            if is_done(item):
+                result.skipped.append(key)
+                continue
+            if not dry_run:
+                transfer(item)
+            result.transferred.append(key)
+            result.bytes += size_of(item)
+        except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
+            result.fail(key, exc)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
 def download_objects(
     client: Any,
     bucket: str,
@@ -203,22 +232,14 @@ def download_objects(
     Returns:
         The batch result; one object's failure never stops the others.
     """
-    result = BatchResult()
-    start = time.perf_counter()
-    for obj, local in items:
-        target = Path(local)
-        try:
-            if skip_existing and _local_matches(target, obj):
-                result.skipped.append(obj.key)
-                continue
-            if not dry_run:
-                download_object(client, bucket, obj, target)
-            result.transferred.append(obj.key)
-            result.bytes += obj.size
-        except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
-            result.fail(obj.key, exc)
-    result.seconds = time.perf_counter() - start
-    return result
+    return _each_object(
+        items,
+        key_of=lambda i: i[0].key,
+        size_of=lambda i: i[0].size,
+        is_done=lambda i: skip_existing and _local_matches(Path(i[1]), i[0]),
+        transfer=lambda i: download_object(client, bucket, i[0], Path(i[1])),
+        dry_run=dry_run,
+    )
 
 
 def upload_file(client: Any, bucket: str, item: LocalFile) -> None:
@@ -297,30 +318,25 @@ def upload_files(
     Returns:
         The batch result; one file's failure never stops the others.
     """
-    result = BatchResult()
-    start = time.perf_counter()
-    for item in items:
-        try:
-            known = (existing or {}).get(item.key)
-            if check_remote:
-                skip = _remote_matches(client, bucket, item, None)
-            else:
-                skip = (
-                    known is not None
-                    and known[0] == item.size
-                    and _remote_matches(client, bucket, item, known[1])
-                )
-            if skip:
-                result.skipped.append(item.key)
-                continue
-            if not dry_run:
-                upload_file(client, bucket, item)
-            result.transferred.append(item.key)
-            result.bytes += item.size
-        except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
-            result.fail(item.key, exc)
-    result.seconds = time.perf_counter() - start
-    return result
+
+    def is_done(item: LocalFile) -> bool:
+        if check_remote:
+            return _remote_matches(client, bucket, item, None)
+        known = (existing or {}).get(item.key)
+        return (
+            known is not None
+            and known[0] == item.size
+            and _remote_matches(client, bucket, item, known[1])
+        )
+
+    return _each_object(
+        items,
+        key_of=lambda i: i.key,
+        size_of=lambda i: i.size,
+        is_done=is_done,
+        transfer=lambda i: upload_file(client, bucket, i),
+        dry_run=dry_run,
+    )
 
 
 def list_local_files(
