@@ -240,9 +240,9 @@ def run(
     Returns:
         The result written to ``transfer.json``.
     """
-    from flows.transfer import DEFAULT_WORKERS
-    from tasks.client import S3Connection
-    from tasks.local_s3 import LocalS3Server
+    from prefect_s3_concurrency.flows.transfer import DEFAULT_WORKERS
+    from prefect_s3_concurrency.tasks.client import S3Connection
+    from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
 
     variants = [
         v

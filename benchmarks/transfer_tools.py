@@ -257,8 +257,8 @@ def project_download(
     conn: Any, bucket: str, prefix: str, dest: Path, workers: int
 ) -> dict[str, Any]:
     """Run the ``download-prefix`` flow as the CLI does; return what its summary reports."""
-    from flows.cli import local_run_settings
-    from flows.transfer import download_prefix
+    from prefect_s3_concurrency.flows.cli import local_run_settings
+    from prefect_s3_concurrency.flows.transfer import download_prefix
 
     with local_run_settings():
         summary = download_prefix(
@@ -271,8 +271,8 @@ def project_upload(
     conn: Any, source: Path, bucket: str, prefix: str, workers: int
 ) -> dict[str, Any]:
     """Run the ``upload-directory`` flow as the CLI does; return what its summary reports."""
-    from flows.cli import local_run_settings
-    from flows.transfer import upload_directory
+    from prefect_s3_concurrency.flows.cli import local_run_settings
+    from prefect_s3_concurrency.flows.transfer import upload_directory
 
     with local_run_settings():
         summary = upload_directory(
@@ -286,7 +286,7 @@ def project_upload(
 
 def reset_project_clients() -> None:
     """Forget cached S3 clients, so each flow run pays for creating its own (as a new run does)."""
-    from tasks.client import _cached_client
+    from prefect_s3_concurrency.tasks.client import _cached_client
 
     _cached_client.cache_clear()
 

@@ -1,14 +1,15 @@
 """Serve every deployment of ``prefect.yaml`` from this process, without a work pool.
 
-``python -m deployments.serve`` reads the same ``prefect.yaml`` that ``prefect deploy`` reads,
-so names, descriptions, tags, parameters and schedules are written once. The ``work_pool``
-and ``pull`` sections are ignored here: served runs execute as subprocesses of this process,
-from the project directory.
+``prefect-s3 serve`` reads the same ``prefect.yaml`` that ``prefect deploy`` reads, so names,
+descriptions, tags, parameters and schedules are written once. Like ``prefect deploy``, it
+looks for ``prefect.yaml`` in the current directory (or takes ``--prefect-file``); entrypoints
+and relative paths resolve from that file's directory. The ``work_pool`` and ``pull``
+sections are ignored here: served runs execute as subprocesses of this process.
 
 Examples::
 
-    PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments.serve
-    python -m deployments.serve --name s3-upload --list
+    PREFECT_API_URL=http://127.0.0.1:4200/api prefect-s3 serve
+    prefect-s3 serve --name s3-upload --list
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-PREFECT_YAML = PROJECT_DIR / "prefect.yaml"
+from prefect_s3_concurrency.tasks.errors import S3PipelineError
+
+PREFECT_YAML = "prefect.yaml"  # looked up in the current directory, as `prefect deploy` does
 SCHEDULE_KEYS = frozenset(
     {"cron", "interval", "rrule", "timezone", "anchor_date", "day_or", "active", "parameters",
      "slug"}
 )  # fmt: skip
 
 
-class SpecError(ValueError):
+class SpecError(S3PipelineError, ValueError):
     """prefect.yaml cannot be turned into deployments; the message says where and why."""
 
 
@@ -54,14 +56,16 @@ class ScheduleSpec:
         """Return the equivalent :class:`prefect.schedules.Schedule`."""
         from prefect.schedules import Cron, Interval, RRule
 
-        common = {"active": self.active, "parameters": dict(self.parameters), "slug": self.slug}
+        common: dict[str, Any] = {
+            "active": self.active, "parameters": dict(self.parameters), "slug": self.slug,
+        }  # fmt: skip
         if self.cron is not None:
             return Cron(self.cron, timezone=self.timezone, day_or=self.day_or, **common)
         if self.interval is not None:
             return Interval(
                 self.interval, anchor_date=self.anchor_date, timezone=self.timezone, **common
             )
-        return RRule(self.rrule, timezone=self.timezone, **common)
+        return RRule(str(self.rrule), timezone=self.timezone, **common)
 
 
 @dataclass
@@ -177,6 +181,7 @@ def load_specs(
     if not isinstance(entries, list):
         raise SpecError(f"{path}: 'deployments' must be a list")
     entries = apply_values(entries, {}, remove_notset=False)  # fills {{ $VAR }} from os.environ
+    assert isinstance(entries, list)
     specs = [parse_deployment(entry, i) for i, entry in enumerate(entries)]
     seen = [s.name for s in specs]
     if len(seen) != len(set(seen)):
@@ -190,14 +195,19 @@ def load_specs(
     return [s for s in specs if s.name in wanted]
 
 
-def build_deployments(specs: Sequence[DeploymentSpec], project_dir: Path = PROJECT_DIR) -> list:
-    """Load each spec's flow and return ``flow.to_deployment(...)`` objects for ``serve``."""
+def build_deployments(specs: Sequence[DeploymentSpec], project_dir: Path) -> list[Any]:
+    """Load each spec's flow and return ``flow.to_deployment(...)`` objects for ``serve``.
+
+    Args:
+        specs: The deployments to build.
+        project_dir: The directory of prefect.yaml; relative entrypoints start there.
+    """
     from prefect.flows import load_flow_from_entrypoint
 
     deployments = []
     for spec in specs:
         path, _, func = spec.entrypoint.partition(":")
-        flow_obj = load_flow_from_entrypoint(f"{project_dir / path}:{func}")
+        flow_obj: Any = load_flow_from_entrypoint(f"{project_dir / path}:{func}")
         deployments.append(
             flow_obj.to_deployment(
                 name=spec.name,
@@ -227,7 +237,7 @@ def describe(spec: DeploymentSpec) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve prefect.yaml's deployments until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prefect-file", default=str(PREFECT_YAML), help="default: %(default)s")
+    parser.add_argument("--prefect-file", default=PREFECT_YAML, help="default: %(default)s")
     parser.add_argument(
         "--name", action="append", help="serve only this deployment (repeatable); default: all"
     )
@@ -244,8 +254,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     from prefect import serve
 
-    os.chdir(PROJECT_DIR)  # relative entrypoints and parameter paths resolve from the repo root
-    serve(*build_deployments(specs), limit=args.limit)
+    project_dir = Path(args.prefect_file).resolve().parent
+    os.chdir(project_dir)  # relative entrypoints and parameter paths resolve from there
+    serve(*build_deployments(specs, project_dir), limit=args.limit)
 
 
 if __name__ == "__main__":

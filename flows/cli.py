@@ -21,8 +21,8 @@ from prefect.exceptions import ParameterTypeError
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from tasks.client import S3Connection
-from tasks.errors import S3PipelineError, describe_error
+from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, describe_error
 
 
 def _default(param: inspect.Parameter) -> Any:

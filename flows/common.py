@@ -13,10 +13,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from pydantic import AfterValidator, BaseModel, Field
 
-from tasks.errors import ConfigurationError, describe_error
-from tasks.paths import parse_s3_url
-from tasks.s3 import BatchFailed
-from tasks.transfer import BatchResult
+from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error
+from prefect_s3_concurrency.tasks.paths import parse_s3_url
+from prefect_s3_concurrency.tasks.s3 import BatchFailed
+from prefect_s3_concurrency.tasks.transfer import BatchResult
 
 
 def _valid_s3_url(value: str) -> str:
@@ -68,7 +68,7 @@ class TransferSummary(BaseModel):
 
     def rows(self) -> list[dict[str, Any]]:
         """Return the summary as table rows (``item``, ``value``)."""
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"item": "direction", "value": self.direction},
             {"item": "source", "value": self.source},
             {"item": "destination", "value": self.destination},

@@ -17,17 +17,16 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemet
 import argparse
 import filecmp
 import random
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from flows.pipeline import square_objects
-from flows.transfer import download_prefix, upload_directory
-from tasks.client import S3Connection
-from tasks.local_s3 import LocalS3Server
-from tasks.square import unlimited_int_digits
-from tasks.transfer import list_local_files
+from prefect_s3_concurrency.flows.pipeline import square_objects
+from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
+from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
+from prefect_s3_concurrency.tasks.square import unlimited_int_digits
+from prefect_s3_concurrency.tasks.transfer import list_local_files
 
 
 def make_sample_files(root: Path, count: int, seed: int = 7) -> int:
@@ -167,4 +166,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -34,7 +34,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
@@ -42,7 +42,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from flows.common import (
+from prefect_s3_concurrency.flows.common import (
     BatchObjects,
     Globs,
     S3Uri,
@@ -52,12 +52,12 @@ from flows.common import (
     log_key_reasons,
     publish_table,
 )
-from flows.pipeline_summary import PipelineFailed, PipelineSummary
-from flows.streaming import ChunkStreamer
-from tasks.client import S3Connection
-from tasks.cpu import shared_api_settings, square_chunk, start_worker
-from tasks.paths import make_batches, parse_s3_url
-from tasks.pipeline import (
+from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
+from prefect_s3_concurrency.flows.streaming import ChunkStreamer
+from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
+from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url
+from prefect_s3_concurrency.tasks.pipeline import (
     MIB,
     ScratchBudget,
     StageClock,
@@ -67,16 +67,16 @@ from tasks.pipeline import (
     plan_work,
     plan_work_chunks,
 )
-from tasks.resume import output_metadata
-from tasks.s3 import (
+from prefect_s3_concurrency.tasks.resume import output_metadata
+from prefect_s3_concurrency.tasks.s3 import (
     check_outputs_batch,
     download_batch,
     list_objects_task,
     remove_stale_scratch_task,
     upload_batch,
 )
-from tasks.square import load_transform
-from tasks.tempfiles import locked_scratch_dir
+from prefect_s3_concurrency.tasks.square import load_transform
+from prefect_s3_concurrency.tasks.tempfiles import locked_scratch_dir
 
 DEFAULT_WORKERS = 16
 SCRATCH_PREFIX = "square-objects-"
@@ -104,12 +104,12 @@ ChunksPerWorker = Annotated[int, Field(ge=1, le=64, description="CPU chunks per 
 MinChunkMiB = Annotated[float, Field(gt=0, le=10**6, description="Smallest CPU chunk, MiB.")]
 
 
-def _retrying(task_obj, task_retries: int):  # noqa: ANN001, ANN202
+def _retrying(task_obj, task_retries: int):
     delays = exponential_backoff(backoff_factor=1)(task_retries) if task_retries else 0
     return task_obj.with_options(retries=task_retries, retry_delay_seconds=delays)
 
 
-def _cpu_runner(use_processes: bool, cpu_workers: int) -> TaskRunner:
+def _cpu_runner(use_processes: bool, cpu_workers: int) -> TaskRunner[Any]:
     """A process pool for real work; one thread of the flow process for small workloads."""
     if use_processes:
         return ProcessPoolTaskRunner(max_workers=cpu_workers)
@@ -188,7 +188,7 @@ def _finish(summary: PipelineSummary) -> PipelineSummary:
     return summary
 
 
-@flow(name="square-objects", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+@flow(name="square-objects")
 def square_objects(
     source: S3Uri,
     dest: S3Uri,
@@ -242,7 +242,7 @@ def square_objects(
     with (
         locked_scratch_dir(SCRATCH_PREFIX, scratch_root) as tmp,
         shared_api_settings() as summary.api_url,
-        ThreadPoolTaskRunner(max_workers=workers) as io,
+        ThreadPoolTaskRunner[Any](max_workers=workers) as io,
     ):
         items, summary.rejected = plan_work(objects, src.folder, dst, tmp)
         checks = [
@@ -266,7 +266,9 @@ def square_objects(
             summary.mode_reason, len(items), len(chunks), summary.resumed,
         )  # fmt: skip
         budget, clock = ScratchBudget(max_scratch_mib * MIB), StageClock(start)
-        cpu_ctx = _cpu_runner(use_processes, cpu_workers) if chunks else contextlib.nullcontext()
+        cpu_ctx: contextlib.AbstractContextManager[Any] = (
+            _cpu_runner(use_processes, cpu_workers) if chunks else contextlib.nullcontext()
+        )
         with cpu_ctx as cpu:
             streamer = ChunkStreamer(
                 io=io, cpu=cpu, budget=budget, clock=clock, summary=summary, logger=logger,
@@ -288,6 +290,6 @@ def square_objects(
 
 
 if __name__ == "__main__":
-    from flows.cli import run_cli
+    from prefect_s3_concurrency.flows.cli import run_cli
 
     run_cli(square_objects)

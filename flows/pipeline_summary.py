@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.common import keyed_rows
-from tasks.errors import S3PipelineError
+from prefect_s3_concurrency.flows.common import keyed_rows
+from prefect_s3_concurrency.tasks.errors import S3PipelineError
 
 
 class PipelineSummary(BaseModel):

@@ -22,16 +22,16 @@ from prefect.task_runners import TaskRunner
 from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
-from flows.common import batch_of, task_outcome
-from flows.pipeline_summary import PipelineSummary
-from tasks.client import S3Connection
-from tasks.cpu import ChunkReport
-from tasks.errors import describe_error
-from tasks.paths import make_batches
-from tasks.pipeline import MIB, Chunk, ScratchBudget, StageClock, WorkItem
-from tasks.resume import output_metadata
-from tasks.square import FileStats
-from tasks.transfer import BatchResult, LocalFile
+from prefect_s3_concurrency.flows.common import batch_of, task_outcome
+from prefect_s3_concurrency.flows.pipeline_summary import PipelineSummary
+from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.cpu import ChunkReport
+from prefect_s3_concurrency.tasks.errors import describe_error
+from prefect_s3_concurrency.tasks.paths import make_batches
+from prefect_s3_concurrency.tasks.pipeline import MIB, Chunk, ScratchBudget, StageClock, WorkItem
+from prefect_s3_concurrency.tasks.resume import output_metadata
+from prefect_s3_concurrency.tasks.square import FileStats
+from prefect_s3_concurrency.tasks.transfer import BatchResult, LocalFile
 
 DOWNLOADING_CHUNKS = 2  # chunks whose downloads may be queued at once (uploads queue behind)
 BATCH_MAX_BYTES = 256 * MIB

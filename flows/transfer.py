@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
-from flows.common import (
+from prefect_s3_concurrency.flows.common import (
     BatchMiB,
     BatchObjects,
     Globs,
@@ -29,10 +29,10 @@ from flows.common import (
     log_key_reasons,
     publish_table,
 )
-from tasks.client import S3Connection
-from tasks.errors import ConfigurationError, S3PipelineError
-from tasks.paths import make_batches, parse_s3_url, relative_key
-from tasks.s3 import (
+from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
+from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url, relative_key
+from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
     delete_objects_task,
     download_batch,
@@ -40,8 +40,13 @@ from tasks.s3 import (
     remove_stale_partials_task,
     upload_batch,
 )
-from tasks.sync import local_extras, remote_extras
-from tasks.transfer import BatchResult, list_local_files, plan_downloads, plan_uploads
+from prefect_s3_concurrency.tasks.sync import local_extras, remote_extras
+from prefect_s3_concurrency.tasks.transfer import (
+    BatchResult,
+    list_local_files,
+    plan_downloads,
+    plan_uploads,
+)
 
 DEFAULT_WORKERS = 16
 
@@ -60,7 +65,7 @@ class TransferFailed(S3PipelineError):
             + (f" ({'all' if count == len(summary.failed) else count}: {reason})" if reason else "")
         )
 
-    def __reduce__(self):  # noqa: ANN204 - keep the summary when pickled
+    def __reduce__(self):  # keep the summary when pickled
         return (type(self), (self.summary,))
 
 
@@ -80,7 +85,7 @@ def _finish(summary: TransferSummary, artifact_key: str) -> TransferSummary:
     return summary
 
 
-def _retrying(task_obj, task_retries: int):  # noqa: ANN001, ANN202
+def _retrying(task_obj, task_retries: int):
     delays = exponential_backoff(backoff_factor=1)(task_retries) if task_retries else 0
     return task_obj.with_options(retries=task_retries, retry_delay_seconds=delays)
 
@@ -130,8 +135,9 @@ def _run_batches(
     keys_of: Callable[[list[Any]], list[str]],
 ) -> BatchResult:
     """Run one batch task per batch on ``workers`` threads and merge their results."""
+    runner: ThreadPoolTaskRunner[Any]
     with ThreadPoolTaskRunner(max_workers=workers) as runner:
-        futures = [runner.submit(task_obj, params_for(batch)) for batch in batches]
+        futures: list[Any] = [runner.submit(task_obj, params_for(batch)) for batch in batches]
         return gather_batches(futures, [keys_of(batch) for batch in batches])
 
 
@@ -142,7 +148,7 @@ def _record_result(summary: TransferSummary, result: BatchResult) -> None:
     summary.planned = result.transferred if summary.dry_run else []
 
 
-@flow(name="download-prefix", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+@flow(name="download-prefix")
 def download_prefix(
     source: S3Uri,
     dest_dir: str,
@@ -196,7 +202,7 @@ def download_prefix(
     return _finish(summary, "download-summary")
 
 
-@flow(name="upload-directory", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+@flow(name="upload-directory")
 def upload_directory(
     source_dir: str,
     dest: S3Uri,
@@ -254,6 +260,6 @@ def upload_directory(
 
 
 if __name__ == "__main__":
-    from flows.cli import run_cli
+    from prefect_s3_concurrency.flows.cli import run_cli
 
     run_cli(download_prefix, upload_directory)

@@ -10,8 +10,8 @@ import boto3
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.errors import ConfigurationError
-from tasks.redact import install_log_redaction, register_secret
+from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.tasks.redact import install_log_redaction, register_secret
 
 install_log_redaction()  # botocore DEBUG logs would otherwise show signatures and tokens
 BLOCK_TYPES = ("aws-credentials", "minio-credentials", "s3-bucket")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.square import ChunkResult, transform_files
+from prefect_s3_concurrency.tasks.square import ChunkResult, transform_files
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,9 @@ _NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _PERMANENT_ERRNOS = _DISK_FULL | _NO_ACCESS | {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR}
 
 
-def local_io_error(exc: OSError, path: str | os.PathLike[str], verb: str = "write") -> OSError:
+def local_io_error(
+    exc: OSError, path: str | os.PathLike[str], verb: str = "write"
+) -> OSError | LocalIOError:
     """Turn a local ``OSError`` into a clear one-line :class:`LocalIOError` when it is permanent.
 
     Args:
@@ -83,15 +85,17 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS
 
 
-def describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException | None) -> str:
     """Return a one-line description of ``exc`` without a traceback.
 
     Args:
-        exc: Any exception.
+        exc: Any exception (None when the cause is unknown).
 
     Returns:
         ``"ExceptionName: first line of message"``, or the message alone for our own errors.
     """
+    if exc is None:
+        return "unknown error"
     if isinstance(exc, S3PipelineError):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     text = [line.strip(" -") for line in str(exc).strip().splitlines() if line.strip(" -")]

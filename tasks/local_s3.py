@@ -203,7 +203,7 @@ class LocalS3Server:
         atexit.register(self.stop)
         try:
             self._endpoint_url = self._wait_ready()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - re-raised with the server's log tail
             tail = self._log_tail()
             self.stop()
             raise RuntimeError(f"rclone serve s3 did not start ({exc}); log:\n{tail}") from None

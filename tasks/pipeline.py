@@ -14,10 +14,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.errors import ConfigurationError, S3PipelineError
-from tasks.paths import MAX_KEY_BYTES, S3Url, check_relative_key, relative_key
-from tasks.square import MB_PER_CPU_SECOND_20_DIGITS, estimate_cpu_seconds, plan_chunks
-from tasks.transfer import S3Object
+from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
+from prefect_s3_concurrency.tasks.paths import (
+    MAX_KEY_BYTES,
+    S3Url,
+    check_relative_key,
+    relative_key,
+)
+from prefect_s3_concurrency.tasks.square import (
+    MB_PER_CPU_SECOND_20_DIGITS,
+    estimate_cpu_seconds,
+    plan_chunks,
+)
+from prefect_s3_concurrency.tasks.transfer import S3Object
 
 MIB = 2**20
 # Upper bound of output/input size for squaring: d digits -> at most 2d digits, so a

@@ -16,12 +16,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from tasks.client import S3Connection, get_s3_client
-from tasks.errors import is_permanent
-from tasks.resume import find_current_outputs
-from tasks.sync import delete_keys, delete_local
-from tasks.tempfiles import remove_stale_partials, remove_stale_scratch
-from tasks.transfer import (
+from prefect_s3_concurrency.tasks.client import S3Connection, get_s3_client
+from prefect_s3_concurrency.tasks.errors import is_permanent
+from prefect_s3_concurrency.tasks.resume import find_current_outputs
+from prefect_s3_concurrency.tasks.sync import delete_keys, delete_local
+from prefect_s3_concurrency.tasks.tempfiles import remove_stale_partials, remove_stale_scratch
+from prefect_s3_concurrency.tasks.transfer import (
     BatchResult,
     LocalFile,
     S3Object,

@@ -220,7 +220,7 @@ def _bad_line(raw: bytes, key: str, lineno: int) -> BadLineError:
 def _as_int(result: object, key: str, lineno: int, name: str) -> int:
     """Coerce a transform result via ``__index__`` (int subclasses, numpy ints); no bools."""
     if not isinstance(result, bool) and hasattr(type(result), "__index__"):
-        return operator.index(result)
+        return operator.index(result)  # type: ignore[arg-type]
     kind = type(result).__name__
     raise TransformError(f"{key}: line {lineno}: transform {name!r} returned {kind}, not int")
 
@@ -333,7 +333,7 @@ def transform_files(jobs: Sequence[tuple[str, str, str]], transform: str = "squa
             ok.append(transform_file(Path(src), Path(dst), transform, key=key))
         except (BadLineError, TransformError) as exc:
             failed[key] = str(exc)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a transform's own error fails its object only
             failed[key] = f"{key}: {type(exc).__name__}: {_one_line(exc)}"
     return ChunkResult(ok, failed, os.getpid(), time.perf_counter() - started)
 

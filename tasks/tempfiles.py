@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from tasks.paths import is_partial_name, partial_name
+from prefect_s3_concurrency.tasks.paths import is_partial_name, partial_name
 
 try:
     import fcntl
@@ -63,7 +63,7 @@ def open_partial(target: Path) -> tuple[Path, BinaryIO]:
         The temp path and its file object (binary, write mode), locked while open.
     """
     tmp = target.with_name(partial_name(target.name, uuid.uuid4().hex[:8]))
-    fh = open(tmp, "xb")  # noqa: SIM115 - the caller closes it
+    fh = open(tmp, "xb")  # the caller closes it
     _try_lock(fh.fileno())
     return tmp, fh
 

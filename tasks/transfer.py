@@ -18,16 +18,22 @@ from botocore.exceptions import FlexibleChecksumError, HTTPClientError, Incomple
 from s3transfer.exceptions import RetriesExceededError
 from urllib3.exceptions import HTTPError as URLLib3Error
 
-from tasks.errors import (
+from prefect_s3_concurrency.tasks.errors import (
     IntegrityError,
     S3PipelineError,
     describe_error,
     local_io_error,
     translate_boto_error,
 )
-from tasks.integrity import CHUNK, MIB, etag_matches, is_md5_etag, normalize_etag
-from tasks.models import BatchResult, LocalFile, S3Object
-from tasks.paths import (
+from prefect_s3_concurrency.tasks.integrity import (
+    CHUNK,
+    MIB,
+    etag_matches,
+    is_md5_etag,
+    normalize_etag,
+)
+from prefect_s3_concurrency.tasks.models import BatchResult, LocalFile, S3Object
+from prefect_s3_concurrency.tasks.paths import (
     MAX_KEY_BYTES,
     S3Url,
     is_partial_name,
@@ -35,7 +41,7 @@ from tasks.paths import (
     relative_key,
     safe_local_path,
 )
-from tasks.tempfiles import open_partial
+from prefect_s3_concurrency.tasks.tempfiles import open_partial
 
 T = TypeVar("T")
 

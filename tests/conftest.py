@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tasks.local_s3 import LocalS3Server
+from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
 
 _SAFE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -231,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         with suppress(OSError):
             super().finish()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Stay quiet: tests and benchmarks read stats, not access logs."""
 
     def _handle(self) -> None:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
+SERVE_MODULE = "prefect_s3_concurrency.deployments.serve"
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
@@ -61,7 +62,7 @@ class ManagedProcess:
         self.args = list(args)
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "ab")  # closed in stop()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             self.args, env=dict(env), cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
@@ -216,7 +217,7 @@ def serve_deployments(
 ) -> ManagedProcess:
     """Start ``python -m deployments.serve <args>`` against ``server``."""
     return ManagedProcess(
-        [sys.executable, "-m", "deployments.serve", *args], server.env(extra_env), log_path
+        [sys.executable, "-m", SERVE_MODULE, *args], server.env(extra_env), log_path
     )
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import parse_flow_args
-from flows.transfer import download_prefix, upload_directory
-from tasks.client import S3Connection
+from prefect_s3_concurrency.flows.cli import parse_flow_args
+from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
+from prefect_s3_concurrency.tasks.client import S3Connection
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_script_runs_and_errors_in_one_line(rclone_s3, bucket_factory, tmp_path)
 def test_cli_runs_without_heartbeats_unless_asked() -> None:
     from prefect.settings import get_current_settings
 
-    from flows.cli import local_run_settings
+    from prefect_s3_concurrency.flows.cli import local_run_settings
 
     default = get_current_settings().flows.heartbeat_frequency
     with local_run_settings():

@@ -9,10 +9,16 @@ import pytest
 from prefect import flow
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-from tasks.cpu import ChunkReport, current_api_url, flow_api_url, shared_api_settings, square_chunk
-from tasks.errors import ConfigurationError
-from tasks.paths import parse_s3_url
-from tasks.pipeline import (
+from prefect_s3_concurrency.tasks.cpu import (
+    ChunkReport,
+    current_api_url,
+    flow_api_url,
+    shared_api_settings,
+    square_chunk,
+)
+from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.tasks.paths import parse_s3_url
+from prefect_s3_concurrency.tasks.pipeline import (
     MIB,
     Chunk,
     ScratchBudget,
@@ -23,7 +29,7 @@ from tasks.pipeline import (
     plan_work_chunks,
     union_seconds,
 )
-from tasks.transfer import S3Object
+from prefect_s3_concurrency.tasks.transfer import S3Object
 
 
 def _objects(sizes: dict[str, int]) -> list[S3Object]:

@@ -1,7 +1,7 @@
 """prefect.yaml and deployments.serve, checked on their own and against a real Prefect server.
 
 The server tests start ``prefect server start`` on a free 127.0.0.1 port (own PREFECT_HOME),
-then ``prefect deploy --all --no-prompt``, a process worker, and ``python -m deployments.serve``
+then ``prefect deploy --all --no-prompt``, a process worker, and ``prefect-s3 serve``
 in subprocesses, exactly as a user would run them.
 """
 
@@ -40,9 +40,10 @@ from prefect_processes import (
     wait_for_final_state,
 )
 
-from deployments.serve import PREFECT_YAML, load_specs
+from prefect_s3_concurrency.deployments.serve import PREFECT_YAML, load_specs
 
-DOC = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
+ROOT = Path(__file__).resolve().parents[1]
+DOC = yaml.safe_load((ROOT / PREFECT_YAML).read_text(encoding="utf-8"))
 DEPLOYMENTS: list[dict[str, Any]] = DOC["deployments"]
 NAMES = [d["name"] for d in DEPLOYMENTS]
 TIMINGS: dict[str, float] = {}
@@ -103,7 +104,7 @@ def test_makefile_targets_use_the_pool_and_flags_of_prefect_yaml() -> None:
     pools = {d["work_pool"]["name"] for d in DEPLOYMENTS}
     assert pools == {re.search(r"^POOL\s*\?=\s*(\S+)", makefile, re.M).group(1)}
     assert "prefect deploy --all --no-prompt" in makefile and "--type process" in makefile
-    assert "python -m deployments.serve" in makefile
+    assert "python -m prefect_s3_concurrency.deployments.serve" in makefile
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -125,7 +126,7 @@ def test_serve_specs_agree_with_prefect_deploy() -> None:
     from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
     from prefect.client.schemas.actions import DeploymentScheduleCreate
 
-    specs = load_specs()
+    specs = load_specs(ROOT / PREFECT_YAML)
     assert [s.name for s in specs] == NAMES
     for spec, entry in zip(specs, DEPLOYMENTS, strict=True):
         assert (spec.entrypoint, spec.description, spec.tags, spec.parameters) == (

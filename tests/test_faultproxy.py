@@ -25,7 +25,7 @@ from botocore.exceptions import (
 )
 from faultproxy import FAULT_KINDS, FaultProxy
 
-from tasks.local_s3 import LocalS3Server
+from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
 
 BODY_ERRORS = (ResponseStreamingError, IncompleteReadError)  # short or reset GET bodies
 
@@ -36,7 +36,7 @@ class _Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:

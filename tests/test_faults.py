@@ -34,11 +34,12 @@ from reliability_helpers import (
     tree_digests,
 )
 
-from flows.transfer import TransferFailed, download_prefix, upload_directory
-from tasks.client import S3Connection
-from tasks.paths import is_partial_name
+from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix, upload_directory
+from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.paths import is_partial_name
 
 pytestmark = pytest.mark.integration
+TRANSFER_LOGGER = "prefect_s3_concurrency.tasks.transfer"
 MIB = 2**20
 FIGURES: dict[str, dict[str, Any]] = {}
 
@@ -78,7 +79,8 @@ class Counters:
 
     def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
         self.caplog = caplog
-        for name in ("tasks.transfer", "botocore.retries.standard"):  # handler: last level set
+        # handler: last level set
+        for name in (TRANSFER_LOGGER, "botocore.retries.standard"):
             caplog.set_level(logging.DEBUG, logger=name)
 
     def take(self) -> dict[str, int]:
@@ -86,7 +88,9 @@ class Counters:
         self.caplog.clear()
         return {
             "botocore_retries": sum(m.startswith("Retry needed") for _, m in msgs),
-            "body_refetches": sum(n == "tasks.transfer" and "retrying" in m for n, m in msgs),
+            "body_refetches": sum(
+                n == TRANSFER_LOGGER and "retrying" in m for n, m in msgs
+            ),
         }
 
 
@@ -240,7 +244,7 @@ def test_kill_mid_download_then_rerun_converges(
 
 
 def test_ten_percent_faults_pipeline(rclone_s3, block, proxy, bucket_factory, caplog) -> None:
-    from flows.pipeline import square_objects
+    from prefect_s3_concurrency.flows.pipeline import square_objects
 
     bucket = bucket_factory(rclone_s3)
     rng = random.Random(7)

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import ConfigurationError, UnsafeKeyError
-from tasks.integrity import etag_matches, file_md5, is_md5_etag, multipart_etag, normalize_etag
-from tasks.paths import (
+from prefect_s3_concurrency.tasks.errors import ConfigurationError, UnsafeKeyError
+from prefect_s3_concurrency.tasks.integrity import (
+    etag_matches,
+    file_md5,
+    is_md5_etag,
+    multipart_etag,
+    normalize_etag,
+)
+from prefect_s3_concurrency.tasks.paths import (
     make_batches,
     matches_filters,
     parse_s3_url,

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from prefect.artifacts import Artifact
 
-from flows.pipeline import square_objects
-from flows.pipeline_summary import PipelineFailed, PipelineSummary
-from flows.streaming import ChunkStreamer
-from tasks.client import S3Connection
-from tasks.errors import ConfigurationError
-from tasks.square import TransformError, unlimited_int_digits
+from prefect_s3_concurrency.flows.pipeline import square_objects
+from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
+from prefect_s3_concurrency.flows.streaming import ChunkStreamer
+from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.tasks.square import TransformError, unlimited_int_digits
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -47,17 +47,17 @@ def _inputs() -> dict[str, bytes]:
     }
 
 
-def _expected(body: bytes, fn=lambda n: n * n) -> bytes:  # noqa: ANN001
+def _expected(body: bytes, fn=lambda n: n * n) -> bytes:
     with unlimited_int_digits():
         return b"".join(b"%d\n" % fn(int(line)) for line in body.splitlines())
 
 
-def _seed(client, bucket: str, prefix: str, inputs: dict[str, bytes]) -> None:  # noqa: ANN001
+def _seed(client, bucket: str, prefix: str, inputs: dict[str, bytes]) -> None:
     for key, body in inputs.items():
         client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=body)
 
 
-def _outputs(client, bucket: str, prefix: str) -> dict[str, tuple[bytes, str]]:  # noqa: ANN001
+def _outputs(client, bucket: str, prefix: str) -> dict[str, tuple[bytes, str]]:
     out = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
@@ -66,7 +66,7 @@ def _outputs(client, bucket: str, prefix: str) -> dict[str, tuple[bytes, str]]: 
     return out
 
 
-def _run_failed(**kwargs) -> PipelineSummary:  # noqa: ANN003
+def _run_failed(**kwargs) -> PipelineSummary:
     state = square_objects(return_state=True, **kwargs)
     assert state.is_failed(), state
     exc = state.result(raise_on_failure=False)
@@ -166,7 +166,7 @@ def test_scratch_removed_when_the_run_breaks(
     src, dst = bucket_factory(moto_server, "in"), bucket_factory(moto_server, "out")
     _seed(client, src, "in", {f"{i}.txt": b"1\n2\n" for i in range(5)})
 
-    def boom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def boom(*args, **kwargs):
         raise RuntimeError("injected failure after squaring")
 
     monkeypatch.setattr(ChunkStreamer, "_upload_done", boom)
@@ -185,7 +185,7 @@ def test_scratch_removed_when_the_run_breaks(
         ({"dest": "s3://same-bkt/in/out"}, ConfigurationError, "overlaps source"),
     ],
 )
-def test_bad_configuration_fails_before_any_transfer(kwargs, error, match) -> None:  # noqa: ANN001
+def test_bad_configuration_fails_before_any_transfer(kwargs, error, match) -> None:
     params = {"source": "s3://same-bkt/in", "dest": "s3://other-bkt/out", **kwargs}
     with pytest.raises(error, match=match):
         square_objects(**params, connection=S3Connection(endpoint_url="http://127.0.0.1:9"))
@@ -202,7 +202,7 @@ def test_bad_configuration_fails_before_any_transfer(kwargs, error, match) -> No
         ({"transform": "a b"}, "transform: String should match pattern"),
     ],
 )
-def test_parameters_are_validated(bad, message) -> None:  # noqa: ANN001
+def test_parameters_are_validated(bad, message) -> None:
     from prefect.exceptions import ParameterTypeError
 
     params = {"source": "s3://in-bkt/a", "dest": "s3://out-bkt/b", **bad}
@@ -211,7 +211,7 @@ def test_parameters_are_validated(bad, message) -> None:  # noqa: ANN001
 
 
 def test_cli_maps_arguments_to_the_flow() -> None:
-    from flows.cli import parse_flow_args
+    from prefect_s3_concurrency.flows.cli import parse_flow_args
 
     argv = ["square-objects", "s3://in-bkt/a", "s3://out-bkt/b", "--cpu-workers", "3",
             "--min-process-mib", "0.5", "--transform", "pkg.mod:fn", "--endpoint-url",
@@ -229,8 +229,8 @@ def test_cli_maps_arguments_to_the_flow() -> None:
 
 EPHEMERAL_RUN = """
 import json, os, sys
-from flows.pipeline import square_objects
-from tasks.client import S3Connection
+from prefect_s3_concurrency.flows.pipeline import square_objects
+from prefect_s3_concurrency.tasks.client import S3Connection
 s = square_objects(sys.argv[1], sys.argv[2], cpu_workers=2, min_process_mib=0,
                    min_chunk_mib=0.001, connection=S3Connection(endpoint_url=sys.argv[3]))
 print("SUMMARY " + json.dumps(dict(s.model_dump(), pid=os.getpid())))

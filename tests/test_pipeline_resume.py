@@ -13,12 +13,16 @@ from pathlib import Path
 
 import pytest
 
-import tasks.transfer as transfer
-from flows.pipeline import SCRATCH_PREFIX, square_objects
-from flows.pipeline_summary import PipelineFailed, PipelineSummary
-from tasks.client import S3Connection
-from tasks.resume import metadata_matches, output_metadata
-from tasks.tempfiles import SCRATCH_MARKER, locked_scratch_dir, remove_stale_scratch
+import prefect_s3_concurrency.tasks.transfer as transfer
+from prefect_s3_concurrency.flows.pipeline import SCRATCH_PREFIX, square_objects
+from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
+from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.resume import metadata_matches, output_metadata
+from prefect_s3_concurrency.tasks.tempfiles import (
+    SCRATCH_MARKER,
+    locked_scratch_dir,
+    remove_stale_scratch,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +31,7 @@ def _square(body: bytes, power: int = 2) -> bytes:
     return b"".join(b"%d\n" % (int(line) ** power) for line in body.splitlines())
 
 
-def _outputs(client, bucket: str, prefix: str) -> dict[str, dict]:  # noqa: ANN001
+def _outputs(client, bucket: str, prefix: str) -> dict[str, dict]:
     out = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
@@ -46,11 +50,11 @@ class Calls:
         self.uploaded: list[str] = []
         down, up = transfer.download_object, transfer.upload_file
 
-        def download(client, bucket, obj, target):  # noqa: ANN001, ANN202
+        def download(client, bucket, obj, target):
             self.downloaded.append(obj.key.rsplit("/", 1)[-1])
             return down(client, bucket, obj, target)
 
-        def upload(client, bucket, item):  # noqa: ANN001, ANN202
+        def upload(client, bucket, item):
             self.uploaded.append(item.key.rsplit("/", 1)[-1])
             return up(client, bucket, item)
 
@@ -65,8 +69,8 @@ class Calls:
         return got
 
 
-def _runner(**params) -> Callable[..., PipelineSummary]:  # noqa: ANN003
-    def run(expect_failure: bool = False, **extra) -> PipelineSummary:  # noqa: ANN003
+def _runner(**params) -> Callable[..., PipelineSummary]:
+    def run(expect_failure: bool = False, **extra) -> PipelineSummary:
         state = square_objects(return_state=True, min_process_mib=1024, **params, **extra)
         if expect_failure:
             assert state.is_failed(), state
@@ -182,7 +186,7 @@ def test_metadata_match_is_case_insensitive_and_needs_an_etag() -> None:
 HOLD_SCRATCH = """
 import sys
 from pathlib import Path
-from tasks.tempfiles import locked_scratch_dir
+from prefect_s3_concurrency.tasks.tempfiles import locked_scratch_dir
 with locked_scratch_dir("square-objects-", Path(sys.argv[1])) as path:
     print(path, flush=True)
     sys.stdin.read()

@@ -12,14 +12,25 @@ import pytest
 from botocore.exceptions import IncompleteReadError
 from reliability_helpers import partials
 
-from tasks.errors import IntegrityError, LocalIOError, describe_error, is_permanent, local_io_error
-from tasks.models import BatchResult
-from tasks.paths import MAX_NAME_BYTES, is_partial_name, partial_name
-from tasks.redact import MASK, install_log_redaction, redact, register_secret
-from tasks.s3 import BatchFailed, retry_unless_permanent
-from tasks.sync import delete_local, local_extras, remote_extras
-from tasks.tempfiles import open_partial, remove_stale_partials
-from tasks.transfer import BODY_ATTEMPTS, S3Object, download_object, download_objects
+from prefect_s3_concurrency.tasks.errors import (
+    IntegrityError,
+    LocalIOError,
+    describe_error,
+    is_permanent,
+    local_io_error,
+)
+from prefect_s3_concurrency.tasks.models import BatchResult
+from prefect_s3_concurrency.tasks.paths import MAX_NAME_BYTES, is_partial_name, partial_name
+from prefect_s3_concurrency.tasks.redact import MASK, install_log_redaction, redact, register_secret
+from prefect_s3_concurrency.tasks.s3 import BatchFailed, retry_unless_permanent
+from prefect_s3_concurrency.tasks.sync import delete_local, local_extras, remote_extras
+from prefect_s3_concurrency.tasks.tempfiles import open_partial, remove_stale_partials
+from prefect_s3_concurrency.tasks.transfer import (
+    BODY_ATTEMPTS,
+    S3Object,
+    download_object,
+    download_objects,
+)
 
 DATA = b"0123456789" * 100
 
@@ -28,7 +39,7 @@ class _Body:
     def __init__(self, data: bytes, fault: str | None) -> None:
         self.data, self.fault = data, fault
 
-    def iter_chunks(self, size: int):  # noqa: ANN201
+    def iter_chunks(self, size: int):
         if self.fault == "truncate":
             yield self.data[: len(self.data) // 2]
             raise IncompleteReadError(actual_bytes=len(self.data) // 2, expected_bytes=len(DATA))
@@ -44,7 +55,7 @@ class _FakeS3:
     def __init__(self, faults: list[str | None]) -> None:
         self.faults, self.calls = list(faults), 0
 
-    def get_object(self, Bucket: str, Key: str, IfMatch: str = "") -> dict:  # noqa: N803
+    def get_object(self, Bucket: str, Key: str, IfMatch: str = "") -> dict:
         self.calls += 1
         assert IfMatch == f'"{hashlib.md5(DATA).hexdigest()}"'
         return {"Body": _Body(DATA, self.faults.pop(0) if self.faults else None)}

@@ -28,9 +28,9 @@ from prefect_aws import AwsCredentials
 from prefect_processes import REPO, base_env
 from reliability_helpers import flow_logs
 
-from flows.transfer import download_prefix, upload_directory
-from tasks.client import S3Connection
-from tasks.redact import MASK
+from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
+from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.redact import MASK
 
 pytestmark = pytest.mark.integration
 TOKEN = "FwoGZXIvYXdzEJr-session-TOKEN-" + uuid.uuid4().hex

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.serve import (
+from prefect_s3_concurrency.deployments.serve import (
     DeploymentSpec,
     SpecError,
     describe,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.square import (
+from prefect_s3_concurrency.tasks.square import (
     BadLineError,
     ChunkResult,
     FileStats,
@@ -100,7 +100,7 @@ def test_both_paths_agree_around_threshold(tmp_path: Path, int_square: str) -> N
     expected = b"".join(_dec(int(x) ** 2) + b"\n" for x in lines)
     assert _run(tmp_path, data)[0] == expected
     assert _run(tmp_path, data, int_square)[0] == expected
-    assert _run(tmp_path, data, "tasks.square:square")[0] == expected
+    assert _run(tmp_path, data, "prefect_s3_concurrency.tasks.square:square")[0] == expected
 
 
 def test_empty_file_gives_empty_output(tmp_path: Path) -> None:

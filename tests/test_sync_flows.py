@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from reliability_helpers import partials, task_retries
 
-from flows.cli import run_cli
-from flows.transfer import TransferFailed, download_prefix, upload_directory
-from tasks.client import S3Connection
+from prefect_s3_concurrency.flows.cli import run_cli
+from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix, upload_directory
+from prefect_s3_concurrency.tasks.client import S3Connection
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def conn(rclone_block: str) -> S3Connection:
     return S3Connection(credentials_block=rclone_block)
 
 
-def _put(client, bucket: str, objects: dict[str, bytes]) -> None:  # noqa: ANN001
+def _put(client, bucket: str, objects: dict[str, bytes]) -> None:
     for key, body in objects.items():
         client.put_object(Bucket=bucket, Key=key, Body=body)
 
@@ -103,11 +103,11 @@ def full_disk(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         yield mnt
         subprocess.run(["umount", str(mnt)], check=True, timeout=10)
         return
-    import tasks.transfer as transfer
+    import prefect_s3_concurrency.tasks.transfer as transfer
 
     real = transfer.open_partial
 
-    def tiny_open(target: Path):  # noqa: ANN202 - writes beyond 1 MiB raise ENOSPC
+    def tiny_open(target: Path):  # writes beyond 1 MiB raise ENOSPC
         tmp, fh = real(target)
         write, written = fh.write, [0]
 

@@ -10,9 +10,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tasks.errors import S3AccessError
-from tasks.paths import PARTIAL_SUFFIX, parse_s3_url
-from tasks.transfer import (
+from prefect_s3_concurrency.tasks.errors import S3AccessError
+from prefect_s3_concurrency.tasks.paths import PARTIAL_SUFFIX, parse_s3_url
+from prefect_s3_concurrency.tasks.transfer import (
     LocalFile,
     S3Object,
     check_bucket,

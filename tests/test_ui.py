@@ -30,8 +30,9 @@ from prefect_processes import (
     wait_for_final_state,
 )
 
-from deployments.serve import PREFECT_YAML
+from prefect_s3_concurrency.deployments.serve import PREFECT_YAML
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -41,7 +42,7 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]  # fmt: skip
 ARTIFACTS = Path(__file__).parent / "artifacts"
-DEPLOYMENTS = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))["deployments"]
+DEPLOYMENTS = yaml.safe_load((ROOT / PREFECT_YAML).read_text(encoding="utf-8"))["deployments"]
 PIPELINE = next((d for d in DEPLOYMENTS if "square_objects" in d["entrypoint"]), None)
 TARGET = PIPELINE or next(d for d in DEPLOYMENTS if "upload_directory" in d["entrypoint"])
 INPUTS = {  # pipeline input objects: key -> body
@@ -152,9 +153,9 @@ def test_run_triggered_from_the_ui_completes(
     try:
         from prefect.flows import load_flow_from_entrypoint
 
-        from deployments.serve import load_specs
+        from prefect_s3_concurrency.deployments.serve import load_specs
 
-        (spec,) = load_specs(names=[TARGET["name"]])
+        (spec,) = load_specs(ROOT / PREFECT_YAML, names=[TARGET["name"]])
         flow_name = load_flow_from_entrypoint(str(REPO / spec.entrypoint)).name
         deployment = wait_for_deployment(server, f"{flow_name}/{TARGET['name']}", serving)
         timings["serve registration s"] = time.monotonic() - serving.started
