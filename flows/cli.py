@@ -61,12 +61,16 @@ def _add_flow(sub: Any, name: str, flow_obj: Any) -> None:
         opt = "--" + pname.replace("_", "-")
         if ann is S3Connection:
             for field_name, field in S3Connection.model_fields.items():
+                if field_name == "credentials":  # a block object: --credentials-block names one
+                    continue
                 parser.add_argument(
                     "--" + field_name.replace("_", "-"),
                     dest=f"conn__{field_name}",
                     type=int if field.annotation is int else str,
                     help=field.description,
                 )
+        elif pname == "credentials":  # a block object: --credentials-block names one
+            continue
         elif default is inspect.Parameter.empty:
             parser.add_argument(pname, type=str)
         elif ann is bool:

@@ -6,15 +6,18 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
-from pydantic import AfterValidator, BaseModel, Field
+from prefect.tasks import Task, exponential_backoff
+from prefect_aws import S3Bucket
+from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, WithJsonSchema
 
+from prefect_s3_concurrency.tasks.client import S3Connection, bucket_location
 from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error
-from prefect_s3_concurrency.tasks.paths import parse_s3_url
+from prefect_s3_concurrency.tasks.paths import BUCKET_PATTERN, S3Url, parse_s3_url
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
 from prefect_s3_concurrency.tasks.transfer import BatchResult
 
@@ -24,14 +27,31 @@ def _valid_s3_url(value: str) -> str:
     return value
 
 
+# Validated in Python by parse_s3_url (one clear message); the pattern lets the Prefect server
+# refuse a bad URL before a run is created.
 S3Uri = Annotated[
     str,
-    Field(
-        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", examples=["s3://bucket/prefix"]
-    ),
     AfterValidator(_valid_s3_url),
+    WithJsonSchema(
+        {"type": "string", "pattern": f"^s3://{BUCKET_PATTERN}(/.*)?$",
+         "examples": ["s3://bucket/prefix"]}
+    ),
+]  # fmt: skip
+
+
+def _location_kind(value: Any) -> str:
+    return "url" if isinstance(value, str) else "block"
+
+
+# An S3 location: an s3:// URL, or an S3Bucket block (its bucket and folder). The union is
+# tagged so that a bad URL gets the URL's error alone, not one per member.
+S3Location = Annotated[
+    Union[Annotated[S3Uri, Tag("url")], Annotated[S3Bucket, Tag("block")]],  # noqa: UP007
+    Discriminator(_location_kind),
 ]
+DEFAULT_WORKERS = 16
 Workers = Annotated[int, Field(ge=1, le=256, description="Concurrent threads for S3 transfers.")]
+LocalDir = Annotated[str, Field(min_length=1, description="A local directory.")]
 Globs = Annotated[list[str] | None, Field(description="Glob patterns on the relative key.")]
 BatchObjects = Annotated[int, Field(ge=1, le=100_000, description="Most objects per batch task.")]
 BatchMiB = Annotated[int, Field(ge=1, description="Most MiB per batch task.")]
@@ -94,7 +114,74 @@ class TransferSummary(BaseModel):
         ]
         rows += keyed_rows("failed", self.failed)
         rows += keyed_rows("rejected", self.rejected)
+        if self.dry_run:
+            rows += keyed_rows("would transfer", dict.fromkeys(self.planned, "planned"))
+        deleted = "would delete" if self.dry_run else "deleted"
+        rows += keyed_rows(deleted, dict.fromkeys(self.deleted, deleted))
         return rows
+
+
+class EmptySourceError(ConfigurationError):
+    """The source holds nothing to transfer and the run was asked to fail then."""
+
+
+def resolve_location(location: str | S3Bucket, conn: S3Connection) -> tuple[S3Url, S3Connection]:
+    """Turn an ``s3://`` URL or an ``S3Bucket`` block into a parsed URL and its connection.
+
+    Args:
+        location: ``s3://bucket/prefix``, or an S3Bucket block whose bucket, folder and
+            credentials are used.
+        conn: Connection settings; a block's credentials are added to them.
+
+    Raises:
+        ConfigurationError: On a bad URL, or credentials given twice.
+    """
+    if isinstance(location, S3Bucket):
+        bucket, folder, creds = bucket_location(location)
+        if conn.credentials is not None and conn.credentials != creds:
+            raise ConfigurationError(
+                f"the S3Bucket block for '{bucket}' has its own credentials: "
+                "do not pass other credentials with it"
+            )
+        conn = conn if conn.credentials is not None else conn.with_credentials(creds)
+        return parse_s3_url(f"s3://{bucket}/{folder}"), conn
+    return parse_s3_url(location), conn
+
+
+def location_text(location: str | S3Bucket) -> str:
+    """The location as the user would read it (an S3Bucket block as its s3:// URL)."""
+    if isinstance(location, S3Bucket):
+        bucket, folder, _ = bucket_location(location)
+        return f"s3://{bucket}/{folder}"
+    return location
+
+
+def check_not_empty(count: int, where: str, fail_if_empty: bool) -> None:
+    """Warn about an empty source, or fail the run with :class:`EmptySourceError`."""
+    if count:
+        return
+    text = (
+        f"empty source: no objects to transfer from {where} (check the location and the "
+        "include/exclude globs)"
+    )
+    if fail_if_empty:
+        raise EmptySourceError(f"{text}; failing because fail_if_empty is set")
+    get_run_logger().warning("%s; completing with 0 objects", text)
+
+
+def retrying(task_obj: Task[Any, Any], task_retries: int) -> Task[Any, Any]:
+    """Return ``task_obj`` with ``task_retries`` retries and exponential backoff."""
+    delays = exponential_backoff(backoff_factor=1)(task_retries) if task_retries else 0
+    return task_obj.with_options(retries=task_retries, retry_delay_seconds=delays)
+
+
+def log_dry_run(planned: Iterable[str], deleted: Iterable[str], verb: str) -> None:
+    """Name every key a dry run would transfer or delete, in the run's log."""
+    logger = get_run_logger()
+    for key in planned:
+        logger.info("dry run: would %s %r", verb, key)
+    for key in deleted:
+        logger.info("dry run: would delete %r", key)
 
 
 def keyed_rows(label: str, reasons: dict[str, str]) -> list[dict[str, Any]]:

@@ -38,25 +38,28 @@ from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from prefect_s3_concurrency.flows.common import (
+    DEFAULT_WORKERS,
     BatchObjects,
     Globs,
-    S3Uri,
+    S3Location,
     TaskRetries,
     Workers,
+    check_not_empty,
     ensure_writable_dir,
     log_key_reasons,
     publish_table,
+    resolve_location,
+    retrying,
 )
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
-from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
-from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url
+from prefect_s3_concurrency.tasks.paths import make_batches
 from prefect_s3_concurrency.tasks.pipeline import (
     MIB,
     ScratchBudget,
@@ -78,7 +81,6 @@ from prefect_s3_concurrency.tasks.s3 import (
 from prefect_s3_concurrency.tasks.square import load_transform
 from prefect_s3_concurrency.tasks.tempfiles import locked_scratch_dir
 
-DEFAULT_WORKERS = 16
 SCRATCH_PREFIX = "square-objects-"
 
 TransformSpec = Annotated[
@@ -102,11 +104,6 @@ MinProcessMiB = Annotated[
 ScratchMiB = Annotated[int, Field(ge=1, le=10**8, description="Most local scratch MiB in use.")]
 ChunksPerWorker = Annotated[int, Field(ge=1, le=64, description="CPU chunks per worker process.")]
 MinChunkMiB = Annotated[float, Field(gt=0, le=10**6, description="Smallest CPU chunk, MiB.")]
-
-
-def _retrying(task_obj, task_retries: int):
-    delays = exponential_backoff(backoff_factor=1)(task_retries) if task_retries else 0
-    return task_obj.with_options(retries=task_retries, retry_delay_seconds=delays)
 
 
 def _cpu_runner(use_processes: bool, cpu_workers: int) -> TaskRunner[Any]:
@@ -190,8 +187,8 @@ def _finish(summary: PipelineSummary) -> PipelineSummary:
 
 @flow(name="square-objects")
 def square_objects(
-    source: S3Uri,
-    dest: S3Uri,
+    source: S3Location,
+    dest: S3Location,
     transform: TransformSpec = "square",
     workers: Workers = DEFAULT_WORKERS,
     cpu_workers: CpuWorkers = 2,
@@ -204,8 +201,10 @@ def square_objects(
     scratch_dir: str | None = None,
     batch_max_objects: BatchObjects = 100,
     task_retries: TaskRetries = 2,
-    connection: S3Connection = S3Connection(),  # noqa: B008
+    credentials: CredentialsBlock | None = None,
+    connection: S3Connection = S3Connection(),  # noqa: B008 - frozen, shared safely
     recompute: bool = False,
+    fail_if_empty: bool = False,
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
@@ -219,26 +218,49 @@ def square_objects(
     output records the same ETag and transform; ``recompute=True`` squares everything again
     (identical outputs are still not re-uploaded). Scratch directories left by killed runs
     are removed at the start.
+
+    Args:
+        source: Objects to read: s3://bucket/prefix, or an S3Bucket block (bucket and folder).
+        dest: Where outputs go: s3://bucket/prefix, or an S3Bucket block; must not overlap source.
+        transform: The transform: 'square', or one registered for this deployment.
+        workers: Threads transferring at once.
+        cpu_workers: Worker processes squaring at once.
+        include: Only keys (relative to the prefix) matching one of these globs.
+        exclude: Skip keys matching any of these globs.
+        min_process_mib: Below this much input, square in the flow process (0: always processes).
+        max_scratch_mib: Most local scratch space in use at once, in MiB.
+        chunks_per_worker: CPU chunks per worker process (more balance, more task overhead).
+        min_chunk_mib: Smallest CPU chunk, in MiB.
+        scratch_dir: Local directory for scratch files; the system temp directory if empty.
+        batch_max_objects: Most objects per transfer batch task.
+        task_retries: Prefect retries per transfer batch task.
+        credentials: AWS or MinIO credentials block; empty means the default AWS chain.
+        connection: Endpoint, region and botocore retry settings.
+        recompute: Square everything again, even outputs that are current.
+        fail_if_empty: Fail the run when the source holds no matching object.
     """
     start = time.perf_counter()
     logger = get_run_logger()
-    src, dst = parse_s3_url(source), parse_s3_url(dest)
+    connection = connection.with_credentials(credentials)
+    (src, src_conn), (dst, dst_conn) = (
+        resolve_location(source, connection),
+        resolve_location(dest, connection),
+    )
     check_disjoint(src, dst)
     name, _ = load_transform(transform)  # a bad spec fails now, before any transfer
     scratch_root = ensure_writable_dir(scratch_dir) if scratch_dir else Path(tempfile.gettempdir())
     stale = remove_stale_scratch_task(str(scratch_root), SCRATCH_PREFIX)
-    objects = list_objects_task(connection, src.bucket, src.folder, include or (), exclude or ())
+    objects = list_objects_task(src_conn, src.bucket, src.folder, include or (), exclude or ())
+    check_not_empty(len(objects), str(src), fail_if_empty)
     # Listing the destination proves it is reachable and finds outputs already in place.
     existing = {
-        o.key: (o.size, o.etag) for o in list_objects_task(connection, dst.bucket, dst.folder)
+        o.key: (o.size, o.etag) for o in list_objects_task(dst_conn, dst.bucket, dst.folder)
     }
     summary = PipelineSummary(
-        source=source, destination=dest, transform=name, cpu_workers=cpu_workers,
+        source=str(src), destination=str(dst), transform=name, cpu_workers=cpu_workers,
         flow_pid=os.getpid(), max_scratch_bytes=max_scratch_mib * MIB,
         stale_scratch_removed=len(stale),
     )  # fmt: skip
-    if not objects:
-        logger.warning("no objects under %s", source)
     with (
         locked_scratch_dir(SCRATCH_PREFIX, scratch_root) as tmp,
         shared_api_settings() as summary.api_url,
@@ -250,7 +272,7 @@ def square_objects(
             for i in items
             if i.dest_key in existing and i.obj.etag
         ]
-        current = _current_outputs(io, connection, workers, dst.bucket, checks, batch_max_objects)
+        current = _current_outputs(io, dst_conn, workers, dst.bucket, checks, batch_max_objects)
         items, upload_existing = _resume_plan(items, current, existing, recompute)
         summary.resumed = len(current) if not recompute else 0
         summary.objects = summary.skipped = summary.resumed
@@ -272,9 +294,9 @@ def square_objects(
         with cpu_ctx as cpu:
             streamer = ChunkStreamer(
                 io=io, cpu=cpu, budget=budget, clock=clock, summary=summary, logger=logger,
-                download=_retrying(download_batch, task_retries),
-                square=square_chunk, upload=_retrying(upload_batch, task_retries),
-                conn=connection, pool_size=workers, source_bucket=src.bucket,
+                download=retrying(download_batch, task_retries),
+                square=square_chunk, upload=retrying(upload_batch, task_retries),
+                conn=src_conn, dest_conn=dst_conn, pool_size=workers, source_bucket=src.bucket,
                 dest_bucket=dst.bucket, existing=upload_existing, transform=name,
                 batch_max_objects=batch_max_objects,
             )  # fmt: skip

@@ -60,7 +60,8 @@ class ChunkStreamer:
         summary: Updated in place with counts, PIDs and failures.
         logger: The flow run's logger.
         download, square, upload: The task objects (with their retry options).
-        conn, pool_size: S3 connection and thread count for the transfer tasks.
+        conn, pool_size: S3 connection of the source and thread count for the transfer tasks.
+        dest_conn: S3 connection of the destination (None: the source's).
         source_bucket, dest_bucket: Buckets to read from and write to.
         existing: ``dest key -> (size, etag)`` of outputs whose metadata is current; an
             identical output is not uploaded again (others are, to refresh the metadata).
@@ -71,14 +72,15 @@ class ChunkStreamer:
     def __init__(
         self, *, io: TaskRunner, cpu: TaskRunner, budget: ScratchBudget, clock: StageClock,
         summary: PipelineSummary, logger: logging.Logger | logging.LoggerAdapter,
-        download: Task, square: Task, upload: Task, conn: S3Connection, pool_size: int,
+        download: Task, square: Task, upload: Task, conn: S3Connection,
+        dest_conn: S3Connection | None, pool_size: int,
         source_bucket: str, dest_bucket: str, existing: dict[str, tuple[int, str]],
         transform: str, batch_max_objects: int,
     ) -> None:  # fmt: skip
         self.io, self.cpu, self.budget, self.clock = io, cpu, budget, clock
         self.summary, self.logger = summary, logger
         self.tasks = {"download": download, "square": square, "upload": upload}
-        self.conn, self.pool_size = conn, pool_size
+        self.conn, self.dest_conn, self.pool_size = conn, dest_conn or conn, pool_size
         # Several chunks transfer at once (two downloading, a few uploading), so a quarter of
         # the threads per chunk keeps them all busy with half the tasks (each costs the flow
         # and the API server CPU that squaring would otherwise get).
@@ -215,7 +217,7 @@ class ChunkStreamer:
         ):
             known = {f.key: self.existing[f.key] for f in batch if f.key in self.existing}
             params = {
-                "conn": self.conn, "pool_size": self.pool_size, "bucket": self.dest_bucket,
+                "conn": self.dest_conn, "pool_size": self.pool_size, "bucket": self.dest_bucket,
                 "items": quote(batch), "existing": quote(known),
             }  # fmt: skip
             future = self.io.submit(self.tasks["upload"], params)

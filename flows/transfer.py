@@ -13,25 +13,31 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from prefect_s3_concurrency.flows.common import (
+    DEFAULT_WORKERS,
     BatchMiB,
     BatchObjects,
     Globs,
-    S3Uri,
+    LocalDir,
+    S3Location,
     TaskRetries,
     TransferSummary,
     Workers,
+    check_not_empty,
     ensure_writable_dir,
     gather_batches,
+    log_dry_run,
     log_key_reasons,
     publish_table,
+    resolve_location,
+    retrying,
 )
-from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
-from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url, relative_key
+from prefect_s3_concurrency.tasks.integrity import MIB
+from prefect_s3_concurrency.tasks.paths import make_batches, relative_key
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
     delete_objects_task,
@@ -47,8 +53,6 @@ from prefect_s3_concurrency.tasks.transfer import (
     plan_downloads,
     plan_uploads,
 )
-
-DEFAULT_WORKERS = 16
 
 
 class TransferFailed(S3PipelineError):
@@ -73,6 +77,8 @@ def _finish(summary: TransferSummary, artifact_key: str) -> TransferSummary:
     """Log, publish the artifact and fail the run if any object failed."""
     logger = get_run_logger()
     log_key_reasons(summary.rejected, summary.failed)
+    if summary.dry_run:
+        log_dry_run(summary.planned, summary.deleted, summary.direction)
     verb = "would transfer" if summary.dry_run else "transferred"
     logger.info(
         "%s: %s %d objects (%d bytes) in %.2fs, %.1f files/s; skipped %d, rejected %d, failed %d",
@@ -83,20 +89,6 @@ def _finish(summary: TransferSummary, artifact_key: str) -> TransferSummary:
     if summary.failed:
         raise TransferFailed(summary)
     return summary
-
-
-def _retrying(task_obj, task_retries: int):
-    delays = exponential_backoff(backoff_factor=1)(task_retries) if task_retries else 0
-    return task_obj.with_options(retries=task_retries, retry_delay_seconds=delays)
-
-
-def _warn_if_empty(count: int, where: str) -> None:
-    if not count:
-        get_run_logger().warning(
-            "empty source: no objects to transfer from %s (check the location and the "
-            "include/exclude globs); completing with 0 objects",
-            where,
-        )
 
 
 def _may_delete(summary: TransferSummary, extras: list[str], source_count: int) -> bool:
@@ -150,8 +142,8 @@ def _record_result(summary: TransferSummary, result: BatchResult) -> None:
 
 @flow(name="download-prefix")
 def download_prefix(
-    source: S3Uri,
-    dest_dir: str,
+    source: S3Location,
+    dest_dir: LocalDir,
     include: Globs = None,
     exclude: Globs = None,
     workers: Workers = DEFAULT_WORKERS,
@@ -160,35 +152,52 @@ def download_prefix(
     skip_existing: bool = True,
     dry_run: bool = False,
     task_retries: TaskRetries = 2,
-    connection: S3Connection = S3Connection(),  # noqa: B008
+    credentials: CredentialsBlock | None = None,
+    connection: S3Connection = S3Connection(),  # noqa: B008 - frozen, shared safely
     delete_extra: bool = False,
+    fail_if_empty: bool = False,
 ) -> TransferSummary:
-    """Download every object under ``source`` into ``dest_dir``, keeping relative keys.
+    """Download every object under an S3 prefix into a local directory, keeping relative keys.
 
-    Keys that would land outside ``dest_dir`` are rejected and reported, never written.
-    Downloads are atomic and verified; identical local files are skipped. Temp files left by
-    a killed run are removed first. ``delete_extra`` also deletes local files under
-    ``dest_dir`` (passing the globs) that the source does not have.
+    Keys that would land outside the destination are rejected and reported, never written.
+    Downloads are atomic and verified; identical local files are skipped; temp files left by
+    a killed run are removed first.
+
+    Args:
+        source: Where to read: s3://bucket/prefix, or an S3Bucket block (bucket and folder).
+        dest_dir: Local directory to write into; created if missing.
+        include: Only keys (relative to the prefix) matching one of these globs.
+        exclude: Skip keys matching any of these globs.
+        workers: Threads transferring at once.
+        batch_max_objects: Most objects per batch task.
+        batch_max_mib: Most MiB per batch task.
+        skip_existing: Skip objects whose local copy has the same size and checksum.
+        dry_run: Name what would be downloaded or deleted; transfer nothing.
+        task_retries: Prefect retries per batch task; a retry re-sends only failed objects.
+        credentials: AWS or MinIO credentials block; empty means the default AWS chain.
+        connection: Endpoint, region and botocore retry settings.
+        delete_extra: Also delete local files (passing the globs) that the source lacks.
+        fail_if_empty: Fail the run when the source holds no matching object.
     """
     start = time.perf_counter()
-    url = parse_s3_url(source)
+    url, conn = resolve_location(source, connection.with_credentials(credentials))
     dest = ensure_writable_dir(dest_dir)
     stale = [] if dry_run else remove_stale_partials_task(str(dest))
     objects = list_objects_task(
-        connection, url.bucket, url.folder, include or (), exclude or (), pool_size=workers
+        conn, url.bucket, url.folder, include or (), exclude or (), pool_size=workers
     )
-    _warn_if_empty(len(objects), source)
+    check_not_empty(len(objects), str(url), fail_if_empty)
     items, rejected = plan_downloads(objects, url.folder, dest)
     summary = TransferSummary(
-        direction="download", source=source, destination=str(dest), dry_run=dry_run,
+        direction="download", source=str(url), destination=str(dest), dry_run=dry_run,
         rejected=rejected, stale_removed=len(stale),
     )  # fmt: skip
     batches = make_batches(
-        items, lambda i: i[0].size, batch_max_objects, batch_max_mib * 2**20, workers
+        items, lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, workers
     )
-    common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
+    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
     result = _run_batches(
-        _retrying(download_batch, task_retries), workers, batches,
+        retrying(download_batch, task_retries), workers, batches,
         lambda b: {**common, "items": quote(b), "skip_existing": skip_existing},
         lambda b: [o.key for o, _ in b],
     )  # fmt: skip
@@ -204,8 +213,8 @@ def download_prefix(
 
 @flow(name="upload-directory")
 def upload_directory(
-    source_dir: str,
-    dest: S3Uri,
+    source_dir: LocalDir,
+    dest: S3Location,
     include: Globs = None,
     exclude: Globs = None,
     workers: Workers = DEFAULT_WORKERS,
@@ -214,36 +223,51 @@ def upload_directory(
     skip_existing: bool = True,
     dry_run: bool = False,
     task_retries: TaskRetries = 2,
-    connection: S3Connection = S3Connection(),  # noqa: B008
+    credentials: CredentialsBlock | None = None,
+    connection: S3Connection = S3Connection(),  # noqa: B008 - frozen, shared safely
     delete_extra: bool = False,
+    fail_if_empty: bool = False,
 ) -> TransferSummary:
-    """Upload every file under ``source_dir`` to ``dest``, keeping relative paths as keys.
+    """Upload every file under a local directory to an S3 prefix, keeping relative paths as keys.
 
-    Uploads are verified (Content-MD5, then ETag/size); identical objects are skipped.
-    ``delete_extra`` also deletes objects under ``dest`` (passing the globs) that have no
-    local file.
+    Uploads are verified (Content-MD5, then ETag and size); identical objects are skipped.
+
+    Args:
+        source_dir: Local directory to read.
+        dest: Where to write: s3://bucket/prefix, or an S3Bucket block (bucket and folder).
+        include: Only files (relative paths) matching one of these globs.
+        exclude: Skip files matching any of these globs.
+        workers: Threads transferring at once.
+        batch_max_objects: Most objects per batch task.
+        batch_max_mib: Most MiB per batch task.
+        skip_existing: Skip files already stored with the same size and checksum.
+        dry_run: Name what would be uploaded or deleted; transfer nothing.
+        task_retries: Prefect retries per batch task; a retry re-sends only failed files.
+        credentials: AWS or MinIO credentials block; empty means the default AWS chain.
+        connection: Endpoint, region and botocore retry settings.
+        delete_extra: Also delete objects under the prefix (passing the globs) with no local file.
+        fail_if_empty: Fail the run when the directory holds no matching file.
     """
     start = time.perf_counter()
-    url = parse_s3_url(dest)
+    url, conn = resolve_location(dest, connection.with_credentials(credentials))
     root = Path(source_dir).expanduser()
     if not root.is_dir():
-        raise ConfigurationError(f"source directory {str(root)!r} does not exist")
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise ConfigurationError(f"source directory {str(root)!r} {what}")
     # Listing the destination proves the bucket is reachable and finds identical objects.
-    listed = list_objects_task(connection, url.bucket, url.folder, pool_size=workers)
+    listed = list_objects_task(conn, url.bucket, url.folder, pool_size=workers)
     existing = {o.key: (o.size, o.etag) for o in listed if skip_existing}
     local = list_local_files(root, include or (), exclude or ())
-    _warn_if_empty(len(local), str(root))
+    check_not_empty(len(local), str(root), fail_if_empty)
     files, rejected = plan_uploads(local, url)
     summary = TransferSummary(
-        direction="upload", source=str(root.resolve()), destination=dest, dry_run=dry_run,
+        direction="upload", source=str(root.resolve()), destination=str(url), dry_run=dry_run,
         rejected=rejected,
     )  # fmt: skip
-    batches = make_batches(
-        files, lambda f: f.size, batch_max_objects, batch_max_mib * 2**20, workers
-    )
-    common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
+    batches = make_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, workers)
+    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
     result = _run_batches(
-        _retrying(upload_batch, task_retries), workers, batches,
+        retrying(upload_batch, task_retries), workers, batches,
         lambda b: {**common, "items": quote(b),
                    "existing": quote({f.key: existing[f.key] for f in b if f.key in existing})},
         lambda b: [f.key for f in b],
@@ -254,7 +278,7 @@ def upload_directory(
             listed, url.folder, {f.key for f in files}, include or (), exclude or ()
         )
         if _may_delete(summary, extras, len(local)):
-            _record_deletes(summary, delete_objects_task(connection, url.bucket, extras))
+            _record_deletes(summary, delete_objects_task(conn, url.bucket, extras))
     summary.seconds = time.perf_counter() - start
     return _finish(summary, "upload-summary")
 

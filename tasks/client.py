@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import boto3
 from botocore.config import Config
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from prefect_aws import AwsCredentials, MinIOCredentials
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from prefect_s3_concurrency.tasks.errors import ConfigurationError
 from prefect_s3_concurrency.tasks.redact import install_log_redaction, register_secret
@@ -16,6 +18,9 @@ from prefect_s3_concurrency.tasks.redact import install_log_redaction, register_
 install_log_redaction()  # botocore DEBUG logs would otherwise show signatures and tokens
 BLOCK_TYPES = ("aws-credentials", "minio-credentials", "s3-bucket")
 _lock = threading.Lock()
+CredentialsBlock = Union[AwsCredentials, MinIOCredentials]  # noqa: UP007 - Prefect's form needs it
+if TYPE_CHECKING:
+    from prefect_aws import S3Bucket
 
 
 class S3Connection(BaseModel):
@@ -24,6 +29,8 @@ class S3Connection(BaseModel):
     Attributes:
         credentials_block: A prefect-aws block, as ``name`` or ``type-slug/name``
             (``aws-credentials``, ``minio-credentials`` or ``s3-bucket``).
+        credentials: A loaded credentials block (the flows' block-typed ``credentials``
+            parameter lands here); not part of the run form's ``connection`` object.
         endpoint_url: An S3-compatible endpoint (MinIO, rclone, Ceph...), overriding the block's.
         region: AWS region name.
         retry_mode: botocore retry mode.
@@ -33,8 +40,11 @@ class S3Connection(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     credentials_block: str | None = Field(
-        default=None, description="prefect-aws block: 'name' or 'aws-credentials/name'."
+        default=None,
+        description="A saved prefect-aws block by name ('name' or 'aws-credentials/name'); "
+        "or pick one in the 'credentials' parameter instead.",
     )
+    credentials: SkipJsonSchema[CredentialsBlock | None] = Field(default=None, exclude=True)
     endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000."
     )
@@ -52,6 +62,27 @@ class S3Connection(BaseModel):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"endpoint_url must start with http:// or https://, got {value!r}")
         return value or None
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> S3Connection:
+        if self.credentials is not None and self.credentials_block:
+            raise ValueError("give either a credentials block or credentials_block, not both")
+        return self
+
+    def with_credentials(self, block: CredentialsBlock | None) -> S3Connection:
+        """Return a copy that authenticates with ``block`` (unchanged if None).
+
+        Raises:
+            ConfigurationError: If ``credentials_block`` is set too.
+        """
+        if block is None:
+            return self
+        if self.credentials_block:
+            raise ConfigurationError(
+                f"both a credentials block and credentials_block={self.credentials_block!r} "
+                "were given: use one"
+            )
+        return self.model_copy(update={"credentials": block})
 
 
 def client_config(conn: S3Connection, max_pool_connections: int) -> Config:
@@ -89,10 +120,13 @@ def _load_block(name: str) -> Any:
 
 def _session_and_params(conn: S3Connection) -> tuple[boto3.Session, dict[str, Any]]:
     """Return a boto3 session and client kwargs for ``conn``."""
-    if not conn.credentials_block:
+    if conn.credentials is not None:
+        creds: Any = conn.credentials
+    elif conn.credentials_block:
+        block = _load_block(conn.credentials_block)
+        creds = getattr(block, "credentials", block)  # S3Bucket wraps a credentials block
+    else:
         return boto3.Session(region_name=conn.region), {}
-    block = _load_block(conn.credentials_block)
-    creds = getattr(block, "credentials", block)  # S3Bucket wraps a credentials block
     params = creds.aws_client_parameters.get_params_override()
     return creds.get_boto3_session(), params
 
@@ -136,6 +170,12 @@ def get_s3_client(conn: S3Connection | None = None, max_pool_connections: int = 
         return _cached_client(conn or S3Connection(), max_pool_connections)
 
 
-def endpoint_of(client: Any) -> str:
-    """Return the endpoint URL a client talks to (no credentials in it)."""
-    return str(client.meta.endpoint_url)
+def bucket_location(block: S3Bucket, prefix: str = "") -> tuple[str, str, CredentialsBlock]:
+    """Return ``(bucket, prefix, credentials)`` of an ``S3Bucket`` block.
+
+    Args:
+        block: The block; its ``bucket_folder`` is the base of ``prefix``.
+        prefix: A further prefix under the block's folder.
+    """
+    folder = "/".join(p.strip("/") for p in (block.bucket_folder, prefix) if p.strip("/"))
+    return block.bucket_name, folder, block.credentials

@@ -7,8 +7,8 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-CHUNK = 1024 * 1024
-MIB = 1024 * 1024
+MIB = 2**20
+CHUNK = MIB  # read size for checksums
 # Part sizes tried when checking a multipart ETag (ours first, then common tool defaults).
 COMMON_PART_SIZES = (8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 15 * MIB, 50 * MIB, 100 * MIB)
 

@@ -16,7 +16,8 @@ from prefect_s3_concurrency.tasks.errors import ConfigurationError, UnsafeKeyErr
 T = TypeVar("T")
 
 # Bucket names per the S3 rules (3-63 chars, lowercase, digits, dots, hyphens).
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+BUCKET_PATTERN = r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"
+_BUCKET_RE = re.compile(f"^{BUCKET_PATTERN}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 255

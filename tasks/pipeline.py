@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
+from prefect_s3_concurrency.tasks.integrity import MIB
 from prefect_s3_concurrency.tasks.paths import (
     MAX_KEY_BYTES,
     S3Url,
@@ -28,7 +29,6 @@ from prefect_s3_concurrency.tasks.square import (
 )
 from prefect_s3_concurrency.tasks.transfer import S3Object
 
-MIB = 2**20
 # Upper bound of output/input size for squaring: d digits -> at most 2d digits, so a
 # "<d digits>\n" line becomes at most 2d + 1 bytes. A chunk holds its input plus at most
 # twice that while it is squared, and only its (measured) output after that.
