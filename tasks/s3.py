@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from prefect_s3_concurrency.tasks.client import S3Connection, get_s3_client
-from prefect_s3_concurrency.tasks.errors import is_permanent
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, is_permanent
 from prefect_s3_concurrency.tasks.resume import find_current_outputs
 from prefect_s3_concurrency.tasks.sync import delete_keys, delete_local
 from prefect_s3_concurrency.tasks.tempfiles import remove_stale_partials, remove_stale_scratch
@@ -31,7 +31,7 @@ from prefect_s3_concurrency.tasks.transfer import (
 )
 
 
-class BatchFailed(Exception):
+class BatchFailed(S3PipelineError):
     """Some objects of a batch failed; ``result`` keeps what succeeded and why others failed."""
 
     def __init__(self, result: BatchResult) -> None:

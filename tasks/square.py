@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefect_s3_concurrency.tasks.errors import S3PipelineError
+
 # Exact context for the fast ``square`` path: never rounds (any rounding would raise).
 _EXACT = decimal.Context(
     prec=decimal.MAX_PREC,
@@ -54,7 +56,7 @@ _SPEC_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z
 MB_PER_CPU_SECOND_20_DIGITS = 30.0
 
 
-class BadLineError(ValueError):
+class BadLineError(S3PipelineError, ValueError):
     """A line of an input object is not a strict ``[+-]?[0-9]+`` integer.
 
     Attributes:
@@ -73,7 +75,7 @@ class BadLineError(ValueError):
         return (type(self), (self.key, self.lineno, self.text, self.reason))
 
 
-class TransformError(ValueError):
+class TransformError(S3PipelineError, ValueError):
     """A transform spec is malformed, cannot be resolved, or misbehaves."""
 
 

@@ -345,7 +345,7 @@ def test_results_pickle() -> None:
 
 def test_module_has_no_prefect_import() -> None:
     source = Path(sys.modules[square.__module__].__file__).read_text()
-    assert not re.search(r"^\s*(import|from)\s+prefect", source, re.MULTILINE)
+    assert not re.search(r"^\s*(import|from)\s+prefect[.\s]", source, re.MULTILINE)
 
 
 def test_chunk_runs_in_spawned_worker_with_custom_transform(tmp_path: Path, monkeypatch) -> None:
