@@ -16,7 +16,7 @@ from prefect_aws import S3Bucket
 from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, WithJsonSchema
 
 from prefect_s3_concurrency.tasks.client import S3Connection, bucket_location
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error
+from prefect_s3_concurrency.tasks.errors import ConfigurationError
 from prefect_s3_concurrency.tasks.paths import BUCKET_PATTERN, S3Url, parse_s3_url
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
 from prefect_s3_concurrency.tasks.transfer import BatchResult
@@ -221,25 +221,6 @@ def batch_of(value: Any, error: BaseException | None) -> BatchResult | None:
     return error.result if isinstance(error, BatchFailed) else None
 
 
-def gather_batches(futures: Iterable[PrefectFuture[Any]], batches: list[list[str]]) -> BatchResult:
-    """Wait for batch futures and merge their results, failures included.
-
-    Args:
-        futures: One future per batch, in the same order as ``batches``.
-        batches: The keys each batch carried, to name them if a batch crashed outright.
-
-    Returns:
-        The merged result. No exception escapes: failures become entries of ``failed``.
-    """
-    total = BatchResult()
-    for future, keys in zip(futures, batches, strict=True):
-        value, error = task_outcome(future)
-        batch = batch_of(value, error)
-        if batch is not None:
-            total.merge(batch)
-        else:
-            total.failed.update({k: describe_error(error) for k in keys})
-    return total
 
 
 def log_key_reasons(rejected: dict[str, str], failed: dict[str, str]) -> None:

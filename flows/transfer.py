@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,13 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from prefect_s3_concurrency.flows.batching import (
+    IN_FLIGHT_PER_WORKER,
+    Batch,
+    BatchCutter,
+    RunProgress,
+    run_batches,
+)
 from prefect_s3_concurrency.flows.common import (
     DEFAULT_WORKERS,
     BatchMiB,
@@ -27,17 +35,16 @@ from prefect_s3_concurrency.flows.common import (
     Workers,
     check_not_empty,
     ensure_writable_dir,
-    gather_batches,
     log_dry_run,
     log_key_reasons,
     publish_table,
     resolve_location,
     retrying,
 )
-from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection
+from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection, get_s3_client
 from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
 from prefect_s3_concurrency.tasks.integrity import MIB
-from prefect_s3_concurrency.tasks.paths import make_batches, relative_key
+from prefect_s3_concurrency.tasks.paths import S3Url, make_batches, relative_key
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
     delete_objects_task,
@@ -49,6 +56,8 @@ from prefect_s3_concurrency.tasks.s3 import (
 from prefect_s3_concurrency.tasks.sync import local_extras, remote_extras
 from prefect_s3_concurrency.tasks.transfer import (
     BatchResult,
+    S3Object,
+    iter_objects,
     list_local_files,
     plan_downloads,
     plan_uploads,
@@ -119,18 +128,42 @@ def _record_deletes(summary: TransferSummary, done: tuple[list[str], dict[str, s
     get_run_logger().info("deleted %d extra object(s) at the destination", len(deleted))
 
 
-def _run_batches(
-    task_obj: Any,
-    workers: int,
-    batches: list[list[Any]],
-    params_for: Callable[[list[Any]], dict[str, Any]],
-    keys_of: Callable[[list[Any]], list[str]],
-) -> BatchResult:
-    """Run one batch task per batch on ``workers`` threads and merge their results."""
-    runner: ThreadPoolTaskRunner[Any]
-    with ThreadPoolTaskRunner(max_workers=workers) as runner:
-        futures: list[Any] = [runner.submit(task_obj, params_for(batch)) for batch in batches]
-        return gather_batches(futures, [keys_of(batch) for batch in batches])
+@dataclass
+class _Listing:
+    """What a streamed listing has shown so far."""
+
+    objects: int = 0
+    keep: set[str] = field(default_factory=set)  # relative keys, for delete_extra
+    batches: int | None = None  # total batch count, once the listing has ended
+
+
+def _download_batches(
+    conn: S3Connection,
+    url: S3Url,
+    dest: Path,
+    globs: tuple[Sequence[str], Sequence[str]],
+    cut: BatchCutter[tuple[S3Object, str]],
+    summary: TransferSummary,
+    progress: RunProgress,
+    listing: _Listing,
+    params: Callable[[list[tuple[S3Object, str]]], dict[str, Any]],
+) -> Iterator[Batch]:
+    """List the source page by page and yield download batches as they fill."""
+    client = get_s3_client(conn, cut.workers)
+    emitted = 0
+    for page in iter_objects(client, url.bucket, url.folder, *globs):
+        listing.objects += len(page)
+        listing.keep.update(relative_key(o.key, url.folder) for o in page)
+        items, rejected = plan_downloads(page, url.folder, dest)
+        summary.rejected.update(rejected)
+        progress.add_total(len(items))
+        for batch in cut.add(items):
+            emitted += 1
+            yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
+    rest = list(cut.finish())
+    listing.batches = emitted + len(rest)
+    for batch in rest:
+        yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
 
 
 def _record_result(summary: TransferSummary, result: BatchResult) -> None:
@@ -183,31 +216,32 @@ def download_prefix(
     url, conn = resolve_location(source, connection.with_credentials(credentials))
     dest = ensure_writable_dir(dest_dir)
     stale = [] if dry_run else remove_stale_partials_task(str(dest))
-    objects = list_objects_task(
-        conn, url.bucket, url.folder, include or (), exclude or (), pool_size=workers
-    )
-    check_not_empty(len(objects), str(url), fail_if_empty)
-    items, rejected = plan_downloads(objects, url.folder, dest)
     summary = TransferSummary(
         direction="download", source=str(url), destination=str(dest), dry_run=dry_run,
-        rejected=rejected, stale_removed=len(stale),
+        stale_removed=len(stale),
     )  # fmt: skip
-    batches = make_batches(
-        items, lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, workers
-    )
+    progress, listing = RunProgress("download-progress", f"download {url}"), _Listing()
     common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
-    result = _run_batches(
-        retrying(download_batch, task_retries), workers, batches,
+    cut = BatchCutter[tuple[S3Object, str]](
+        lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, workers
+    )
+    batches = _download_batches(
+        conn, url, dest, (include or (), exclude or ()), cut, summary, progress, listing,
         lambda b: {**common, "items": quote(b), "skip_existing": skip_existing},
-        lambda b: [o.key for o, _ in b],
     )  # fmt: skip
+    with ThreadPoolTaskRunner[Any](max_workers=workers) as runner:
+        result = run_batches(
+            runner, retrying(download_batch, task_retries), "download", batches, progress,
+            workers * IN_FLIGHT_PER_WORKER, lambda: listing.batches,
+        )  # fmt: skip
     _record_result(summary, result)
+    check_not_empty(listing.objects, str(url), fail_if_empty)
     if delete_extra:
-        keep = {relative_key(o.key, url.folder) for o in objects}
-        extras = local_extras(dest, keep, include or (), exclude or ())
-        if _may_delete(summary, extras, len(objects)):
+        extras = local_extras(dest, listing.keep, include or (), exclude or ())
+        if _may_delete(summary, extras, listing.objects):
             _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start
+    progress.advance(0, final=True)
     return _finish(summary, "download-summary")
 
 
@@ -264,14 +298,23 @@ def upload_directory(
         direction="upload", source=str(root.resolve()), destination=str(url), dry_run=dry_run,
         rejected=rejected,
     )  # fmt: skip
-    batches = make_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, workers)
+    progress = RunProgress("upload-progress", f"upload {root} to {url}")
+    progress.add_total(len(files))
     common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
-    result = _run_batches(
-        retrying(upload_batch, task_retries), workers, batches,
-        lambda b: {**common, "items": quote(b),
-                   "existing": quote({f.key: existing[f.key] for f in b if f.key in existing})},
-        lambda b: [f.key for f in b],
+    cuts = make_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, workers)
+    batches = (
+        Batch(
+            {**common, "items": quote(b),
+             "existing": quote({f.key: existing[f.key] for f in b if f.key in existing})},
+            [f.key for f in b], sum(f.size for f in b),
+        )
+        for b in cuts
     )  # fmt: skip
+    with ThreadPoolTaskRunner[Any](max_workers=workers) as runner:
+        result = run_batches(
+            runner, retrying(upload_batch, task_retries), "upload", batches, progress,
+            workers * IN_FLIGHT_PER_WORKER, lambda: len(cuts),
+        )  # fmt: skip
     _record_result(summary, result)
     if delete_extra:
         extras = remote_extras(
@@ -280,6 +323,7 @@ def upload_directory(
         if _may_delete(summary, extras, len(local)):
             _record_deletes(summary, delete_objects_task(conn, url.bucket, extras))
     summary.seconds = time.perf_counter() - start
+    progress.advance(0, final=True)
     return _finish(summary, "upload-summary")
 
 

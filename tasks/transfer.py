@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -71,6 +71,43 @@ def transfer_config(threads_per_object: int = 4) -> TransferConfig:
     )
 
 
+def iter_objects(
+    client: Any,
+    bucket: str,
+    folder: str,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> Iterator[list[S3Object]]:
+    """Yield the listing under ``folder`` page by page (up to 1,000 objects each), filtered.
+
+    Args:
+        client: boto3 S3 client.
+        bucket: Bucket name.
+        folder: Key prefix, ``""`` or ending with ``/``.
+        include: Globs matched against the key relative to ``folder``.
+        exclude: Globs that drop matching keys.
+
+    Yields:
+        The objects of one page that pass the globs, in key order. Folder markers (keys
+        ending with ``/``) are left out.
+
+    Raises:
+        S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
+    """
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
+            found = []
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if key.endswith("/"):
+                    continue
+                if matches_filters(relative_key(key, folder), include, exclude):
+                    found.append(S3Object(key, int(item["Size"]), normalize_etag(item.get("ETag"))))
+            yield sorted(found, key=lambda o: o.key)
+    except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
+        raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
+
+
 def list_objects(
     client: Any,
     bucket: str,
@@ -93,18 +130,8 @@ def list_objects(
     Raises:
         S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
     """
-    found: list[S3Object] = []
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                if key.endswith("/"):
-                    continue
-                if matches_filters(relative_key(key, folder), include, exclude):
-                    found.append(S3Object(key, int(item["Size"]), normalize_etag(item.get("ETag"))))
-    except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
-        raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
-    return sorted(found, key=lambda o: o.key)
+    pages = iter_objects(client, bucket, folder, include, exclude)
+    return sorted((o for page in pages for o in page), key=lambda o: o.key)
 
 
 def check_bucket(client: Any, bucket: str) -> None:

@@ -1,0 +1,172 @@
+"""Batch tasks from a stream: cut batches as a listing pages, keep a bounded number in flight,
+name each task run after what it holds, and keep a progress artifact up to date.
+
+Nothing here holds the whole listing: a batch's items are released once its task finished, so
+a flow over 100k objects holds a few batches of records and futures, not 100k of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner
+from prefect.tasks import Task
+
+from prefect_s3_concurrency.flows.common import batch_of, task_outcome
+from prefect_s3_concurrency.tasks.errors import describe_error
+from prefect_s3_concurrency.tasks.integrity import MIB
+from prefect_s3_concurrency.tasks.models import BatchResult
+from prefect_s3_concurrency.tasks.paths import make_batches
+
+T = TypeVar("T")
+PROGRESS_EVERY_SECONDS = 1.0  # most one progress update per second (plus the final one)
+IN_FLIGHT_PER_WORKER = 2  # batch tasks submitted per worker thread before waiting for one
+
+
+class RunProgress:
+    """A Prefect progress artifact: the share of objects done, 0 to 100.
+
+    Outside a flow run it only counts. While the total is still growing (a listing still
+    pages), the share is of the objects known so far and never goes down.
+    """
+
+    def __init__(self, key: str, description: str) -> None:
+        from prefect.artifacts import create_progress_artifact
+        from prefect.context import FlowRunContext
+
+        self.done = self.total = 0
+        self.percent = 0.0
+        self._last = 0.0
+        self._id: UUID | None = None
+        if FlowRunContext.get() is not None:
+            self._id = cast(UUID, create_progress_artifact(0.0, key=key, description=description))
+
+    def add_total(self, count: int) -> None:
+        """Count ``count`` more objects to do."""
+        self.total += count
+
+    def advance(self, count: int, final: bool = False) -> None:
+        """Count ``count`` objects done; publish at most once a second, and when ``final``."""
+        self.done += count
+        share = 100.0 if final else 100.0 * self.done / max(1, self.total)
+        self.percent = max(self.percent, min(100.0, share))
+        now = time.monotonic()
+        if self._id is not None and (final or now - self._last >= PROGRESS_EVERY_SECONDS):
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self._id, self.percent)
+            self._last = now
+
+
+class BatchCutter(Generic[T]):
+    """Cut a stream of items into batches as it arrives.
+
+    While the stream lasts, full batches (``max_objects`` or ``max_bytes``) are cut once
+    ``workers`` batches' worth is buffered; at its end the rest is cut finely enough that all
+    ``workers`` threads get work, as :func:`make_batches` does for a whole list.
+    """
+
+    def __init__(
+        self, size_of: Callable[[T], int], max_objects: int, max_bytes: int, workers: int
+    ) -> None:
+        self.size_of, self.max_objects, self.max_bytes = size_of, max_objects, max_bytes
+        self.workers = workers
+        self._buffer: list[T] = []
+        self._bytes = 0
+
+    def add(self, items: Iterable[T]) -> Iterator[list[T]]:
+        """Buffer ``items``; yield the batches that are now full."""
+        for item in items:
+            self._buffer.append(item)
+            self._bytes += self.size_of(item)
+        while (
+            len(self._buffer) >= self.workers * self.max_objects
+            or self._bytes >= self.workers * self.max_bytes
+        ):
+            batch = make_batches(self._buffer, self.size_of, self.max_objects, self.max_bytes)[0]
+            del self._buffer[: len(batch)]
+            self._bytes -= sum(self.size_of(i) for i in batch)
+            yield batch
+
+    def finish(self) -> Iterator[list[T]]:
+        """Yield the buffered rest, spread over the workers."""
+        rest, self._buffer, self._bytes = self._buffer, [], 0
+        yield from make_batches(rest, self.size_of, self.max_objects, self.max_bytes, self.workers)
+
+
+@dataclass
+class Batch:
+    """One batch task to submit: its parameters and what it holds."""
+
+    params: dict[str, Any]
+    keys: list[str]
+    size: int
+
+
+def batch_name(verb: str, index: int, total: int | None, objects: int, size: int) -> str:
+    """A task run name saying what the batch holds, e.g. ``download 3/16: 100 objects, 6.4 MiB``."""
+    of = f"/{total}" if total else ""
+    noun = "object" if objects == 1 else "objects"
+    return f"{verb} {index}{of}: {objects} {noun}, {size / MIB:.1f} MiB"
+
+
+def run_batches(
+    runner: TaskRunner[Any],
+    task_obj: Task[Any, Any],
+    verb: str,
+    batches: Iterable[Batch],
+    progress: RunProgress,
+    limit: int,
+    total: Callable[[], int | None] = lambda: None,
+) -> BatchResult:
+    """Submit one task per batch, at most ``limit`` in flight, and merge their results.
+
+    Args:
+        runner: A started task runner.
+        task_obj: The batch task (with its retry options).
+        verb: First word of each task run's name.
+        batches: Batches in submission order; may be a generator fed by a listing.
+        progress: Advanced by each batch's object count as it finishes.
+        limit: Most batch tasks submitted and not yet finished.
+        total: Returns the number of batches once known (for ``3/16`` in names), else None.
+
+    Returns:
+        The merged result. A crashed batch's keys become failures; an error raised by
+        ``batches`` itself is raised again once every submitted batch has finished.
+    """
+    merged = BatchResult()
+    flight: deque[tuple[PrefectFuture[Any], Batch]] = deque()
+    index = 0
+    try:
+        for batch in batches:
+            if len(flight) >= limit:
+                _collect(flight.popleft(), merged, progress)
+            index += 1
+            name = batch_name(verb, index, total(), len(batch.keys), batch.size)
+            future = runner.submit(task_obj.with_options(task_run_name=name), batch.params)
+            flight.append((future, batch))
+    finally:
+        while flight:
+            _collect(flight.popleft(), merged, progress)
+    get_run_logger().info("%s: %d batch task(s) finished", verb, index)
+    return merged
+
+
+def _collect(
+    entry: tuple[PrefectFuture[Any], Batch], merged: BatchResult, progress: RunProgress
+) -> None:
+    future, batch = entry
+    value, error = task_outcome(future)
+    result = batch_of(value, error)
+    if result is not None:
+        merged.merge(result)
+    else:
+        merged.failed.update(dict.fromkeys(batch.keys, describe_error(error)))
+    progress.advance(len(batch.keys))
