@@ -40,6 +40,10 @@ typecheck: install
 test: install browser-deps lint typecheck
 	$(BIN)/python -m pytest
 
+# Scale runs that take minutes (100k objects): outside CI.
+test-slow: install
+	$(BIN)/python -m pytest -m slow -s tests/test_scale.py
+
 bench: install
 	$(BIN)/python -m benchmarks
 

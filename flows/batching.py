@@ -26,6 +26,8 @@ from prefect_s3_concurrency.tasks.models import BatchResult
 from prefect_s3_concurrency.tasks.paths import make_batches
 
 T = TypeVar("T")
+MIN_BATCH_OBJECTS = 64  # a batch holds at least this many objects, or MIN_BATCH_BYTES
+MIN_BATCH_BYTES = 64 * MIB
 PROGRESS_EVERY_SECONDS = 1.0  # most one progress update per second (plus the final one)
 IN_FLIGHT_PER_WORKER = 2  # batch tasks submitted per worker thread before waiting for one
 
@@ -65,12 +67,25 @@ class RunProgress:
             self._last = now
 
 
+def spread(count: int, nbytes: int, workers: int) -> int:
+    """How many batches to cut ``count`` objects of ``nbytes`` into: one per worker at most,
+    but never so many that a batch holds fewer than 64 objects and less than 64 MiB."""
+    return max(1, min(workers, max(count // MIN_BATCH_OBJECTS, nbytes // MIN_BATCH_BYTES)))
+
+
+def cut_batches(
+    items: list[T], size_of: Callable[[T], int], max_objects: int, max_bytes: int, workers: int
+) -> list[list[T]]:
+    """Cut a whole list into batches, spread over the workers as far as :func:`spread` allows."""
+    share = spread(len(items), sum(size_of(i) for i in items), workers)
+    return make_batches(items, size_of, max_objects, max_bytes, share)
+
+
 class BatchCutter(Generic[T]):
     """Cut a stream of items into batches as it arrives.
 
     While the stream lasts, full batches (``max_objects`` or ``max_bytes``) are cut once
-    ``workers`` batches' worth is buffered; at its end the rest is cut finely enough that all
-    ``workers`` threads get work, as :func:`make_batches` does for a whole list.
+    ``workers`` batches' worth is buffered; at its end the rest is cut with :func:`cut_batches`.
     """
 
     def __init__(
@@ -98,7 +113,7 @@ class BatchCutter(Generic[T]):
     def finish(self) -> Iterator[list[T]]:
         """Yield the buffered rest, spread over the workers."""
         rest, self._buffer, self._bytes = self._buffer, [], 0
-        yield from make_batches(rest, self.size_of, self.max_objects, self.max_bytes, self.workers)
+        yield from cut_batches(rest, self.size_of, self.max_objects, self.max_bytes, self.workers)
 
 
 @dataclass

@@ -221,8 +221,6 @@ def batch_of(value: Any, error: BaseException | None) -> BatchResult | None:
     return error.result if isinstance(error, BatchFailed) else None
 
 
-
-
 def log_key_reasons(rejected: dict[str, str], failed: dict[str, str]) -> None:
     """Log every rejected key (warning) and every failed key (error) with its reason."""
     logger = get_run_logger()

@@ -21,6 +21,7 @@ from prefect_s3_concurrency.flows.batching import (
     Batch,
     BatchCutter,
     RunProgress,
+    cut_batches,
     run_batches,
 )
 from prefect_s3_concurrency.flows.common import (
@@ -44,7 +45,7 @@ from prefect_s3_concurrency.flows.common import (
 from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection, get_s3_client
 from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
 from prefect_s3_concurrency.tasks.integrity import MIB
-from prefect_s3_concurrency.tasks.paths import S3Url, make_batches, relative_key
+from prefect_s3_concurrency.tasks.paths import S3Url, relative_key
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
     delete_objects_task,
@@ -301,7 +302,7 @@ def upload_directory(
     progress = RunProgress("upload-progress", f"upload {root} to {url}")
     progress.add_total(len(files))
     common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
-    cuts = make_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, workers)
+    cuts = cut_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, workers)
     batches = (
         Batch(
             {**common, "items": quote(b),

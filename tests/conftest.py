@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# Before Prefect is imported (it reads its settings once): a loaded 2-core machine can take
+# more than the default 20 s to start a temporary API server.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,7 +48,7 @@ def prefect_harness(safe_env: None) -> Iterator[None]:
     """Run every flow in the session against a temporary Prefect server and database."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):  # a loaded 2-core machine is slow
         yield
 
 
