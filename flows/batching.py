@@ -20,6 +20,7 @@ from prefect.task_runners import TaskRunner
 from prefect.tasks import Task
 
 from prefect_s3_concurrency.flows.common import batch_of, task_outcome
+from prefect_s3_concurrency.flows.runners import submit
 from prefect_s3_concurrency.tasks.errors import describe_error
 from prefect_s3_concurrency.tasks.integrity import MIB
 from prefect_s3_concurrency.tasks.models import BatchResult
@@ -165,7 +166,7 @@ def run_batches(
                 _collect(flight.popleft(), merged, progress)
             index += 1
             name = batch_name(verb, index, total(), len(batch.keys), batch.size)
-            future = runner.submit(task_obj.with_options(task_run_name=name), batch.params)
+            future = submit(runner, task_obj.with_options(task_run_name=name), batch.params)
             flight.append((future, batch))
     finally:
         while flight:

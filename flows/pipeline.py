@@ -34,10 +34,10 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
@@ -56,6 +56,7 @@ from prefect_s3_concurrency.flows.common import (
     retrying,
 )
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
+from prefect_s3_concurrency.flows.runners import DaskAddress, cpu_runner, io_runner, submit
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
 from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
@@ -92,6 +93,10 @@ TransformSpec = Annotated[
         description="'square' or an int -> int function as 'package.module:function'.",
     ),
 ]
+DaskStages = Annotated[
+    tuple[Literal["io", "cpu"], ...],
+    Field(description="Stages that run on the Dask cluster when dask_address is set."),
+]
 CpuWorkers = Annotated[int, Field(ge=1, le=64, description="Worker processes for squaring.")]
 MinProcessMiB = Annotated[
     float,
@@ -106,13 +111,6 @@ ChunksPerWorker = Annotated[int, Field(ge=1, le=64, description="CPU chunks per 
 MinChunkMiB = Annotated[float, Field(gt=0, le=10**6, description="Smallest CPU chunk, MiB.")]
 
 
-def _cpu_runner(use_processes: bool, cpu_workers: int) -> TaskRunner[Any]:
-    """A process pool for real work; one thread of the flow process for small workloads."""
-    if use_processes:
-        return ProcessPoolTaskRunner(max_workers=cpu_workers)
-    return ThreadPoolTaskRunner(max_workers=1)
-
-
 def _current_outputs(
     io: TaskRunner,
     conn: S3Connection,
@@ -125,7 +123,8 @@ def _current_outputs(
     logger = get_run_logger()
     batches = make_batches(checks, lambda _: 1, batch_max_objects, batch_max_objects, pool_size)
     futures = [
-        io.submit(
+        submit(
+            io,
             check_outputs_batch,
             {"conn": conn, "pool_size": pool_size, "bucket": bucket, "items": quote(batch)},
         )
@@ -205,6 +204,8 @@ def square_objects(
     connection: S3Connection = S3Connection(),  # noqa: B008 - frozen, shared safely
     recompute: bool = False,
     fail_if_empty: bool = False,
+    dask_address: DaskAddress = None,
+    dask_stages: DaskStages = ("cpu",),
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
@@ -238,6 +239,9 @@ def square_objects(
         connection: Endpoint, region and botocore retry settings.
         recompute: Square everything again, even outputs that are current.
         fail_if_empty: Fail the run when the source holds no matching object.
+        dask_address: Dask cluster for the stages named in dask_stages (squaring reads and
+            writes scratch_dir, so remote workers need it on shared storage).
+        dask_stages: Which stages run on the Dask cluster: 'cpu' (squaring), 'io' (transfers).
     """
     start = time.perf_counter()
     logger = get_run_logger()
@@ -264,7 +268,7 @@ def square_objects(
     with (
         locked_scratch_dir(SCRATCH_PREFIX, scratch_root) as tmp,
         shared_api_settings() as summary.api_url,
-        ThreadPoolTaskRunner[Any](max_workers=workers) as io,
+        io_runner(workers, dask_address if "io" in dask_stages else None) as io,
     ):
         items, summary.rejected = plan_work(objects, src.folder, dst, tmp)
         checks = [
@@ -289,7 +293,9 @@ def square_objects(
         )  # fmt: skip
         budget, clock = ScratchBudget(max_scratch_mib * MIB), StageClock(start)
         cpu_ctx: contextlib.AbstractContextManager[Any] = (
-            _cpu_runner(use_processes, cpu_workers) if chunks else contextlib.nullcontext()
+            cpu_runner(use_processes, cpu_workers, dask_address if "cpu" in dask_stages else None)
+            if chunks
+            else contextlib.nullcontext()
         )
         with cpu_ctx as cpu:
             streamer = ChunkStreamer(
@@ -300,7 +306,8 @@ def square_objects(
                 dest_bucket=dst.bucket, existing=upload_existing, transform=name,
                 batch_max_objects=batch_max_objects,
             )  # fmt: skip
-            streamer.run(chunks, start_worker if use_processes else None, cpu_workers)
+            warm = use_processes and not (dask_address and "cpu" in dask_stages)
+            streamer.run(chunks, start_worker if warm else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak
     for stage in ("download", "square", "upload"):
         setattr(summary, f"{stage}_seconds", clock.busy(stage))

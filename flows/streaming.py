@@ -24,6 +24,7 @@ from prefect.utilities.annotations import quote
 
 from prefect_s3_concurrency.flows.common import batch_of, task_outcome
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineSummary
+from prefect_s3_concurrency.flows.runners import submit
 from prefect_s3_concurrency.tasks.client import S3Connection
 from prefect_s3_concurrency.tasks.cpu import ChunkReport
 from prefect_s3_concurrency.tasks.errors import describe_error
@@ -108,7 +109,7 @@ class ChunkStreamer:
         if warm_up is not None and chunks:
             idle = _Flight(chunks[0])  # warm-ups belong to no chunk's stages
             for _ in range(workers):
-                self._watch("warm", idle, [], self.cpu.submit(warm_up, {}))
+                self._watch("warm", idle, [], submit(self.cpu, warm_up, {}))
         self._start_downloads()
         while self._outstanding:
             stage, flight, keys, future = self._events.get()
@@ -145,7 +146,7 @@ class ChunkStreamer:
                     "conn": self.conn, "pool_size": self.pool_size, "bucket": self.source_bucket,
                     "items": quote(batch), "skip_existing": False,
                 }  # fmt: skip
-                future = self.io.submit(self.tasks["download"], params)
+                future = submit(self.io, self.tasks["download"], params)
                 self._watch("download", flight, [obj.key for obj, _ in batch], future)
 
     def _warm_done(
@@ -174,7 +175,7 @@ class ChunkStreamer:
             return
         params = {"jobs": quote(jobs), "transform": self.transform}
         name = f"square_chunk-{flight.chunk.index + 1}-of-{self._total}"  # readable in the UI
-        future = self.cpu.submit(self.tasks["square"].with_options(task_run_name=name), params)
+        future = submit(self.cpu, self.tasks["square"].with_options(task_run_name=name), params)
         self._watch("square", flight, [k for k, _, _ in jobs], future)
 
     def _square_done(
@@ -220,7 +221,7 @@ class ChunkStreamer:
                 "conn": self.dest_conn, "pool_size": self.pool_size, "bucket": self.dest_bucket,
                 "items": quote(batch), "existing": quote(known),
             }  # fmt: skip
-            future = self.io.submit(self.tasks["upload"], params)
+            future = submit(self.io, self.tasks["upload"], params)
             self._watch("upload", flight, [f.key for f in batch], future)
 
     def _upload_done(

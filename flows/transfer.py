@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from prefect_s3_concurrency.flows.batching import (
@@ -42,6 +41,7 @@ from prefect_s3_concurrency.flows.common import (
     resolve_location,
     retrying,
 )
+from prefect_s3_concurrency.flows.runners import DaskAddress, io_runner
 from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection, get_s3_client
 from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
 from prefect_s3_concurrency.tasks.integrity import MIB
@@ -190,6 +190,7 @@ def download_prefix(
     connection: S3Connection = S3Connection(),  # noqa: B008 - frozen, shared safely
     delete_extra: bool = False,
     fail_if_empty: bool = False,
+    dask_address: DaskAddress = None,
 ) -> TransferSummary:
     """Download every object under an S3 prefix into a local directory, keeping relative keys.
 
@@ -212,6 +213,7 @@ def download_prefix(
         connection: Endpoint, region and botocore retry settings.
         delete_extra: Also delete local files (passing the globs) that the source lacks.
         fail_if_empty: Fail the run when the source holds no matching object.
+        dask_address: Run the batch tasks on this Dask cluster instead of local threads.
     """
     start = time.perf_counter()
     url, conn = resolve_location(source, connection.with_credentials(credentials))
@@ -230,7 +232,7 @@ def download_prefix(
         conn, url, dest, (include or (), exclude or ()), cut, summary, progress, listing,
         lambda b: {**common, "items": quote(b), "skip_existing": skip_existing},
     )  # fmt: skip
-    with ThreadPoolTaskRunner[Any](max_workers=workers) as runner:
+    with io_runner(workers, dask_address) as runner:
         result = run_batches(
             runner, retrying(download_batch, task_retries), "download", batches, progress,
             workers * IN_FLIGHT_PER_WORKER, lambda: listing.batches,
@@ -262,6 +264,7 @@ def upload_directory(
     connection: S3Connection = S3Connection(),  # noqa: B008 - frozen, shared safely
     delete_extra: bool = False,
     fail_if_empty: bool = False,
+    dask_address: DaskAddress = None,
 ) -> TransferSummary:
     """Upload every file under a local directory to an S3 prefix, keeping relative paths as keys.
 
@@ -282,6 +285,7 @@ def upload_directory(
         connection: Endpoint, region and botocore retry settings.
         delete_extra: Also delete objects under the prefix (passing the globs) with no local file.
         fail_if_empty: Fail the run when the directory holds no matching file.
+        dask_address: Run the batch tasks on this Dask cluster instead of local threads.
     """
     start = time.perf_counter()
     url, conn = resolve_location(dest, connection.with_credentials(credentials))
@@ -311,7 +315,7 @@ def upload_directory(
         )
         for b in cuts
     )  # fmt: skip
-    with ThreadPoolTaskRunner[Any](max_workers=workers) as runner:
+    with io_runner(workers, dask_address) as runner:
         result = run_batches(
             runner, retrying(upload_batch, task_retries), "upload", batches, progress,
             workers * IN_FLIGHT_PER_WORKER, lambda: len(cuts),
