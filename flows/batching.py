@@ -55,13 +55,20 @@ class RunProgress:
         """Count ``count`` more objects to do."""
         self.total += count
 
-    def advance(self, count: int, final: bool = False) -> None:
-        """Count ``count`` objects done; publish at most once a second, and when ``final``."""
+    def advance(self, count: int) -> None:
+        """Count ``count`` objects done (or failed); publish at most once a second."""
         self.done += count
-        share = 100.0 if final else 100.0 * self.done / max(1, self.total)
-        self.percent = max(self.percent, min(100.0, share))
+        share = 100.0 * self.done / max(1, self.total)
+        self._publish(max(self.percent, min(100.0, share)), force=False)
+
+    def finish(self, success: bool) -> None:
+        """Publish the final share: 100 after a successful run, else the share finished."""
+        self._publish(100.0 if success else self.percent, force=True)
+
+    def _publish(self, percent: float, force: bool) -> None:
+        self.percent = percent
         now = time.monotonic()
-        if self._id is not None and (final or now - self._last >= PROGRESS_EVERY_SECONDS):
+        if self._id is not None and (force or now - self._last >= PROGRESS_EVERY_SECONDS):
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self._id, self.percent)
@@ -126,11 +133,15 @@ class Batch:
     size: int
 
 
-def batch_name(verb: str, index: int, total: int | None, objects: int, size: int) -> str:
-    """A task run name saying what the batch holds, e.g. ``download 3/16: 100 objects, 6.4 MiB``."""
-    of = f"/{total}" if total else ""
+def batch_name(label: str, objects: int, size: int) -> str:
+    """A task run name saying what a task holds, e.g. ``download 3/16: 100 objects, 6.4 MiB``."""
     noun = "object" if objects == 1 else "objects"
-    return f"{verb} {index}{of}: {objects} {noun}, {size / MIB:.1f} MiB"
+    return f"{label}: {objects} {noun}, {size / MIB:.1f} MiB"
+
+
+def ordinal(index: int, total: int | None) -> str:
+    """``3/16``, or ``3`` while the total is not known yet."""
+    return f"{index}/{total}" if total else str(index)
 
 
 def run_batches(
@@ -165,7 +176,7 @@ def run_batches(
             if len(flight) >= limit:
                 _collect(flight.popleft(), merged, progress)
             index += 1
-            name = batch_name(verb, index, total(), len(batch.keys), batch.size)
+            name = batch_name(f"{verb} {ordinal(index, total())}", len(batch.keys), batch.size)
             future = submit(runner, task_obj.with_options(task_run_name=name), batch.params)
             flight.append((future, batch))
     finally:

@@ -41,6 +41,7 @@ from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
+from prefect_s3_concurrency.flows.batching import RunProgress
 from prefect_s3_concurrency.flows.common import (
     DEFAULT_WORKERS,
     BatchObjects,
@@ -292,6 +293,9 @@ def square_objects(
             summary.mode_reason, len(items), len(chunks), summary.resumed,
         )  # fmt: skip
         budget, clock = ScratchBudget(max_scratch_mib * MIB), StageClock(start)
+        progress = RunProgress("square-objects-progress", f"objects squared and uploaded: {src}")
+        progress.add_total(summary.resumed)
+        progress.advance(summary.resumed)
         cpu_ctx: contextlib.AbstractContextManager[Any] = (
             cpu_runner(use_processes, cpu_workers, dask_address if "cpu" in dask_stages else None)
             if chunks
@@ -304,11 +308,12 @@ def square_objects(
                 square=square_chunk, upload=retrying(upload_batch, task_retries),
                 conn=src_conn, dest_conn=dst_conn, pool_size=workers, source_bucket=src.bucket,
                 dest_bucket=dst.bucket, existing=upload_existing, transform=name,
-                batch_max_objects=batch_max_objects,
+                batch_max_objects=batch_max_objects, progress=progress,
             )  # fmt: skip
             warm = use_processes and not (dask_address and "cpu" in dask_stages)
             streamer.run(chunks, start_worker if warm else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak
+    progress.finish(success=not summary.failed)
     for stage in ("download", "square", "upload"):
         setattr(summary, f"{stage}_seconds", clock.busy(stage))
         span = clock.span(stage)

@@ -22,11 +22,12 @@ from prefect.task_runners import TaskRunner
 from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
+from prefect_s3_concurrency.flows.batching import RunProgress, batch_name
 from prefect_s3_concurrency.flows.common import batch_of, task_outcome
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineSummary
 from prefect_s3_concurrency.flows.runners import submit
 from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.cpu import ChunkReport
+from prefect_s3_concurrency.tasks.cpu import report_of
 from prefect_s3_concurrency.tasks.errors import describe_error
 from prefect_s3_concurrency.tasks.paths import make_batches
 from prefect_s3_concurrency.tasks.pipeline import MIB, Chunk, ScratchBudget, StageClock, WorkItem
@@ -68,6 +69,7 @@ class ChunkStreamer:
             identical output is not uploaded again (others are, to refresh the metadata).
         transform: Transform spec passed to ``square`` and recorded on every output.
         batch_max_objects: Most objects per transfer batch.
+        progress: Advanced by a chunk's objects once it is squared and uploaded (or failed).
     """
 
     def __init__(
@@ -76,7 +78,7 @@ class ChunkStreamer:
         download: Task, square: Task, upload: Task, conn: S3Connection,
         dest_conn: S3Connection | None, pool_size: int,
         source_bucket: str, dest_bucket: str, existing: dict[str, tuple[int, str]],
-        transform: str, batch_max_objects: int,
+        transform: str, batch_max_objects: int, progress: RunProgress | None = None,
     ) -> None:  # fmt: skip
         self.io, self.cpu, self.budget, self.clock = io, cpu, budget, clock
         self.summary, self.logger = summary, logger
@@ -89,6 +91,7 @@ class ChunkStreamer:
         self.source_bucket, self.dest_bucket = source_bucket, dest_bucket
         self.existing, self.transform = existing, transform
         self.batch_max_objects = batch_max_objects
+        self.progress = progress or RunProgress("unused", "not published")
         self._events: queue.SimpleQueue[tuple[str, _Flight, list[str], PrefectFuture[Any]]]
         self._events = queue.SimpleQueue()
         self._outstanding = self._downloading = self._total = 0
@@ -106,6 +109,7 @@ class ChunkStreamer:
             workers: How many warm-up tasks to submit.
         """
         self._waiting, self._total = deque(chunks), len(chunks)
+        self.progress.add_total(sum(len(c.items) for c in chunks))
         if warm_up is not None and chunks:
             idle = _Flight(chunks[0])  # warm-ups belong to no chunk's stages
             for _ in range(workers):
@@ -146,7 +150,11 @@ class ChunkStreamer:
                     "conn": self.conn, "pool_size": self.pool_size, "bucket": self.source_bucket,
                     "items": quote(batch), "skip_existing": False,
                 }  # fmt: skip
-                future = submit(self.io, self.tasks["download"], params)
+                name = batch_name(
+                    f"download {self._of(flight)}", len(batch), sum(o.size for o, _ in batch)
+                )
+                task_obj = self.tasks["download"].with_options(task_run_name=name)
+                future = submit(self.io, task_obj, params)
                 self._watch("download", flight, [obj.key for obj, _ in batch], future)
 
     def _warm_done(
@@ -174,7 +182,8 @@ class ChunkStreamer:
             self._release(flight)
             return
         params = {"jobs": quote(jobs), "transform": self.transform}
-        name = f"square_chunk-{flight.chunk.index + 1}-of-{self._total}"  # readable in the UI
+        size = sum(i.size for i in flight.chunk.items if i.key in done)
+        name = batch_name(f"square {self._of(flight)}", len(jobs), size)
         future = submit(self.cpu, self.tasks["square"].with_options(task_run_name=name), params)
         self._watch("square", flight, [k for k, _, _ in jobs], future)
 
@@ -184,11 +193,11 @@ class ChunkStreamer:
         chunk = flight.chunk
         for item in chunk.items:  # inputs are no longer needed, whatever happened
             Path(item.input_path).unlink(missing_ok=True)
-        if error is not None:
+        report = report_of(value, error)
+        if report is None:
             self.summary.failed.update({k: f"square: {describe_error(error)}" for k in keys})
             self._release(flight)
             return
-        report: ChunkReport = value
         res = report.result
         self._pids.add(res.pid)
         self._urls.add(report.api_url)
@@ -221,7 +230,9 @@ class ChunkStreamer:
                 "conn": self.dest_conn, "pool_size": self.pool_size, "bucket": self.dest_bucket,
                 "items": quote(batch), "existing": quote(known),
             }  # fmt: skip
-            future = submit(self.io, self.tasks["upload"], params)
+            name = batch_name(f"upload {self._of(flight)}", len(batch), sum(f.size for f in batch))
+            task_obj = self.tasks["upload"].with_options(task_run_name=name)
+            future = submit(self.io, task_obj, params)
             self._watch("upload", flight, [f.key for f in batch], future)
 
     def _upload_done(
@@ -249,8 +260,12 @@ class ChunkStreamer:
         s.skipped += len(flight.batch.skipped)
         self._release(flight)
 
+    def _of(self, flight: _Flight) -> str:
+        return f"chunk {flight.chunk.index + 1}/{self._total}"
+
     def _release(self, flight: _Flight) -> None:
-        """Delete the chunk's scratch files and give its budget back."""
+        """Delete the chunk's scratch files, give its budget back and count it as done."""
+        self.progress.advance(len(flight.chunk.items))
         for item in flight.chunk.items:
             Path(item.input_path).unlink(missing_ok=True)
             Path(item.output_path).unlink(missing_ok=True)

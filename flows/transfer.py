@@ -244,7 +244,7 @@ def download_prefix(
         if _may_delete(summary, extras, listing.objects):
             _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start
-    progress.advance(0, final=True)
+    progress.finish(success=not summary.failed)
     return _finish(summary, "download-summary")
 
 
@@ -328,7 +328,7 @@ def upload_directory(
         if _may_delete(summary, extras, len(local)):
             _record_deletes(summary, delete_objects_task(conn, url.bucket, extras))
     summary.seconds = time.perf_counter() - start
-    progress.advance(0, final=True)
+    progress.finish(success=not summary.failed)
     return _finish(summary, "upload-summary")
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from prefect_s3_concurrency.tasks.errors import S3PipelineError
 from prefect_s3_concurrency.tasks.square import ChunkResult, transform_files
 
 
@@ -76,6 +77,28 @@ def shared_api_settings() -> Iterator[str | None]:
         yield url
 
 
+class ChunkFailed(S3PipelineError):
+    """Some objects of a chunk failed; ``report`` keeps what succeeded and why others failed.
+
+    Raised so that the chunk's task run shows Failed in the UI while the flow goes on.
+    """
+
+    def __init__(self, report: ChunkReport) -> None:
+        self.report = report
+        failed = report.result.failed
+        super().__init__(f"{len(failed)} object(s) failed: {', '.join(sorted(failed)[:5])}")
+
+    def __reduce__(self) -> tuple[type[ChunkFailed], tuple[ChunkReport]]:
+        return (type(self), (self.report,))
+
+
+def report_of(value: object, error: BaseException | None) -> ChunkReport | None:
+    """The report of a ``square_chunk`` task, also when it raised :class:`ChunkFailed`."""
+    if error is None:
+        return value if isinstance(value, ChunkReport) else None
+    return error.report if isinstance(error, ChunkFailed) else None
+
+
 @task(name="square_chunk", cache_policy=NO_CACHE)
 def square_chunk(jobs: list[tuple[str, str, str]], transform: str = "square") -> ChunkReport:
     """Transform a chunk of ``(key, input path, output path)`` files; failures are per object.
@@ -85,9 +108,15 @@ def square_chunk(jobs: list[tuple[str, str, str]], transform: str = "square") ->
         transform: Transform spec, ``square`` or ``package.module:function``.
 
     Returns:
-        The chunk's result (failed objects listed, not raised) and the API URL seen.
+        The chunk's result and the API URL seen.
+
+    Raises:
+        ChunkFailed: If any object failed (carrying the whole report).
     """
-    return ChunkReport(transform_files(jobs, transform), current_api_url())
+    report = ChunkReport(transform_files(jobs, transform), current_api_url())
+    if report.result.failed:
+        raise ChunkFailed(report)
+    return report
 
 
 @task(name="start_worker", cache_policy=NO_CACHE)

@@ -11,19 +11,21 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from prefect_s3_concurrency import download_prefix, upload_directory
+from prefect_s3_concurrency import download_prefix, square_objects, upload_directory
 from prefect_s3_concurrency.flows.batching import (
     Batch,
     BatchCutter,
     RunProgress,
     batch_name,
     cut_batches,
+    ordinal,
     run_batches,
     spread,
 )
 from prefect_s3_concurrency.tasks.client import S3Connection
 from prefect_s3_concurrency.tasks.models import BatchResult
 
+CHUNK_RE = re.compile(r"^(download|square|upload) chunk \d+/\d+: \d+ objects?, \d+\.\d MiB$")
 NAME_RE = re.compile(r"^(download|upload) \d+(/\d+)?: \d+ objects?, \d+\.\d MiB$")
 
 
@@ -54,11 +56,10 @@ def test_cut_batches_uses_every_item_once() -> None:
 
 
 def test_batch_name() -> None:
-    assert (
-        batch_name("download", 3, 16, 100, int(6.4 * 2**20))
-        == "download 3/16: 100 objects, 6.4 MiB"
-    )
-    assert batch_name("upload", 1, None, 1, 0) == "upload 1: 1 object, 0.0 MiB"
+    six = int(6.4 * 2**20)
+    assert batch_name("download 3/16", 100, six) == "download 3/16: 100 objects, 6.4 MiB"
+    assert batch_name("upload 1", 1, 0) == "upload 1: 1 object, 0.0 MiB"
+    assert ordinal(3, 16) == "3/16" and ordinal(3, None) == "3"
 
 
 def test_progress_never_goes_down_and_ends_at_100() -> None:
@@ -69,7 +70,7 @@ def test_progress_never_goes_down_and_ends_at_100() -> None:
     progress.add_total(90)  # the listing grew
     progress.advance(1)
     assert progress.percent == 50.0
-    progress.advance(0, final=True)
+    progress.finish(success=True)
     assert progress.percent == 100.0
 
 
@@ -155,3 +156,41 @@ def test_runs_name_their_batches_and_reach_100(
         assert sum(int(n.split(": ")[1].split()[0]) for n in names) == 150
         artifact = Artifact.get(key)
         assert artifact is not None and float(artifact.data) == 100.0
+
+
+def _task_runs(flow_run_id) -> list:
+    async def read() -> list:
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
+            )
+
+    return run_coro_as_sync(read())
+
+
+@pytest.mark.integration
+def test_pipeline_shows_the_failed_chunk_and_reaches_100(
+    rclone_s3, rclone_block, bucket_factory
+) -> None:
+    src, dst = bucket_factory(rclone_s3), bucket_factory(rclone_s3)
+    client = rclone_s3.client()
+    for i in range(8):
+        client.put_object(Bucket=src, Key=f"in/n{i}.txt", Body=f"{i}\n{i + 1}\n".encode())
+    client.put_object(Bucket=src, Key="in/bad.txt", Body=b"1\nnot a number\n")
+    state = square_objects(
+        f"s3://{src}/in", f"s3://{dst}/out",
+        connection=S3Connection(credentials_block=rclone_block),
+        min_chunk_mib=0.00001, return_state=True,
+    )  # fmt: skip
+    assert state.is_failed()
+    summary = state.result(raise_on_failure=False).summary
+    assert list(summary.failed) == ["in/bad.txt"] and summary.uploaded == 8
+    runs = _task_runs(state.state_details.flow_run_id)
+    squares = [r for r in runs if r.name.startswith("square chunk ")]
+    assert squares and all(CHUNK_RE.match(r.name) for r in squares), [r.name for r in squares]
+    failed = [r.name for r in squares if r.state.is_failed()]
+    assert len(failed) == 1 and len(squares) > 1
+    transfers = [r.name for r in runs if r.name.startswith(("download chunk", "upload chunk"))]
+    assert transfers and all(CHUNK_RE.match(n) for n in transfers), transfers
+    artifact = Artifact.get("square-objects-progress")
+    assert artifact is not None and float(artifact.data) == 100.0
