@@ -227,17 +227,26 @@ def test_active_interval_schedule_creates_scheduled_runs(
         assert runs_of(server, deployed[cron_only["name"]].id) == []
 
 
+def _takes_s3_url(prop: dict[str, Any]) -> bool:
+    options = [prop, *prop.get("oneOf", [])]
+    return any(o.get("pattern", "").startswith("^s3://") for o in options)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_parameters_are_rejected_and_no_run_executes(
     server: PrefectServer, deployed: dict[str, Any], name: str
 ) -> None:
     dep = deployed[name]
     props = dep.parameter_openapi_schema["properties"]
-    s3_params = [p for p, s in props.items() if s.get("pattern", "").startswith("^s3://")]
+    s3_params = [p for p, s in props.items() if _takes_s3_url(s)]
     assert s3_params and "workers" in props
     before = len(runs_of(server, dep.id))
     cases = [({"workers": 0}, "workers", "0 is less than the minimum of 1")]
-    cases += [({p: "bucket/prefix"}, p, "'bucket/prefix' does not match") for p in s3_params]
+    # an s3:// URL or an S3Bucket block: a bad URL matches neither
+    cases += [
+        ({p: "bucket/prefix"}, p, "'bucket/prefix' is not valid under any of the given schemas")
+        for p in s3_params
+    ]
     with server.client() as client:
         for params, field, reason in cases:
             with pytest.raises(PrefectHTTPStatusError) as info:
@@ -290,6 +299,8 @@ def test_serve_registers_prefect_yaml_deployments_and_schedules(
     anchor = dt.datetime.now(dt.UTC) + dt.timedelta(days=1, minutes=30)  # runs: now + 30 min + k h
     for entry in doc["deployments"]:
         entry["name"] += "-served"
+        # entrypoints resolve from the file's directory, as `prefect deploy` resolves them
+        entry["entrypoint"] = str(REPO / entry["entrypoint"])
         for schedule in entry["schedules"]:
             if "interval" in schedule:
                 schedule.update(active=True, anchor_date=anchor.isoformat())
