@@ -13,7 +13,15 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.tasks import Task, exponential_backoff
 from prefect_aws import S3Bucket
-from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+)
 
 from prefect_s3_concurrency.tasks.client import S3Connection, bucket_location
 from prefect_s3_concurrency.tasks.errors import ConfigurationError
@@ -39,15 +47,22 @@ S3Uri = Annotated[
 ]  # fmt: skip
 
 
-def _location_kind(value: Any) -> str:
-    return "url" if isinstance(value, str) else "block"
+def _one_location_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A bad URL gets the URL's own message, not one error per member of the union."""
+    try:
+        return handler(value)
+    except ValidationError:
+        if isinstance(value, str):
+            _valid_s3_url(value)  # raises the one clear message
+        raise
 
 
-# An S3 location: an s3:// URL, or an S3Bucket block (its bucket and folder). The union is
-# tagged so that a bad URL gets the URL's error alone, not one per member.
+# An S3 location: an s3:// URL, or an S3Bucket block (its bucket and folder). A plain union, so
+# the run form offers a choice between a text field and Prefect's block picker.
 S3Location = Annotated[
-    Union[Annotated[S3Uri, Tag("url")], Annotated[S3Bucket, Tag("block")]],  # noqa: UP007
-    Discriminator(_location_kind),
+    Union[S3Uri, S3Bucket],  # noqa: UP007
+    Field(union_mode="left_to_right"),
+    WrapValidator(_one_location_error),
 ]
 DEFAULT_WORKERS = 16
 Workers = Annotated[int, Field(ge=1, le=256, description="Concurrent threads for S3 transfers.")]

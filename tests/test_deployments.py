@@ -228,7 +228,7 @@ def test_active_interval_schedule_creates_scheduled_runs(
 
 
 def _takes_s3_url(prop: dict[str, Any]) -> bool:
-    options = [prop, *prop.get("oneOf", [])]
+    options = [prop, *prop.get("anyOf", []), *prop.get("oneOf", [])]
     return any(o.get("pattern", "").startswith("^s3://") for o in options)
 
 

@@ -48,7 +48,7 @@ def test_credentials_is_a_block_picker(flow_obj) -> None:
 
 def test_location_offers_a_url_or_an_s3bucket_block() -> None:
     schema = parameter_schema(download_prefix).model_dump()
-    options = schema["properties"]["source"]["oneOf"]
+    options = schema["properties"]["source"]["anyOf"]
     assert options[0]["type"] == "string" and options[0]["pattern"].startswith("^s3://")
     assert options[1]["$ref"].endswith("/S3Bucket")
 

@@ -198,7 +198,7 @@ def test_bad_configuration_fails_before_any_transfer(kwargs, error, match) -> No
         ({"workers": 0}, "workers: Input should be greater than or equal to 1"),
         ({"max_scratch_mib": 0}, "max_scratch_mib: Input should be greater than or equal to 1"),
         ({"min_process_mib": -1}, "min_process_mib: Input should be greater than or equal to 0"),
-        ({"dest": "http://x/y"}, "dest.url: Value error, not an s3:// URL: 'http://x/y'"),
+        ({"dest": "http://x/y"}, "dest: Value error, not an s3:// URL: 'http://x/y'"),
         ({"transform": "a b"}, "transform: String should match pattern"),
     ],
 )

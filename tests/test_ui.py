@@ -182,6 +182,9 @@ def test_run_triggered_from_the_ui_completes(
             page.wait_for_url(re.compile(r".*/run(\?.*)?$"))
             for label, value in values.items():
                 fill_parameter(page, label, value)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.locator(".schema-form-property").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "ui-run-form.png"))  # the filled form
             with page.expect_response(
                 lambda r: r.url.endswith("/create_flow_run") and r.request.method == "POST"
             ) as created:
