@@ -76,6 +76,7 @@ def _copy(
     """Run download-prefix or upload-directory for ``cp`` and ``sync``."""
     try:
         direction = _direction(src, dst)
+        connection = conn.connection()
     except ConfigurationError as exc:
         print_error(str(exc))
         return EXIT_USAGE
@@ -89,7 +90,7 @@ def _copy(
         places = {"source": src, "dest_dir": dst} if direction == "download" else {
             "source_dir": src, "dest": dst}  # fmt: skip
         return {**places, **flow_kwargs(flow_obj, transfer, copy),
-                "connection": conn.connection(), "delete_extra": delete_extra}  # fmt: skip
+                "connection": connection, "delete_extra": delete_extra}  # fmt: skip
 
     return run_flow(FlowCall(load, arguments, output, direction))
 
@@ -155,6 +156,7 @@ def square(
     try:
         parse_s3_url(src)
         parse_s3_url(dst)
+        connection = conn.connection()
     except ConfigurationError as exc:
         print_error(str(exc))
         return EXIT_USAGE
@@ -166,7 +168,7 @@ def square(
 
     def arguments(flow_obj: Any) -> dict[str, Any]:
         return {"source": src, "dest": dst, **flow_kwargs(flow_obj, transfer, squaring),
-                "connection": conn.connection()}  # fmt: skip
+                "connection": connection}  # fmt: skip
 
     return run_flow(FlowCall(load, arguments, output, "square"))
 
