@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +52,13 @@ class _CommandLineLogs(logging.Filter):
     """Keep the console readable: the project's warnings and errors, never Prefect's chatter.
 
     Prefect's own records (engine states, "Encountered exception" with its traceback) are left
-    out: the command prints the outcome itself. ``--verbose`` keeps every record. Either way
-    the records still reach the Prefect API, so the UI has the full log.
+    out: the command prints the outcome itself; so are the per-key lines of
+    ``flows.common.log_key_reasons``, as the printed summary names every failed and rejected
+    key with its reason. ``--verbose`` keeps every record. Either way the records still reach
+    the Prefect API, so the UI has the full log.
     """
+
+    PER_KEY = "log_key_reasons"
 
     def __init__(self, verbose: bool) -> None:
         super().__init__()
@@ -65,8 +70,10 @@ class _CommandLineLogs(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.verbose:
             return True
-        return record.levelno >= logging.WARNING and not record.pathname.startswith(
-            self.prefect_dir
+        return (
+            record.levelno >= logging.WARNING
+            and not record.pathname.startswith(self.prefect_dir)
+            and record.funcName != self.PER_KEY
         )
 
 
@@ -85,21 +92,27 @@ class _WithoutTraceback(logging.Formatter):
 
 @contextlib.contextmanager
 def command_line_logs(verbose: bool) -> Iterator[None]:
-    """Filter Prefect's console handlers for a command-line run (see :class:`_CommandLineLogs`)."""
+    """Filter Prefect's console handlers for a command-line run (see :class:`_CommandLineLogs`).
+
+    The handlers also write to the current ``sys.stderr`` meanwhile: they keep the stream of
+    the moment Prefect configured logging, which may have been replaced since.
+    """
     from prefect.logging.handlers import PrefectConsoleHandler
 
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
     log_filter = _CommandLineLogs(verbose)
-    saved = [(h, h.formatter) for h in handlers]
-    for handler, formatter in saved:
+    saved = [(h, h.formatter, h.console.file) for h in handlers]
+    for handler, formatter, _ in saved:
         handler.addFilter(log_filter)
         handler.setFormatter(_WithoutTraceback(formatter))
+        handler.console.file = sys.stderr
     try:
         yield
     finally:
-        for handler, formatter in saved:
+        for handler, formatter, stream in saved:
             handler.removeFilter(log_filter)
             handler.setFormatter(formatter)  # type: ignore[arg-type]
+            handler.console.file = stream
 
 
 def parameter_error(exc: BaseException) -> str:
