@@ -111,7 +111,7 @@ def command_line_logs(verbose: bool) -> Iterator[None]:
     finally:
         for handler, formatter, stream in saved:
             handler.removeFilter(log_filter)
-            handler.setFormatter(formatter)  # type: ignore[arg-type]
+            handler.setFormatter(formatter)
             handler.console.file = stream
 
 
