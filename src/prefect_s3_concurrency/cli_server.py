@@ -45,7 +45,7 @@ class _LoggedServer(SubprocessASGIServer):
     log: IO[bytes] | None = None
 
     def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-        """Start uvicorn as Prefect's own ``SubprocessASGIServer`` does (Prefect 3.9)."""
+        """Start uvicorn as ``SubprocessASGIServer`` does (Prefect 3.9), output to a file."""
         import prefect
         from prefect.settings import get_current_settings
 
@@ -55,6 +55,9 @@ class _LoggedServer(SubprocessASGIServer):
             sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
             "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
             "--port", str(self.port), "--log-level", "error", "--lifespan", "on",
+            # Close connections left open (this process's API clients, the events websocket)
+            # 1 s after SIGTERM, rather than wait for them until stop() kills the server (5 s).
+            "--timeout-graceful-shutdown", "1",
         ]  # fmt: skip
         env = {**os.environ, **server_env,
                **get_current_settings().to_environment_variables(exclude_unset=True)}  # fmt: skip
