@@ -198,3 +198,26 @@ def test_local_s3_serves_a_directory_until_interrupted(tmp_path) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "Traceback" not in out + err
     assert err.strip() == "note: stopping the S3 server"
+
+
+def test_square_on_worker_processes_without_a_prefect_server_is_quiet(
+    rclone_s3, bucket_factory, tmp_path
+) -> None:
+    """Worker processes and the process pool's threads use the command's temporary server."""
+    bucket = bucket_factory(rclone_s3)
+    for i in range(4):
+        rclone_s3.client().put_object(Bucket=bucket, Key=f"in/{i}.txt", Body=b"%d\n-3\n" % i)
+    proc = subprocess.run(
+        [str(BIN / "prefect-s3"), "square", f"s3://{bucket}/in", f"s3://{bucket}/out",
+         "--min-process-mib", "0", "--min-chunk-mib", "0.000001", "--cpu-workers", "2", "--json"],
+        env=_subprocess_env(rclone_s3, tmp_path / "home"), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (note,) = proc.stderr.splitlines()  # no second temporary server, no worker log lines
+    assert note.startswith("note: PREFECT_API_URL is not set: using a temporary Prefect server")
+    summary = json.loads(proc.stdout)
+    assert summary["used_processes"] and summary["uploaded"] == 4
+    assert set(summary["worker_api_urls"]) == {summary["api_url"]}
+    body = rclone_s3.client().get_object(Bucket=bucket, Key="out/3.txt")["Body"].read()
+    assert body == b"9\n9\n"

@@ -31,6 +31,7 @@ from prefect_s3_concurrency.tasks.errors import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+WORKER_CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"  # read by logging.yml overrides
 
 
 def local_run_settings(heartbeats: bool = False) -> contextlib.AbstractContextManager[Any]:
@@ -95,13 +96,18 @@ def command_line_logs(verbose: bool) -> Iterator[None]:
     """Filter Prefect's console handlers for a command-line run (see :class:`_CommandLineLogs`).
 
     The handlers also write to the current ``sys.stderr`` meanwhile: they keep the stream of
-    the moment Prefect configured logging, which may have been replaced since.
+    the moment Prefect configured logging, which may have been replaced since. Worker
+    processes started meanwhile (``square``) get ``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``
+    =WARNING unless it is set, so their consoles keep to warnings and errors too.
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
     log_filter = _CommandLineLogs(verbose)
     saved = [(h, h.formatter, h.console.file) for h in handlers]
+    worker_level = None if verbose or WORKER_CONSOLE_LEVEL in os.environ else "WARNING"
+    if worker_level:
+        os.environ[WORKER_CONSOLE_LEVEL] = worker_level
     for handler, formatter, _ in saved:
         handler.addFilter(log_filter)
         handler.setFormatter(_WithoutTraceback(formatter))
@@ -113,6 +119,8 @@ def command_line_logs(verbose: bool) -> Iterator[None]:
             handler.removeFilter(log_filter)
             handler.setFormatter(formatter)
             handler.console.file = stream
+        if worker_level:
+            os.environ.pop(WORKER_CONSOLE_LEVEL, None)
 
 
 def parameter_error(exc: BaseException) -> str:

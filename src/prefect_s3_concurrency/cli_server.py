@@ -160,6 +160,11 @@ class PrefectApi:
 
         self.url = self._server.api_url
         self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: self.url}))
+        # Code that runs outside this settings context (e.g. the process pool's message
+        # forwarding thread) finds no API URL and asks for Prefect's default temporary server:
+        # make that this one, as prefect_test_harness does, rather than start a second one.
+        if SubprocessASGIServer._instances.setdefault(None, self._server) is self._server:
+            self._stack.callback(SubprocessASGIServer._instances.pop, None, None)
         return self
 
     def __exit__(
