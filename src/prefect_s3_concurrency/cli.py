@@ -92,7 +92,7 @@ def _copy(
         return {**places, **flow_kwargs(flow_obj, transfer, copy),
                 "connection": connection, "delete_extra": delete_extra}  # fmt: skip
 
-    return run_flow(FlowCall(load, arguments, output, direction))
+    return run_flow(FlowCall(load, arguments, output, direction, connection.endpoint_url))
 
 
 @app.command
@@ -170,7 +170,7 @@ def square(
         return {"source": src, "dest": dst, **flow_kwargs(flow_obj, transfer, squaring),
                 "connection": connection}  # fmt: skip
 
-    return run_flow(FlowCall(load, arguments, output, "square"))
+    return run_flow(FlowCall(load, arguments, output, "square", connection.endpoint_url))
 
 
 from prefect_s3_concurrency import cli_tools  # noqa: E402 - registers serve, local-s3, bench

@@ -157,14 +157,41 @@ def _rejected_message(summary: Any) -> str:
     return f"{len(keys)} key(s) rejected as unsafe, not transferred: {', '.join(keys[:5])}{more}"
 
 
+def check_endpoint(url: str | None, timeout: float = 3.0) -> None:
+    """Fail at once if nothing listens at an explicit S3 endpoint (refused, unknown host).
+
+    Runs while the temporary Prefect server starts, so a wrong ``--endpoint-url`` is reported
+    without waiting for it. A connection that merely times out is left to the flow's client.
+
+    Raises:
+        S3AccessError: If the host cannot be resolved or refuses the connection.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if not url:
+        return
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+    except (ConnectionRefusedError, socket.gaierror) as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise S3AccessError(f"cannot reach the S3 endpoint at {url}: {reason}") from None
+    except OSError:  # timeouts, unreachable networks: the flow's own client decides
+        return
+
+
 @dataclass
 class FlowCall:
-    """One flow run to make: how to load the flow, and how to build its arguments."""
+    """One flow run to make: how to load the flow, how to build its arguments, what to check
+    while the Prefect API starts (``endpoint``: an explicit S3 endpoint URL to probe)."""
 
     load: Callable[[], Any]
     arguments: Callable[[Any], dict[str, Any]]
     output: OutputOptions
     label: str
+    endpoint: str | None = None
 
 
 def _report_failure(exc: BaseException, output: OutputOptions) -> int:
@@ -195,6 +222,8 @@ def run_flow(call: FlowCall) -> int:
     with contextlib.ExitStack() as stack:
         try:
             api.start()
+            check_endpoint(call.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3")
+                           or os.environ.get("AWS_ENDPOINT_URL"))  # fmt: skip
             flow_obj = call.load()  # imports Prefect, which sets up its logging
             stack.enter_context(command_line_logs(call.output.verbose))
             stack.callback(api.stop)

@@ -4,9 +4,11 @@ Without ``PREFECT_API_URL`` Prefect starts a temporary API server (``SubprocessA
 on first use and stops it at exit. Left alone, that server writes to the terminal: at
 shutdown its background services are cancelled mid-write and log some 300 lines of
 ``database is locked`` / ``CancelledError`` tracebacks. Here the command starts the same
-server itself, in the background while it imports the flows and checks its arguments, with
-its output in ``$PREFECT_HOME/prefect-s3-server.log``; it drains the run's logs and events
-into it before stopping it, like ``prefect.testing.utilities.prefect_test_harness``.
+server (uvicorn with Prefect's app, as Prefect 3.9 does) itself, in a background thread while
+it imports the flows and checks its arguments, with its output in
+``$PREFECT_HOME/prefect-s3-server.log``. It drains the run's logs and events into it before
+stopping it, like ``prefect.testing.utilities.prefect_test_harness``. The command's own
+process never imports Prefect's server code (seconds of CPU).
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
-
-from prefect.server.api.server import SubprocessASGIServer
+from typing import IO
 
 LOG_NAME = "prefect-s3-server.log"
 STARTUP_TIMEOUT = 90  # seconds; a first start on a new PREFECT_HOME also creates the database
@@ -39,58 +39,70 @@ def configured_api_url() -> str | None:
     return get_current_settings().api.url
 
 
-class _LoggedServer(SubprocessASGIServer):
-    """Prefect's temporary API server, with its output in a log file instead of the terminal."""
-
-    log: IO[bytes] | None = None
-
-    def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-        """Start uvicorn as ``SubprocessASGIServer`` does (Prefect 3.9), output to a file."""
-        import prefect
-        from prefect.settings import get_current_settings
-
-        server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                      "PREFECT__SERVER_FINAL": "1"}  # fmt: skip
-        args = [
-            sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
-            "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-            "--port", str(self.port), "--log-level", "error", "--lifespan", "on",
-            # Close connections left open (this process's API clients, the events websocket)
-            # 1 s after SIGTERM, rather than wait for them until stop() kills the server (5 s).
-            "--timeout-graceful-shutdown", "1",
-        ]  # fmt: skip
-        env = {**os.environ, **server_env,
-               **get_current_settings().to_environment_variables(exclude_unset=True)}  # fmt: skip
-        return subprocess.Popen(
-            args, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _start_and_wait(server: _LoggedServer, timeout: float) -> None:
-    """Start the server process and wait until its health check answers.
+class _TemporaryServer:
+    """Prefect's API server in a subprocess on a free 127.0.0.1 port, output to ``log``."""
 
-    Unlike ``SubprocessASGIServer.start``, a server process that exits fails at once.
-    """
-    import httpx
+    def __init__(self, log: IO[bytes]) -> None:
+        self.port = _free_port()
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
 
-    server.running = True
-    process = server.server_process = server._run_uvicorn_command()
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server process exited with code {process.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{server.api_url}/health").status_code == 200:
-                    return
-            time.sleep(0.05)
-    raise RuntimeError(f"no answer from {server.api_url} within {timeout} s")
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        """Start uvicorn as Prefect 3.9's ``SubprocessASGIServer`` does."""
+        import prefect
+        from prefect.settings import get_current_settings
+
+        args = [
+            sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parents[1]),
+            "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+            "--port", str(self.port), "--log-level", "error", "--lifespan", "on",
+            # Close connections left open (this process's API clients, the events websocket)
+            # 1 s after SIGTERM, instead of waiting for them until the server is killed.
+            "--timeout-graceful-shutdown", "1",
+        ]  # fmt: skip
+        settings = get_current_settings().to_environment_variables(exclude_unset=True)
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1", **settings}  # fmt: skip
+        self.process = subprocess.Popen(
+            args, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def wait_healthy(self, timeout: float, cancelled: threading.Event) -> None:
+        """Wait until the health check answers; fail at once if the process exits."""
+        import httpx
+
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() < deadline and not cancelled.is_set():
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the server exited with code {self.process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        return
+                time.sleep(0.05)
+        raise RuntimeError(f"no answer from {self.api_url} within {timeout} s")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def _drain_logs_and_events() -> None:
@@ -101,6 +113,19 @@ def _drain_logs_and_events() -> None:
     for worker in (APILogWorker, EventsWorker):
         with contextlib.suppress(Exception):  # a worker that never started has nothing queued
             worker.drain_all(timeout=5)
+
+
+def _use_everywhere(stack: contextlib.ExitStack) -> None:
+    """Make the current settings also those of threads that have no settings context.
+
+    Such threads (e.g. the process pool's message forwarding) would otherwise find no API
+    URL and start a temporary server of their own; ``prefect_test_harness`` does the same.
+    """
+    import prefect.context as context
+
+    replace = getattr(context, "_temporary_global_settings_context", None)
+    if replace is not None:
+        stack.enter_context(replace(context.get_settings_context()))
 
 
 class PrefectApi:
@@ -116,9 +141,12 @@ class PrefectApi:
         self.temporary = False
         self.log_path: Path | None = None
         self.startup_seconds = 0.0
-        self._server: _LoggedServer | None = None
+        self._server: _TemporaryServer | None = None
+        self._log: IO[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._lock = threading.Lock()  # guards _server against stop() while starting
+        self._cancelled = threading.Event()
         self._stack = contextlib.ExitStack()
 
     def start(self) -> PrefectApi:
@@ -132,17 +160,20 @@ class PrefectApi:
         home = Path(get_current_settings().home).expanduser()
         home.mkdir(parents=True, exist_ok=True)
         self.log_path = home / LOG_NAME
-        self._server = _LoggedServer(_free_port())
-        self._server.log = open(self.log_path, "wb")  # closed in stop()
+        self._log = open(self.log_path, "wb")  # closed in stop()
         self._thread = threading.Thread(target=self._run_start, name="prefect-api", daemon=True)
         self._thread.start()
         return self
 
     def _run_start(self) -> None:
-        assert self._server is not None
         began = time.perf_counter()
         try:
-            _start_and_wait(self._server, STARTUP_TIMEOUT)
+            with self._lock:
+                if self._cancelled.is_set() or self._log is None:
+                    return
+                server = self._server = _TemporaryServer(self._log)
+                server.start()
+            server.wait_healthy(STARTUP_TIMEOUT, self._cancelled)
         except BaseException as exc:  # noqa: BLE001 - re-raised by __enter__ in the main thread
             self._error = exc
         self.startup_seconds = time.perf_counter() - began
@@ -160,11 +191,7 @@ class PrefectApi:
 
         self.url = self._server.api_url
         self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: self.url}))
-        # Code that runs outside this settings context (e.g. the process pool's message
-        # forwarding thread) finds no API URL and asks for Prefect's default temporary server:
-        # make that this one, as prefect_test_harness does, rather than start a second one.
-        if SubprocessASGIServer._instances.setdefault(None, self._server) is self._server:
-            self._stack.callback(SubprocessASGIServer._instances.pop, None, None)
+        _use_everywhere(self._stack)
         return self
 
     def __exit__(
@@ -179,12 +206,12 @@ class PrefectApi:
         self.stop()
 
     def stop(self) -> None:
-        """Stop the temporary server, if one was started (idempotent)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        if self._thread is not None:
-            self._thread.join(timeout=1)  # interrupted while starting: stop it regardless
-        server.stop()
-        if server.log is not None:
-            server.log.close()
+        """Stop the temporary server, also while it is starting (idempotent)."""
+        self._cancelled.set()
+        with self._lock:
+            server, self._server = self._server, None
+            if server is not None:
+                server.stop()
+            if self._log is not None:
+                self._log.close()
+                self._log = None
