@@ -221,3 +221,28 @@ def test_square_on_worker_processes_without_a_prefect_server_is_quiet(
     assert set(summary["worker_api_urls"]) == {summary["api_url"]}
     body = rclone_s3.client().get_object(Bucket=bucket, Key="out/3.txt")["Body"].read()
     assert body == b"9\n9\n"
+
+
+def test_client_does_not_retry_until_the_endpoint_answered(monkeypatch) -> None:
+    """The first listing of a closed endpoint fails at once (it took ~18 s of retries)."""
+    from prefect_s3_concurrency.tasks.client import S3Connection, get_s3_client
+    from prefect_s3_concurrency.tasks.errors import S3AccessError
+    from prefect_s3_concurrency.tasks.transfer import list_objects
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        client = get_s3_client(S3Connection(endpoint_url=endpoint, max_attempts=5))
+        start = time.monotonic()
+        with pytest.raises(S3AccessError, match=f"cannot reach the S3 endpoint at {endpoint}"):
+            list_objects(client, "bkt", "p/")
+        assert time.monotonic() - start < 2
+
+
+def test_endpoint_probe_names_an_unknown_host() -> None:
+    from prefect_s3_concurrency.cli_run import check_endpoint
+    from prefect_s3_concurrency.tasks.errors import S3AccessError
+
+    with pytest.raises(S3AccessError, match=r"^cannot reach the S3 endpoint at http://no-such-"):
+        check_endpoint("http://no-such-host.invalid:9000")
+    check_endpoint(None)  # nothing to probe
