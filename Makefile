@@ -68,7 +68,7 @@ server: install
 
 # Serve every deployment of prefect.yaml from this process (no work pool needed).
 serve: install
-	PREFECT_API_URL=$(LOCAL_API) $(BIN)/python -m prefect_s3_concurrency.deployments.serve
+	PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect-s3 serve
 
 # Register prefect.yaml's deployments on the $(POOL) process work pool, then run `make worker`.
 deploy: install

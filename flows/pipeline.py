@@ -24,7 +24,8 @@ Ephemeral mode: workers are pointed at the flow's own API server (``shared_api_s
 so no worker starts a temporary server of its own. Small workloads (``min_process_mib``)
 skip the process-pool start and square on one thread of the flow process instead.
 
-Run as a script: ``python flows/pipeline.py square-objects s3://in/prefix s3://out/prefix``.
+Run as a script: ``python flows/pipeline.py square s3://in/prefix s3://out/prefix`` (the
+``prefect-s3`` command line).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Flows that download an S3 prefix and upload a directory, batch by batch, on threads.
 
-Run as a script: ``python flows/transfer.py download s3://bucket/prefix ./out``.
+Run as a script: ``python flows/transfer.py cp s3://bucket/prefix ./out`` (the ``prefect-s3``
+command line).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 from prefect_aws import AwsCredentials, MinIOCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -153,7 +154,30 @@ def _cached_client(conn: S3Connection, max_pool_connections: int) -> Any:
         params["endpoint_url"] = conn.endpoint_url
     if conn.region:
         params["region_name"] = conn.region
-    return session.client("s3", config=config, **params)
+    client = session.client("s3", config=config, **params)
+    _fail_fast_until_reached(client)
+    return client
+
+
+def _fail_fast_until_reached(client: Any) -> None:
+    """Do not retry connection errors until the endpoint has answered once.
+
+    A wrong or closed endpoint would otherwise cost every retry's backoff (about 18 s with
+    5 attempts) before the first listing fails; once any response came back, connection
+    errors are retried as configured (a server restarting mid-run).
+    """
+    reached = False
+
+    def check(response: Any = None, caught_exception: Any = None, **_: Any) -> None:
+        nonlocal reached
+        if response is not None:
+            reached = True
+        elif not reached and isinstance(
+            caught_exception, (EndpointConnectionError, ConnectTimeoutError)
+        ):
+            raise caught_exception
+
+    client.meta.events.register_first("needs-retry.s3", check)
 
 
 def get_s3_client(conn: S3Connection | None = None, max_pool_connections: int = 10) -> Any:

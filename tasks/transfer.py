@@ -18,6 +18,7 @@ from botocore.exceptions import FlexibleChecksumError, HTTPClientError, Incomple
 from s3transfer.exceptions import RetriesExceededError
 from urllib3.exceptions import HTTPError as URLLib3Error
 
+from prefect_s3_concurrency.tasks import progress
 from prefect_s3_concurrency.tasks.errors import (
     IntegrityError,
     S3PipelineError,
@@ -235,11 +236,13 @@ def _each_object(
         try:
             if is_done(item):
                 result.skipped.append(key)
+                progress.report(1, size_of(item))
                 continue
             if not dry_run:
                 transfer(item)
             result.transferred.append(key)
             result.bytes += size_of(item)
+            progress.report(1, size_of(item))
         except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
             result.fail(key, exc)
     result.seconds = time.perf_counter() - start
@@ -402,6 +405,7 @@ def plan_downloads(
             items.append((obj, str(safe_local_path(dest, relative_key(obj.key, folder)))))
         except S3PipelineError as exc:
             rejected[obj.key] = str(exc)
+    progress.expect(len(items), sum(obj.size for obj, _ in items))
     return items, rejected
 
 
@@ -417,4 +421,5 @@ def plan_uploads(
             rejected[str(path)] = "object key longer than 1024 bytes"
         else:
             items.append(LocalFile(str(path), key, size))
+    progress.expect(len(items), sum(item.size for item in items))
     return items, rejected

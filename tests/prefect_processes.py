@@ -1,4 +1,4 @@
-"""Test helpers: a real Prefect server, ``deployments.serve`` and workers in subprocesses.
+"""Test helpers: a real Prefect server, ``prefect-s3 serve`` and workers in subprocesses.
 
 Every process gets its own session (process group), so stopping it also stops the flow-run
 subprocesses it started. Nothing sleeps to synchronise: readiness is polled with deadlines.
@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
-SERVE_MODULE = "prefect_s3_concurrency.deployments.serve"
+SERVE_COMMAND = ("prefect-s3", "serve")  # what `make serve` runs
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
@@ -215,9 +215,9 @@ def serve_deployments(
     log_path: Path,
     extra_env: Mapping[str, str] | None = None,
 ) -> ManagedProcess:
-    """Start ``python -m deployments.serve <args>`` against ``server``."""
+    """Start ``prefect-s3 serve <args>`` against ``server``."""
     return ManagedProcess(
-        [sys.executable, "-m", SERVE_MODULE, *args], server.env(extra_env), log_path
+        [str(BIN / SERVE_COMMAND[0]), *SERVE_COMMAND[1:], *args], server.env(extra_env), log_path
     )
 
 

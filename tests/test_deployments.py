@@ -104,7 +104,7 @@ def test_makefile_targets_use_the_pool_and_flags_of_prefect_yaml() -> None:
     pools = {d["work_pool"]["name"] for d in DEPLOYMENTS}
     assert pools == {re.search(r"^POOL\s*\?=\s*(\S+)", makefile, re.M).group(1)}
     assert "prefect deploy --all --no-prompt" in makefile and "--type process" in makefile
-    assert "python -m prefect_s3_concurrency.deployments.serve" in makefile
+    assert "$(BIN)/prefect-s3 serve" in makefile
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -306,6 +306,7 @@ def test_serve_registers_prefect_yaml_deployments_and_schedules(
                 schedule.update(active=True, anchor_date=anchor.isoformat())
     path = tmp_path / "prefect.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    (tmp_path / "flows").symlink_to(REPO / "flows")  # entrypoints resolve beside prefect.yaml
     serving = serve_deployments(server, ["--prefect-file", str(path)], tmp_path / "serve.log")
     try:
         registered = {

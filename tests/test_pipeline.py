@@ -210,13 +210,17 @@ def test_parameters_are_validated(bad, message) -> None:
         square_objects(**params)
 
 
-def test_cli_maps_arguments_to_the_flow() -> None:
-    from prefect_s3_concurrency.flows.cli import parse_flow_args
+def test_cli_maps_arguments_to_the_flow(monkeypatch) -> None:
+    from prefect_s3_concurrency import cli
 
-    argv = ["square-objects", "s3://in-bkt/a", "s3://out-bkt/b", "--cpu-workers", "3",
+    calls = []
+    monkeypatch.setattr(cli, "run_flow", lambda call: calls.append(call) or 0)
+    argv = ["square", "s3://in-bkt/a", "s3://out-bkt/b", "--cpu-workers", "3",
             "--min-process-mib", "0.5", "--transform", "pkg.mod:fn", "--endpoint-url",
             "http://127.0.0.1:9"]  # fmt: skip
-    flow_obj, kwargs = parse_flow_args([square_objects], argv)
+    assert cli.main(argv) == 0
+    flow_obj = calls[0].load()
+    kwargs = calls[0].arguments(flow_obj)
     assert flow_obj is square_objects
     assert kwargs["cpu_workers"] == 3 and kwargs["min_process_mib"] == 0.5
     assert (kwargs["source"], kwargs["dest"], kwargs["transform"]) == (

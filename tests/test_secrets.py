@@ -118,8 +118,8 @@ def test_debug_logs_of_a_script_run_hold_no_secrets(rclone_s3, bucket_factory, f
     })  # fmt: skip
     script = [sys.executable, str(REPO / "flows/transfer.py")]
     runs = [
-        ["upload-directory", str(files), f"s3://{bucket}/p", "--workers", "2"],
-        ["download-prefix", f"s3://{bucket}/p", str(tmp_path / "out"), "--workers", "2"],
+        ["cp", str(files), f"s3://{bucket}/p", "--workers", "2", "--verbose"],
+        ["cp", f"s3://{bucket}/p", str(tmp_path / "out"), "--workers", "2", "--verbose"],
     ]
     output = []
     for args in runs:

@@ -143,11 +143,10 @@ def test_full_disk_is_one_clear_error(rclone_s3, conn, bucket_factory, full_disk
 
 def test_cli_rejects_zero_workers_in_one_line(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        run_cli(download_prefix, argv=["download-prefix", "s3://bkt/x", str(tmp_path),
-                                       "--workers", "0"])  # fmt: skip
+        run_cli(download_prefix, argv=["cp", "s3://bkt/x", str(tmp_path), "--workers", "0"])
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 1 and len(err.splitlines()) == 1
-    assert "workers" in err and "greater than or equal to 1" in err
+    assert info.value.code == 2 and len(err.splitlines()) == 1
+    assert "--workers" in err and "Must be >= 1" in err
 
 
 def test_no_deletion_after_a_failed_transfer(rclone_s3, conn, bucket_factory, tmp_path) -> None:

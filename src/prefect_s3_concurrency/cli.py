@@ -1,0 +1,198 @@
+"""The ``prefect-s3`` command: concurrent S3 transfers and the squaring pipeline, as Prefect flows.
+
+Subcommands: ``cp``, ``sync``, ``square``, ``serve``, ``local-s3`` and ``bench``. Options may come
+anywhere after the subcommand; ``--json``, ``--verbose`` and ``--heartbeats`` may also come
+before it. Exit codes: 0 done, 1 some objects failed or were rejected, 2 usage or configuration
+error (see :mod:`prefect_s3_concurrency.cli_run`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from cyclopts import App, CycloptsError, Parameter
+
+from prefect_s3_concurrency import __version__
+from prefect_s3_concurrency.cli_options import (
+    ConnectionOptions,
+    CopyOptions,
+    OutputOptions,
+    SquareOptions,
+    TransferOptions,
+    flow_kwargs,
+)
+from prefect_s3_concurrency.cli_output import print_error
+from prefect_s3_concurrency.cli_run import EXIT_USAGE, FlowCall, run_flow
+from prefect_s3_concurrency.tasks.errors import ConfigurationError
+
+GLOBAL_FLAGS = ("--json", "--verbose", "--heartbeats")  # also accepted before the subcommand
+
+app = App(
+    name="prefect-s3",
+    help="Concurrent S3 transfers and an S3 squaring pipeline, run as Prefect flows.\n\n"
+    "Exit codes: 0 everything was done; 1 some objects failed or were rejected; "
+    "2 usage or configuration error (bad URL or value, missing block or bucket, "
+    "unreachable endpoint, access denied).",
+    help_format="markdown",
+    version=__version__,
+)
+
+Src = Annotated[str, Parameter(help="Where to copy from: s3://bucket/prefix or a local directory.")]
+Dst = Annotated[str, Parameter(help="Where to copy to: a local directory or s3://bucket/prefix.")]
+
+
+def _is_s3(location: str) -> bool:
+    """True for anything written as an S3 URL, also a mistyped one (``S3:/b``)."""
+    return location.lower().startswith("s3:")
+
+
+def _direction(src: str, dst: str) -> str:
+    """``download`` or ``upload``, from the argument order (like aws s3 cp and s5cmd).
+
+    Raises:
+        ConfigurationError: If both or neither are S3 URLs, or a URL is invalid.
+    """
+    from prefect_s3_concurrency.tasks.paths import parse_s3_url
+
+    if _is_s3(src) and _is_s3(dst):
+        raise ConfigurationError(
+            f"both {src!r} and {dst!r} are S3 URLs: one of SRC and DST must be a local directory"
+        )
+    if not _is_s3(src) and not _is_s3(dst):
+        raise ConfigurationError(
+            f"neither {src!r} nor {dst!r} is an s3:// URL: one of SRC and DST must be "
+            "s3://bucket/prefix"
+        )
+    parse_s3_url(src if _is_s3(src) else dst)
+    return "download" if _is_s3(src) else "upload"
+
+
+def _copy(
+    src: str, dst: str, delete_extra: bool, transfer: TransferOptions, copy: CopyOptions,
+    conn: ConnectionOptions, output: OutputOptions,
+) -> int:  # fmt: skip
+    """Run download-prefix or upload-directory for ``cp`` and ``sync``."""
+    try:
+        direction = _direction(src, dst)
+        connection = conn.connection()
+    except ConfigurationError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+
+    def load() -> Any:
+        from prefect_s3_concurrency.flows import transfer as flows
+
+        return flows.download_prefix if direction == "download" else flows.upload_directory
+
+    def arguments(flow_obj: Any) -> dict[str, Any]:
+        places = {"source": src, "dest_dir": dst} if direction == "download" else {
+            "source_dir": src, "dest": dst}  # fmt: skip
+        return {**places, **flow_kwargs(flow_obj, transfer, copy),
+                "connection": connection, "delete_extra": delete_extra}  # fmt: skip
+
+    return run_flow(FlowCall(load, arguments, output, direction, connection.endpoint_url))
+
+
+@app.command
+def cp(
+    src: Src,
+    dst: Dst,
+    /,
+    *,
+    transfer: TransferOptions = TransferOptions(),  # noqa: B008
+    copy: CopyOptions = CopyOptions(),  # noqa: B008
+    conn: ConnectionOptions = ConnectionOptions(),  # noqa: B008
+    output: OutputOptions = OutputOptions(),  # noqa: B008
+) -> int:
+    """Copy an S3 prefix to a local directory, or a local directory to an S3 prefix.
+
+    The direction follows the argument order: prefect-s3 cp s3://bucket/raw ./raw downloads,
+    prefect-s3 cp ./raw s3://bucket/raw uploads. Transfers are verified and atomic; objects
+    already identical at the destination are skipped, so a re-run resumes.
+    """
+    return _copy(src, dst, False, transfer, copy, conn, output)
+
+
+@app.command
+def sync(
+    src: Src,
+    dst: Dst,
+    /,
+    *,
+    transfer: TransferOptions = TransferOptions(),  # noqa: B008
+    copy: CopyOptions = CopyOptions(),  # noqa: B008
+    conn: ConnectionOptions = ConnectionOptions(),  # noqa: B008
+    output: OutputOptions = OutputOptions(),  # noqa: B008
+) -> int:
+    """Like cp, then delete what the destination has and the source lacks.
+
+    Only files or objects passing --include/--exclude are deleted, and nothing is deleted
+    after a failed transfer or from an empty source. Try --dry-run first.
+    """
+    return _copy(src, dst, True, transfer, copy, conn, output)
+
+
+@app.command
+def square(
+    src: Annotated[str, Parameter(help="Input objects: s3://bucket/prefix.")],
+    dst: Annotated[str, Parameter(help="Where the squares go: s3://bucket/prefix.")],
+    /,
+    *,
+    transfer: TransferOptions = TransferOptions(),  # noqa: B008
+    squaring: SquareOptions = SquareOptions(),  # noqa: B008
+    conn: ConnectionOptions = ConnectionOptions(),  # noqa: B008
+    output: OutputOptions = OutputOptions(),  # noqa: B008
+) -> int:
+    """Square every integer of every object under SRC into DST, keeping relative keys.
+
+    Objects hold newline-delimited integers. Downloads and uploads run on threads, squaring on
+    worker processes. A bad line fails only its object. Outputs made from the same input and
+    transform by an earlier run are kept, so a re-run resumes.
+    """
+    from prefect_s3_concurrency.tasks.paths import parse_s3_url
+
+    try:
+        parse_s3_url(src)
+        parse_s3_url(dst)
+        connection = conn.connection()
+    except ConfigurationError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+
+    def load() -> Any:
+        from prefect_s3_concurrency.flows.pipeline import square_objects
+
+        return square_objects
+
+    def arguments(flow_obj: Any) -> dict[str, Any]:
+        return {"source": src, "dest": dst, **flow_kwargs(flow_obj, transfer, squaring),
+                "connection": connection}  # fmt: skip
+
+    return run_flow(FlowCall(load, arguments, output, "square", connection.endpoint_url))
+
+
+from prefect_s3_concurrency import cli_tools  # noqa: E402 - registers serve, local-s3, bench
+
+cli_tools.register(app)
+
+
+def _global_flags_after_command(tokens: list[str]) -> list[str]:
+    """Move ``--json`` etc. given before the subcommand to just after it."""
+    lead = []
+    while tokens and tokens[0] in GLOBAL_FLAGS:
+        lead.append(tokens.pop(0))
+    return tokens[:1] + lead + tokens[1:] if lead and tokens else lead + tokens
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``prefect-s3`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    tokens = _global_flags_after_command(list(sys.argv[1:] if argv is None else argv))
+    try:
+        command, bound, _ = app.parse_args(tokens, exit_on_error=False, print_error=False)
+    except CycloptsError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+    result = command(*bound.args, **bound.kwargs)
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,233 @@
+"""The options of the ``prefect-s3`` transfer commands, and how they become flow arguments.
+
+Each group is a dataclass that cyclopts flattens into ``--options``. A field whose name is a
+parameter of the flow being run is passed to it as is, so a new flow parameter needs one new
+field here (with its help text) and nothing else. A field the flow does not have is refused
+when it is set (``--dry-run`` on a flow without ``dry_run``) and otherwise left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from cyclopts import Group, Parameter, validators
+
+from prefect_s3_concurrency.tasks.errors import ConfigurationError
+
+TRANSFER = Group("Transfer", sort_key=1)
+CONNECTION = Group("S3 connection", sort_key=2)
+SQUARE = Group("Squaring", sort_key=3)
+OUTPUT = Group("Output", sort_key=4)
+
+
+def _flag(help_text: str, group: Group) -> Parameter:
+    """An on-only flag (no ``--no-...`` form)."""
+    return Parameter(help=help_text, negative="", group=group, show_default=False)
+
+
+@Parameter(name="*", group=TRANSFER)
+@dataclass
+class TransferOptions:
+    """Options of every transfer command."""
+
+    workers: Annotated[
+        int,
+        Parameter(
+            help="Concurrent S3 transfer threads.", validator=validators.Number(gte=1, lte=256)
+        ),
+    ] = 16
+    include: Annotated[
+        list[str] | None,
+        Parameter(
+            help="Only keys (relative paths) matching this glob; repeatable.",
+            negative="",
+            metavar="GLOB",
+        ),
+    ] = None
+    exclude: Annotated[
+        list[str] | None,
+        Parameter(help="Leave out keys (relative paths) matching this glob; repeatable.",
+                  negative="", metavar="GLOB"),
+    ] = None  # fmt: skip
+    dry_run: Annotated[
+        bool, _flag("Show what would be transferred (and deleted); change nothing.", TRANSFER)
+    ] = False
+    task_retries: Annotated[
+        int,
+        Parameter(
+            help="Prefect retries of a failed batch (only its failed objects are re-sent).",
+            validator=validators.Number(gte=0, lte=10),
+        ),
+    ] = 2
+    batch_max_objects: Annotated[
+        int,
+        Parameter(
+            help="Most objects per batch task.", validator=validators.Number(gte=1, lte=100_000)
+        ),
+    ] = 100
+
+
+@Parameter(name="*", group=TRANSFER)
+@dataclass
+class CopyOptions:
+    """Options of ``cp`` and ``sync``."""
+
+    skip_existing: Annotated[
+        bool,
+        Parameter(help="Skip objects whose size and checksum already match at the destination."),
+    ] = True
+    batch_max_mib: Annotated[
+        int, Parameter(help="Most MiB per batch task.", validator=validators.Number(gte=1))
+    ] = 256
+
+
+@Parameter(name="*", group=SQUARE)
+@dataclass
+class SquareOptions:
+    """Options of ``square``."""
+
+    transform: Annotated[
+        str,
+        Parameter(help="square, or an int-to-int function given as package.module:function."),
+    ] = "square"
+    cpu_workers: Annotated[
+        int,
+        Parameter(
+            help="Worker processes for squaring.", validator=validators.Number(gte=1, lte=64)
+        ),
+    ] = 2
+    min_process_mib: Annotated[
+        float,
+        Parameter(help="Below this much input (MiB), square in the flow's own process; "
+                  "0 always uses worker processes.", validator=validators.Number(gte=0)),
+    ] = 128.0  # fmt: skip
+    max_scratch_mib: Annotated[
+        int,
+        Parameter(help="Most local scratch space in use, MiB.", validator=validators.Number(gte=1)),
+    ] = 2048
+    chunks_per_worker: Annotated[
+        int,
+        Parameter(
+            help="CPU chunks per worker process.", validator=validators.Number(gte=1, lte=64)
+        ),
+    ] = 4
+    min_chunk_mib: Annotated[
+        float, Parameter(help="Smallest CPU chunk, MiB.", validator=validators.Number(gt=0))
+    ] = 16.0
+    scratch_dir: Annotated[
+        str | None,
+        Parameter(help="Directory for scratch files (default: the system temp directory)."),
+    ] = None
+    recompute: Annotated[
+        bool, _flag("Square every object again, even when its output is up to date.", SQUARE)
+    ] = False
+
+
+@Parameter(name="*", group=CONNECTION)
+@dataclass
+class ConnectionOptions:
+    """How to reach S3; by default boto3's own chain (environment, ~/.aws, instance role)."""
+
+    endpoint_url: Annotated[
+        str | None,
+        Parameter(help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (MinIO, rclone).",
+                  metavar="URL"),
+    ] = None  # fmt: skip
+    credentials: Annotated[
+        str | None,
+        Parameter(help="Name of a saved prefect-aws block: NAME, or TYPE/NAME with TYPE one of "
+                  "aws-credentials, minio-credentials, s3-bucket.", metavar="BLOCK"),
+    ] = None  # fmt: skip
+    region: Annotated[
+        str | None, Parameter(help="AWS region, e.g. eu-west-1.", metavar="REGION")
+    ] = None
+    retry_mode: Annotated[
+        Literal["standard", "adaptive"], Parameter(help="botocore retry mode.")
+    ] = "standard"
+    max_attempts: Annotated[
+        int,
+        Parameter(
+            help="botocore attempts per request, including the first (1 = no retry).",
+            validator=validators.Number(gte=1, lte=20),
+        ),
+    ] = 5
+
+    def connection(self) -> Any:
+        """Return the flows' ``S3Connection`` for these options.
+
+        Raises:
+            ConfigurationError: If a value is invalid (one line, naming the option).
+        """
+        from pydantic import ValidationError
+
+        from prefect_s3_concurrency.tasks.client import S3Connection
+
+        fields = {
+            "endpoint_url": self.endpoint_url, "credentials_block": self.credentials,
+            "region": self.region, "retry_mode": self.retry_mode,
+            "max_attempts": self.max_attempts,
+        }  # fmt: skip
+        try:
+            return S3Connection(**{k: v for k, v in fields.items() if v is not None})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = str(error["loc"][0]) if error["loc"] else ""
+            option = "--credentials" if name == "credentials_block" else option_name(name)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            raise ConfigurationError(f"invalid value for {option}: {message}") from None
+
+
+@Parameter(name="*", group=OUTPUT)
+@dataclass
+class OutputOptions:
+    """What the command prints."""
+
+    json: Annotated[
+        bool, _flag("Print the run's summary as JSON on stdout, also when it failed.", OUTPUT)
+    ] = False
+    progress: Annotated[
+        bool, Parameter(help="Show a progress bar (only when stdout and stderr are terminals).")
+    ] = True
+    verbose: Annotated[
+        bool, _flag("Show Prefect's log lines (task runs, states) while the flow runs.", OUTPUT)
+    ] = False
+    heartbeats: Annotated[
+        bool,
+        _flag("Send flow-run heartbeats (off for command-line runs: they only serve crash "
+              "detection of runs a worker tracks, and add up to 1 s per run).", OUTPUT),
+    ] = False  # fmt: skip
+
+
+def option_name(field_name: str) -> str:
+    """``dry_run`` -> ``--dry-run``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def flow_kwargs(flow_obj: Any, *groups: Any) -> dict[str, Any]:
+    """Map option groups onto the keyword arguments of ``flow_obj``.
+
+    Args:
+        flow_obj: A Prefect flow (or a plain function).
+        *groups: Option dataclass instances.
+
+    Returns:
+        Every field that names a parameter of the flow, with its value.
+
+    Raises:
+        ConfigurationError: If an option the flow does not take was set to a non-default value.
+    """
+    fn = getattr(flow_obj, "fn", flow_obj)
+    accepted = inspect.signature(fn).parameters
+    kwargs: dict[str, Any] = {}
+    for group in groups:
+        for field in dataclasses.fields(group):
+            value = getattr(group, field.name)
+            if field.name in accepted:
+                kwargs[field.name] = value
+            elif value != field.default:
+                name = getattr(flow_obj, "name", fn.__name__)
+                raise ConfigurationError(f"{option_name(field.name)} is not supported by {name}")
+    return kwargs
