@@ -6,9 +6,7 @@ Run as a script: ``python flows/transfer.py download s3://bucket/prefix ./out``.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -30,7 +28,13 @@ from prefect_s3_concurrency.flows.common import (
     publish_table,
 )
 from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, run_failure_message
+from prefect_s3_concurrency.tasks.local_files import (
+    plan_uploads,
+    require_dir_parameter,
+    scan_local_files,
+    source_root,
+)
 from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url, relative_key
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
@@ -41,36 +45,28 @@ from prefect_s3_concurrency.tasks.s3 import (
     upload_batch,
 )
 from prefect_s3_concurrency.tasks.sync import local_extras, remote_extras
-from prefect_s3_concurrency.tasks.transfer import (
-    BatchResult,
-    list_local_files,
-    plan_downloads,
-    plan_uploads,
-)
+from prefect_s3_concurrency.tasks.transfer import BatchResult, plan_downloads
 
 DEFAULT_WORKERS = 16
 
 
 class TransferFailed(S3PipelineError):
-    """Raised at the end of a run in which some objects failed; ``summary`` has them all."""
+    """Raised at the end of a run in which some objects failed or keys were rejected (unless
+    allowed); ``summary`` has them all."""
 
-    def __init__(self, summary: TransferSummary) -> None:
-        self.summary = summary
-        reasons = Counter(summary.failed.values())
-        reason, count = reasons.most_common(1)[0] if reasons else ("", 0)
-        super().__init__(
-            f"{len(summary.failed)} object(s) failed in {summary.direction}: "
-            + ", ".join(sorted(summary.failed)[:10])
-            + (" ..." if len(summary.failed) > 10 else "")
-            + (f" ({'all' if count == len(summary.failed) else count}: {reason})" if reason else "")
-        )
+    def __init__(self, summary: TransferSummary, allow_rejected: bool = False) -> None:
+        self.summary, self.allow_rejected = summary, allow_rejected
+        rejected = {} if allow_rejected else summary.rejected
+        super().__init__(run_failure_message(summary.direction, summary.failed, rejected))
 
     def __reduce__(self):  # keep the summary when pickled
-        return (type(self), (self.summary,))
+        return (type(self), (self.summary, self.allow_rejected))
 
 
-def _finish(summary: TransferSummary, artifact_key: str) -> TransferSummary:
-    """Log, publish the artifact and fail the run if any object failed."""
+def _finish(
+    summary: TransferSummary, artifact_key: str, allow_rejected: bool = False
+) -> TransferSummary:
+    """Log, publish the artifact and fail the run if any object failed or was rejected."""
     logger = get_run_logger()
     log_key_reasons(summary.rejected, summary.failed)
     verb = "would transfer" if summary.dry_run else "transferred"
@@ -80,8 +76,8 @@ def _finish(summary: TransferSummary, artifact_key: str) -> TransferSummary:
         summary.files_per_second, summary.skipped, len(summary.rejected), len(summary.failed),
     )  # fmt: skip
     publish_table(artifact_key, summary.rows(), f"{summary.direction} summary")
-    if summary.failed:
-        raise TransferFailed(summary)
+    if summary.failed or (summary.rejected and not allow_rejected):
+        raise TransferFailed(summary, allow_rejected)
     return summary
 
 
@@ -162,16 +158,19 @@ def download_prefix(
     task_retries: TaskRetries = 2,
     connection: S3Connection = S3Connection(),  # noqa: B008
     delete_extra: bool = False,
+    allow_rejected: bool = False,
 ) -> TransferSummary:
     """Download every object under ``source`` into ``dest_dir``, keeping relative keys.
 
     Keys that would land outside ``dest_dir`` are rejected and reported, never written.
     Downloads are atomic and verified; identical local files are skipped. Temp files left by
     a killed run are removed first. ``delete_extra`` also deletes local files under
-    ``dest_dir`` (passing the globs) that the source does not have.
+    ``dest_dir`` (passing the globs) that the source does not have. Rejected keys fail the
+    run, after everything else is downloaded, unless ``allow_rejected``.
     """
     start = time.perf_counter()
     url = parse_s3_url(source)
+    require_dir_parameter(dest_dir, "dest_dir")
     dest = ensure_writable_dir(dest_dir)
     stale = [] if dry_run else remove_stale_partials_task(str(dest))
     objects = list_objects_task(
@@ -199,7 +198,7 @@ def download_prefix(
         if _may_delete(summary, extras, len(objects)):
             _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start
-    return _finish(summary, "download-summary")
+    return _finish(summary, "download-summary", allow_rejected)
 
 
 @flow(name="upload-directory")
@@ -216,27 +215,35 @@ def upload_directory(
     task_retries: TaskRetries = 2,
     connection: S3Connection = S3Connection(),  # noqa: B008
     delete_extra: bool = False,
+    follow_symlinks: bool = False,
+    allow_outside_symlinks: bool = False,
+    allow_rejected: bool = False,
 ) -> TransferSummary:
     """Upload every file under ``source_dir`` to ``dest``, keeping relative paths as keys.
 
     Uploads are verified (Content-MD5, then ETag/size); identical objects are skipped.
     ``delete_extra`` also deletes objects under ``dest`` (passing the globs) that have no
-    local file.
+    local file. Symbolic links are skipped and reported unless ``follow_symlinks``; even then
+    a target outside ``source_dir`` is refused unless ``allow_outside_symlinks``. A directory
+    or file that cannot be read fails the run (and deletes nothing); rejected entries fail it
+    too, after everything else is uploaded, unless ``allow_rejected``.
     """
     start = time.perf_counter()
     url = parse_s3_url(dest)
-    root = Path(source_dir).expanduser()
-    if not root.is_dir():
-        raise ConfigurationError(f"source directory {str(root)!r} does not exist")
+    root = source_root(source_dir)
     # Listing the destination proves the bucket is reachable and finds identical objects.
     listed = list_objects_task(connection, url.bucket, url.folder, pool_size=workers)
     existing = {o.key: (o.size, o.etag) for o in listed if skip_existing}
-    local = list_local_files(root, include or (), exclude or ())
+    scan = scan_local_files(
+        root, include or (), exclude or (), follow_symlinks=follow_symlinks,
+        allow_outside_symlinks=allow_outside_symlinks,
+    )  # fmt: skip
+    local = scan.files
     _warn_if_empty(len(local), str(root))
     files, rejected = plan_uploads(local, url)
     summary = TransferSummary(
         direction="upload", source=str(root.resolve()), destination=dest, dry_run=dry_run,
-        rejected=rejected,
+        rejected={**scan.rejected, **rejected},
     )  # fmt: skip
     batches = make_batches(
         files, lambda f: f.size, batch_max_objects, batch_max_mib * 2**20, workers
@@ -249,6 +256,7 @@ def upload_directory(
         lambda b: [f.key for f in b],
     )  # fmt: skip
     _record_result(summary, result)
+    summary.failed.update(scan.unreadable)  # never "absent": nothing is deleted after this
     if delete_extra:
         extras = remote_extras(
             listed, url.folder, {f.key for f in files}, include or (), exclude or ()
@@ -256,7 +264,7 @@ def upload_directory(
         if _may_delete(summary, extras, len(local)):
             _record_deletes(summary, delete_objects_task(connection, url.bucket, extras))
     summary.seconds = time.perf_counter() - start
-    return _finish(summary, "upload-summary")
+    return _finish(summary, "upload-summary", allow_rejected)
 
 
 if __name__ == "__main__":

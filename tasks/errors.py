@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections import Counter
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -23,6 +24,35 @@ _AUTH_CODES = {
     "AuthorizationHeaderMalformed",
     "403",
 }
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: object) -> str:
+    """Return ``text`` with every non-printable character escaped, so it stays on one line.
+
+    Keys and paths go into messages and logs through this helper: control characters (ESC,
+    newlines, DEL...) become ``\\x1b``, ``\\n``..., undecodable file-name bytes (surrogate
+    escapes) become ``\\xNN`` and other invisible code points ``\\uNNNN``. Printable text,
+    spaces and backslashes are kept as they are.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte os.fsdecode could not decode
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) <= 0xFF:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+    return "".join(out)
 
 
 class S3PipelineError(Exception):
@@ -105,6 +135,38 @@ def describe_error(exc: BaseException | None) -> str:
     if line.endswith(":") and len(text) > 1:  # "Invalid parameters:\n - x: ..." -> one line
         line = f"{line} {'; '.join(text[1:])}"
     return f"{type(exc).__name__}: {line}"
+
+
+def _listed(keys: list[str], most: int = 10) -> str:
+    shown = ", ".join(printable(k) for k in keys[:most])
+    return shown + (f" (+{len(keys) - most} more)" if len(keys) > most else "")
+
+
+def run_failure_message(what: str, failed: dict[str, str], rejected: dict[str, str]) -> str:
+    """The one-line message of a run that ends Failed: failed and rejected keys, reasons.
+
+    Args:
+        what: The run, e.g. ``"upload"`` or ``"square-objects"``.
+        failed: Key -> reason of the objects that failed.
+        rejected: Key -> reason of the keys (or paths) refused before any transfer.
+    """
+    parts = []
+    if failed:
+        reasons = Counter(failed.values())
+        reason, count = reasons.most_common(1)[0]
+        share = "all" if count == len(failed) else str(count)
+        parts.append(
+            f"{len(failed)} object(s) failed in {what}: {_listed(sorted(failed))} "
+            f"({share}: {printable(reason)})"
+        )
+    if rejected:
+        reason, count = Counter(rejected.values()).most_common(1)[0]
+        share = "all" if count == len(rejected) else str(count)
+        parts.append(
+            f"{len(rejected)} key(s) rejected in {what}: {_listed(sorted(rejected))} "
+            f"({share}: {printable(reason)}; allow_rejected=True accepts them)"
+        )
+    return "; ".join(parts) or f"{what} failed"
 
 
 def translate_boto_error(

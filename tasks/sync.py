@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect_s3_concurrency.tasks.errors import describe_error, local_io_error, translate_boto_error
+from prefect_s3_concurrency.tasks.local_files import list_local_files
 from prefect_s3_concurrency.tasks.models import S3Object
 from prefect_s3_concurrency.tasks.paths import check_relative_key, matches_filters, relative_key
-from prefect_s3_concurrency.tasks.transfer import list_local_files
 
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
