@@ -40,7 +40,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from prefect_s3_concurrency.flows.common import (
     BatchObjects,
@@ -75,8 +75,8 @@ from prefect_s3_concurrency.tasks.s3 import (
     remove_stale_scratch_task,
     upload_batch,
 )
-from prefect_s3_concurrency.tasks.square import load_transform
 from prefect_s3_concurrency.tasks.tempfiles import locked_scratch_dir
+from prefect_s3_concurrency.tasks.transforms import check_transform_name, load_transform
 
 DEFAULT_WORKERS = 16
 SCRATCH_PREFIX = "square-objects-"
@@ -86,9 +86,11 @@ TransformSpec = Annotated[
     Field(
         min_length=1,
         max_length=300,
-        pattern=r"^\s*[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?\s*$",
-        description="'square' or an int -> int function as 'package.module:function'.",
+        pattern=r"^\s*[\w.:-]+\s*$",
+        description="A registered transform: 'square', or a name registered by the "
+        "'prefect_s3_concurrency.transforms' entry-point group or PREFECT_S3_TRANSFORMS.",
     ),
+    AfterValidator(check_transform_name),
 ]
 CpuWorkers = Annotated[int, Field(ge=1, le=64, description="Worker processes for squaring.")]
 MinProcessMiB = Annotated[

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import decimal
 import heapq
-import importlib
 import operator
 import os
 import re
@@ -30,6 +29,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prefect_s3_concurrency.tasks.transforms import (
+    TransformError,
+    TransformImportError,
+    _one_line,
+    load_transform,
+    square,
+)
+
+__all__ = [  # the transform registry lives in tasks.transforms; re-exported for callers
+    "BadLineError", "ChunkResult", "FileStats", "TransformError", "TransformImportError",
+    "load_transform", "square", "transform_file", "transform_files",
+]  # fmt: skip
 
 # Exact context for the fast ``square`` path: never rounds (any rounding would raise).
 _EXACT = decimal.Context(
@@ -47,7 +59,6 @@ _SNIPPET_CHARS = 40
 # One raw line, terminator included. Strict digits: int() alone would also accept "1_000",
 # non-ASCII digits and other whitespace. No nested quantifiers, so matching is linear.
 _LINE_RE = re.compile(rb"[ \t]*[+-]?[0-9]+[ \t]*(?:\r?\n)?")
-_SPEC_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 # Measured (2 vCPU box, CPython 3.11.7): transform_file on ~20-digit lines runs at ~32-34 MB/s,
 # ~1.5 M numbers/s per process; ~1,000-digit lines ~34-38 MB/s (~35 k numbers/s, decimal).
@@ -71,19 +82,6 @@ class BadLineError(ValueError):
 
     def __reduce__(self):  # keep attributes across process boundaries
         return (type(self), (self.key, self.lineno, self.text, self.reason))
-
-
-class TransformError(ValueError):
-    """A transform spec is malformed, cannot be resolved, or misbehaves."""
-
-
-class TransformImportError(TransformError, ImportError):
-    """The module named by a transform spec cannot be imported."""
-
-
-def _one_line(exc: BaseException) -> str:
-    """Render an exception message on a single line."""
-    return " ".join(str(exc).split())
 
 
 def _snippet(raw: bytes) -> str:
@@ -118,58 +116,6 @@ def unlimited_int_digits() -> Iterator[None]:
             _digits_depth -= 1
             if _digits_depth == 0:
                 sys.set_int_max_str_digits(_digits_saved)
-
-
-def square(n: int) -> int:
-    """Return ``n * n`` (the built-in transform)."""
-    return n * n
-
-
-BUILTIN_TRANSFORMS: dict[str, Callable[[int], int]] = {"square": square}
-
-
-def load_transform(spec: str) -> tuple[str, Callable[[int], int]]:
-    """Resolve a transform spec to ``(display name, callable)``.
-
-    Args:
-        spec: A built-in name (``"square"``) or an import path ``package.module:function``
-            (the attribute part may be dotted, e.g. ``mod:Class.method``).
-
-    Raises:
-        TransformImportError: The module cannot be imported.
-        TransformError: The spec is malformed, the attribute is missing or not callable.
-    """
-    spec = spec.strip()
-    if spec in BUILTIN_TRANSFORMS:
-        return spec, BUILTIN_TRANSFORMS[spec]
-    if not _SPEC_RE.fullmatch(spec):
-        builtins = ", ".join(sorted(BUILTIN_TRANSFORMS))
-        raise TransformError(
-            f"malformed transform spec {spec!r}: expected one of [{builtins}] "
-            "or 'package.module:function'"
-        )
-    module_name, attr_path = spec.split(":", 1)
-    try:
-        obj = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise TransformImportError(
-            f"transform {spec!r}: cannot import module {module_name!r}: {exc}"
-        ) from exc
-    except Exception as exc:  # the module exists but fails while importing
-        raise TransformImportError(
-            f"transform {spec!r}: importing {module_name!r} failed: "
-            f"{type(exc).__name__}: {_one_line(exc)}"
-        ) from exc
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise TransformError(
-                f"transform {spec!r}: {module_name!r} has no attribute {attr_path!r}"
-            ) from None
-    if not callable(obj):
-        raise TransformError(f"transform {spec!r}: {type(obj).__name__} object is not callable")
-    return spec, obj
 
 
 @dataclass(frozen=True)
@@ -238,14 +184,6 @@ def _transform_stream(src_f, dst_f, fn: Callable[[int], int], name: str, key: st
             write(f"{mul(d, d)}\n".encode("ascii"))  # exponent 0 -> plain digits
             continue
         result = fn(int(raw))  # int() also ignores the allowed whitespace/terminator
-        if type(result) is not int:
-            result = _as_int(result, key, lineno, name)
-        write(b"%d\n" % result)
-    return lineno
-    for lineno, raw in enumerate(src_f, 1):
-        if match(raw) is None:
-            raise _bad_line(raw, key, lineno)
-        result = fn(int(raw))  # int() ignores the whitespace/terminator _LINE_RE allowed
         if type(result) is not int:
             result = _as_int(result, key, lineno, name)
         write(b"%d\n" % result)

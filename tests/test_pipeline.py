@@ -139,7 +139,7 @@ def test_rclone_custom_transform_streams_within_scratch_bound(
     _seed(client, src, "in", inputs)
     conn = S3Connection(endpoint_url=rclone_s3.endpoint_url, region=rclone_s3.region)
     summary = square_objects(
-        f"s3://{src}/in", f"s3://{dst}/out", transform="pipeline_transforms:cube",
+        f"s3://{src}/in", f"s3://{dst}/out", transform="cube",
         workers=4, cpu_workers=2, min_process_mib=0, min_chunk_mib=0.001, max_scratch_mib=1,
         scratch_dir=str(tmp_path), connection=conn,
     )  # fmt: skip
@@ -147,7 +147,7 @@ def test_rclone_custom_transform_streams_within_scratch_bound(
     assert {k: b for k, (b, _) in outputs.items()} == {
         k: _expected(v, lambda n: n**3) for k, v in inputs.items()
     }
-    assert summary.transform == "pipeline_transforms:cube" and not summary.failed
+    assert summary.transform == "cube" and not summary.failed
     assert summary.used_processes and os.getpid() not in summary.worker_pids
     assert summary.chunks == 6
     assert summary.peak_scratch_bytes <= summary.max_scratch_bytes == 2**20
