@@ -118,6 +118,11 @@ def _cpu_runner(use_processes: bool, cpu_workers: int) -> TaskRunner[Any]:
     return ThreadPoolTaskRunner(max_workers=1)
 
 
+def _process_runner(workers: int) -> TaskRunner[Any]:
+    """A fresh process pool, to replace one a dead worker broke."""
+    return ProcessPoolTaskRunner(max_workers=workers)
+
+
 def _current_outputs(
     io: TaskRunner,
     conn: S3Connection,
@@ -279,6 +284,7 @@ def square_objects(
                 conn=connection, pool_size=workers, source_bucket=src.bucket,
                 dest_bucket=dst.bucket, existing=upload_existing, transform=name,
                 batch_max_objects=batch_max_objects,
+                new_cpu=_process_runner if use_processes else None,
             )  # fmt: skip
             streamer.run(chunks, start_worker if use_processes else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak
