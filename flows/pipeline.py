@@ -174,8 +174,8 @@ def _resume_plan(
     return [i for i in items if i.dest_key not in current], {}
 
 
-def _finish(summary: PipelineSummary) -> PipelineSummary:
-    """Log, publish the artifact and fail the run if any object failed."""
+def _finish(summary: PipelineSummary, allow_rejected: bool = False) -> PipelineSummary:
+    """Log, publish the artifact and fail the run if any object failed or was rejected."""
     logger = get_run_logger()
     log_key_reasons(summary.rejected, summary.failed)
     logger.info(
@@ -190,8 +190,8 @@ def _finish(summary: PipelineSummary) -> PipelineSummary:
         summary.used_processes, summary.worker_pids, len(summary.rejected), len(summary.failed),
     )  # fmt: skip
     publish_table("square-objects-summary", summary.rows(), "square-objects summary")
-    if summary.failed:
-        raise PipelineFailed(summary)
+    if summary.failed or (summary.rejected and not allow_rejected):
+        raise PipelineFailed(summary, allow_rejected)
     return summary
 
 
@@ -213,6 +213,7 @@ def square_objects(
     task_retries: TaskRetries = 2,
     connection: S3Connection = S3Connection(),  # noqa: B008
     recompute: bool = False,
+    allow_rejected: bool = False,
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
@@ -225,7 +226,8 @@ def square_objects(
     (after a failure or a kill) skips, without downloading or squaring, every input whose
     output records the same ETag and transform; ``recompute=True`` squares everything again
     (identical outputs are still not re-uploaded). Scratch directories left by killed runs
-    are removed at the start.
+    are removed at the start. Rejected keys (unsafe, or folder markers with data) fail the
+    run after everything else is done, unless ``allow_rejected``.
     """
     start = time.perf_counter()
     logger = get_run_logger()
@@ -294,7 +296,7 @@ def square_objects(
         if span:
             summary.stage_spans[stage] = [round(span[0], 4), round(span[1], 4)]
     summary.wall_seconds = time.perf_counter() - start
-    return _finish(summary)
+    return _finish(summary, allow_rejected)
 
 
 if __name__ == "__main__":

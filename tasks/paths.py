@@ -20,6 +20,9 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 255
+# Listings skip zero-byte keys ending with '/' (folder markers); one that holds data is
+# rejected with this reason instead of being dropped silently.
+FOLDER_MARKER = "key ends with '/' but holds data (a folder marker with content): not a file"
 # Temp files this project writes next to their destination; never treated as data.
 PARTIAL_SUFFIX = ".s3c.partial"
 # Our temp names, also with the ``.XXXXXXXX`` tail s3transfer adds to its own temp files.
@@ -80,11 +83,11 @@ def check_relative_key(rel: str) -> None:
         rel: Key relative to the source prefix.
 
     Raises:
-        UnsafeKeyError: For empty, absolute, drive-letter, backslash, NUL, ``.``/``..`` or
-            empty segments, and over-long names.
+        UnsafeKeyError: For empty keys and keys ending with ``/``, absolute, drive-letter,
+            backslash, NUL, ``.``/``..`` or empty segments, and over-long names.
     """
-    if not rel:
-        raise UnsafeKeyError("empty relative key")
+    if not rel or rel.endswith("/"):  # only keys ending with '/' holding data get here
+        raise UnsafeKeyError(FOLDER_MARKER)
     if "\x00" in rel:
         raise UnsafeKeyError("NUL character in key")
     if "\\" in rel:

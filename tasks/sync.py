@@ -62,6 +62,7 @@ def remote_extras(
         o.key
         for o in listed
         if o.key.startswith(folder)
+        and not o.key.endswith("/")  # a folder marker is never an extra file
         and o.key not in wanted
         and matches_filters(relative_key(o.key, folder), include, exclude)
     )

@@ -81,7 +81,8 @@ def list_objects(
         exclude: Globs that drop matching keys.
 
     Returns:
-        Objects sorted by key. Folder markers (keys ending with ``/``) are left out.
+        Objects sorted by key. Zero-byte folder markers (keys ending with ``/``) are left out;
+        such keys holding data are listed, for the planners to reject and report.
 
     Raises:
         S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
@@ -91,8 +92,8 @@ def list_objects(
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
             for item in page.get("Contents", []):
                 key = item["Key"]
-                if key.endswith("/"):
-                    continue
+                if key.endswith("/") and not int(item["Size"]):
+                    continue  # a folder marker; one holding data is listed (and rejected)
                 if matches_filters(relative_key(key, folder), include, exclude):
                     found.append(S3Object(key, int(item["Size"]), normalize_etag(item.get("ETag"))))
     except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
