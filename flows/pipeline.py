@@ -75,6 +75,7 @@ from prefect_s3_concurrency.tasks.s3 import (
     remove_stale_scratch_task,
     upload_batch,
 )
+from prefect_s3_concurrency.tasks.square import DEFAULT_MAX_LINE_BYTES
 from prefect_s3_concurrency.tasks.tempfiles import locked_scratch_dir
 from prefect_s3_concurrency.tasks.transforms import check_transform_name, load_transform
 
@@ -103,6 +104,15 @@ MinProcessMiB = Annotated[
 ]
 ScratchMiB = Annotated[int, Field(ge=1, le=10**8, description="Most local scratch MiB in use.")]
 ChunksPerWorker = Annotated[int, Field(ge=1, le=64, description="CPU chunks per worker process.")]
+MaxLineBytes = Annotated[
+    int,
+    Field(
+        ge=64,
+        le=2**31,
+        description="Longest input line, newline included; a longer one fails its object "
+        "(memory stays bounded whatever the input).",
+    ),
+]
 MinChunkMiB = Annotated[float, Field(gt=0, le=10**6, description="Smallest CPU chunk, MiB.")]
 
 
@@ -214,11 +224,13 @@ def square_objects(
     connection: S3Connection = S3Connection(),  # noqa: B008
     recompute: bool = False,
     allow_rejected: bool = False,
+    max_line_bytes: MaxLineBytes = DEFAULT_MAX_LINE_BYTES,
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
-    Objects are newline-delimited integers (any size, optional sign, LF or CRLF). A bad line
-    fails only its object, named with key and line number; the run then ends Failed after
+    Objects are newline-delimited integers (any size, optional sign, LF or CRLF). A bad line,
+    or one longer than ``max_line_bytes`` (16 MiB), fails only its object, named with key
+    and line number; the run then ends Failed after
     publishing its summary. An output is uploaded only once complete (one PUT; multipart
     from 16 MiB, which S3 also publishes atomically), so re-runs are idempotent.
 
@@ -287,6 +299,7 @@ def square_objects(
                 dest_bucket=dst.bucket, existing=upload_existing, transform=name,
                 batch_max_objects=batch_max_objects,
                 new_cpu=_process_runner if use_processes else None,
+                square_options={"max_line_bytes": max_line_bytes},
             )  # fmt: skip
             streamer.run(chunks, start_worker if use_processes else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak

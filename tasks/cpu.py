@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from prefect_s3_concurrency.tasks.square import ChunkResult, transform_files
+from prefect_s3_concurrency.tasks.square import (
+    DEFAULT_MAX_LINE_BYTES,
+    ChunkResult,
+    transform_files,
+)
 
 
 @dataclass(frozen=True)
@@ -77,17 +81,22 @@ def shared_api_settings() -> Iterator[str | None]:
 
 
 @task(name="square_chunk", cache_policy=NO_CACHE)
-def square_chunk(jobs: list[tuple[str, str, str]], transform: str = "square") -> ChunkReport:
+def square_chunk(
+    jobs: list[tuple[str, str, str]],
+    transform: str = "square",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> ChunkReport:
     """Transform a chunk of ``(key, input path, output path)`` files; failures are per object.
 
     Args:
         jobs: Local files to read and write, with the S3 key used in stats and errors.
-        transform: Transform spec, ``square`` or ``package.module:function``.
+        transform: A registered transform name (see :mod:`tasks.transforms`).
+        max_line_bytes: Longest input line accepted; a longer one fails its object.
 
     Returns:
         The chunk's result (failed objects listed, not raised) and the API URL seen.
     """
-    return ChunkReport(transform_files(jobs, transform), current_api_url())
+    return ChunkReport(transform_files(jobs, transform, max_line_bytes), current_api_url())
 
 
 @task(name="start_worker", cache_policy=NO_CACHE)

@@ -52,3 +52,20 @@ def test_pipeline_fails_on_rejected_unless_allowed(seeded, bucket_factory, moto_
     assert client.get_object(Bucket=dst, Key="q/a.txt")["Body"].read() == b"4\n"
     allowed = square_objects(allow_rejected=True, **params)
     assert allowed.rejected == {"p/marker/": MARKER} and allowed.resumed == 1
+
+
+def test_pipeline_max_line_bytes_fails_only_that_object(moto_server, bucket_factory) -> None:
+    """Item 7 at flow level: the cap is a run parameter and fails one object, named."""
+    client = moto_server.client()
+    src, dst = bucket_factory(moto_server, "in"), bucket_factory(moto_server, "out")
+    client.put_object(Bucket=src, Key="i/long.txt", Body=b"1\n" + b"7" * 100 + b"\n")
+    client.put_object(Bucket=src, Key="i/ok.txt", Body=b"3\n")
+    state = square_objects(
+        f"s3://{src}/i", f"s3://{dst}/o", max_line_bytes=64, return_state=True,
+        connection=S3Connection(endpoint_url=moto_server.endpoint_url),
+    )  # fmt: skip
+    exc = state.result(raise_on_failure=False)
+    assert isinstance(exc, PipelineFailed), exc
+    assert list(exc.summary.failed) == ["i/long.txt"]
+    assert "line 2: line longer than max_line_bytes=64" in exc.summary.failed["i/long.txt"]
+    assert client.get_object(Bucket=dst, Key="o/ok.txt")["Body"].read() == b"9\n"
