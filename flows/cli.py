@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 
 from prefect_s3_concurrency.tasks.client import S3Connection
 from prefect_s3_concurrency.tasks.errors import S3PipelineError, describe_error
+from prefect_s3_concurrency.tasks.watchdog import start_watchdog
 
 
 def _default(param: inspect.Parameter) -> Any:
@@ -125,6 +126,7 @@ def run_cli(*flows: Any, argv: Sequence[str] | None = None) -> None:
     args = list(argv if argv is not None else sys.argv[1:])
     want_json = "--json" in args
     flow_obj, kwargs = parse_flow_args(flows, args)
+    start_watchdog()  # a SIGKILL of this process must not leave its server or workers alive
     try:
         with local_run_settings(heartbeats="--heartbeats" in args):
             result = flow_obj(**kwargs)

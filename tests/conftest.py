@@ -25,7 +25,10 @@ _SAFE_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     # Test transforms (tests/pipeline_transforms.py), registered as a deployment would: by
     # configuration of the process (inherited by spawned pool workers), never by a parameter.
-    "PREFECT_S3_TRANSFORMS": "cube=pipeline_transforms:cube,die13=pipeline_transforms:die_on_13",
+    "PREFECT_S3_TRANSFORMS": (
+        "cube=pipeline_transforms:cube,die13=pipeline_transforms:die_on_13,"
+        "hang=pipeline_transforms:hang"
+    ),
 }
 
 

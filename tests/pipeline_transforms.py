@@ -16,3 +16,11 @@ def die_on_13(n: int) -> int:
 
         os._exit(70)
     return n * n
+
+
+def hang(n: int) -> int:
+    """Block forever: keeps a run busy until it is killed (the orphan test)."""
+    import threading
+
+    threading.Event().wait()
+    return n
