@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, describe_error
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, describe_error, printable
 from prefect_s3_concurrency.tasks.watchdog import start_watchdog
 
 
@@ -133,14 +133,17 @@ def run_cli(*flows: Any, argv: Sequence[str] | None = None) -> None:
     except ParameterTypeError as exc:  # "invalid parameters:\n - workers: ..." -> one line
         print(f"error: {describe_error(exc).partition(': ')[2]}", file=sys.stderr)
         raise SystemExit(1) from None
-    except (S3PipelineError, ValueError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+    except S3PipelineError as exc:  # one line by design: any line break came from a key
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except ValueError as exc:
+        print(f"error: {printable(str(exc).splitlines()[0])}", file=sys.stderr)
         raise SystemExit(1) from None
     if isinstance(result, BaseModel):
         if want_json:
             print(result.model_dump_json(indent=2))
         elif hasattr(result, "rows"):
             for row in result.rows():
-                print(f"{row['item']:>32}: {row['value']}")
+                print(f"{printable(row['item']):>32}: {printable(row['value'])}")
     else:
         print(json.dumps(result, default=str, indent=2))

@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from pydantic import AfterValidator, BaseModel, Field
 
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error
+from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error, printable
 from prefect_s3_concurrency.tasks.paths import parse_s3_url
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
 from prefect_s3_concurrency.tasks.transfer import BatchResult
@@ -100,7 +100,8 @@ class TransferSummary(BaseModel):
 def keyed_rows(label: str, reasons: dict[str, str]) -> list[dict[str, Any]]:
     """Rows naming each key of ``reasons`` (capped at MAX_LISTED_KEYS)."""
     rows = [
-        {"item": f"{label}: {k}", "value": v} for k, v in list(reasons.items())[:MAX_LISTED_KEYS]
+        {"item": f"{label}: {printable(k)}", "value": printable(v)}
+        for k, v in list(reasons.items())[:MAX_LISTED_KEYS]
     ]
     if len(reasons) > MAX_LISTED_KEYS:
         rows.append({"item": f"{label}: ...", "value": f"{len(reasons) - MAX_LISTED_KEYS} more"})
@@ -159,9 +160,9 @@ def log_key_reasons(rejected: dict[str, str], failed: dict[str, str]) -> None:
     """Log every rejected key (warning) and every failed key (error) with its reason."""
     logger = get_run_logger()
     for key, reason in rejected.items():
-        logger.warning("rejected key %r: %s", key, reason)
+        logger.warning("rejected key '%s': %s", printable(key), printable(reason))
     for key, reason in failed.items():
-        logger.error("failed key %r: %s", key, reason)
+        logger.error("failed key '%s': %s", printable(key), printable(reason))
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:

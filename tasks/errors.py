@@ -126,15 +126,17 @@ def describe_error(exc: BaseException | None) -> str:
     """
     if exc is None:
         return "unknown error"
-    if isinstance(exc, S3PipelineError):
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, S3PipelineError):  # one line by design: a line break came from a key
+        return printable(str(exc)) if str(exc) else type(exc).__name__
     text = [line.strip(" -") for line in str(exc).strip().splitlines() if line.strip(" -")]
     if not text:
         return type(exc).__name__
+    if len(text) > 1 and not text[0].endswith(":"):  # a key or path with a line break in it
+        return f"{type(exc).__name__}: {printable(str(exc).strip())}"
     line = text[0]
     if line.endswith(":") and len(text) > 1:  # "Invalid parameters:\n - x: ..." -> one line
         line = f"{line} {'; '.join(text[1:])}"
-    return f"{type(exc).__name__}: {line}"
+    return f"{type(exc).__name__}: {printable(line)}"
 
 
 def _listed(keys: list[str], most: int = 10) -> str:
