@@ -56,6 +56,7 @@ from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, Pipeli
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
 from prefect_s3_concurrency.tasks.client import S3Connection
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
+from prefect_s3_concurrency.tasks.hints import exact_key_hint
 from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url
 from prefect_s3_concurrency.tasks.pipeline import (
     MIB,
@@ -259,7 +260,8 @@ def square_objects(
         stale_scratch_removed=len(stale),
     )  # fmt: skip
     if not objects:
-        logger.warning("no objects under %s", source)
+        hint = exact_key_hint(connection, src)
+        logger.warning("no objects under %s%s", source, f". {hint}" if hint else "")
     with (
         locked_scratch_dir(SCRATCH_PREFIX, scratch_root) as tmp,
         shared_api_settings() as summary.api_url,

@@ -28,7 +28,8 @@ from prefect_s3_concurrency.flows.common import (
     publish_table,
 )
 from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, run_failure_message
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, printable, run_failure_message
+from prefect_s3_concurrency.tasks.hints import exact_key_hint
 from prefect_s3_concurrency.tasks.local_files import (
     plan_uploads,
     require_dir_parameter,
@@ -86,18 +87,21 @@ def _retrying(task_obj, task_retries: int):
     return task_obj.with_options(retries=task_retries, retry_delay_seconds=delays)
 
 
-def _warn_if_empty(count: int, where: str) -> None:
+def _warn_if_empty(count: int, where: str, hint: str = "") -> None:
     if not count:
         get_run_logger().warning(
             "empty source: no objects to transfer from %s (check the location and the "
-            "include/exclude globs); completing with 0 objects",
-            where,
-        )
+            "include/exclude globs); completing with 0 objects%s",
+            printable(where), f". {hint}" if hint else "",
+        )  # fmt: skip
 
 
-def _may_delete(summary: TransferSummary, extras: list[str], source_count: int) -> bool:
-    """Log and return whether the extras may be deleted (never after failures or from an
-    empty source, where a mistyped location would wipe the destination)."""
+def _may_delete(
+    summary: TransferSummary, extras: list[str], source_count: int, allow_rejected: bool
+) -> bool:
+    """Log and return whether the extras may be deleted (never after failures, unaccepted
+    rejections, or from an empty source, where a mistyped location would wipe the
+    destination)."""
     if not extras:
         return False
     logger = get_run_logger()
@@ -105,6 +109,11 @@ def _may_delete(summary: TransferSummary, extras: list[str], source_count: int) 
         logger.warning(
             "not deleting %d extra object(s): %d transfer(s) failed", len(extras),
             len(summary.failed),
+        )  # fmt: skip
+    elif summary.rejected and not allow_rejected:
+        logger.warning(
+            "not deleting %d extra object(s): %d key(s) rejected (allow_rejected=True "
+            "deletes anyway)", len(extras), len(summary.rejected),
         )  # fmt: skip
     elif not source_count:
         logger.warning("not deleting %d extra object(s): the source is empty", len(extras))
@@ -176,7 +185,7 @@ def download_prefix(
     objects = list_objects_task(
         connection, url.bucket, url.folder, include or (), exclude or (), pool_size=workers
     )
-    _warn_if_empty(len(objects), source)
+    _warn_if_empty(len(objects), source, "" if objects else exact_key_hint(connection, url))
     items, rejected = plan_downloads(objects, url.folder, dest)
     summary = TransferSummary(
         direction="download", source=source, destination=str(dest), dry_run=dry_run,
@@ -195,7 +204,7 @@ def download_prefix(
     if delete_extra:
         keep = {relative_key(o.key, url.folder) for o in objects}
         extras = local_extras(dest, keep, include or (), exclude or ())
-        if _may_delete(summary, extras, len(objects)):
+        if _may_delete(summary, extras, len(objects), allow_rejected):
             _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start
     return _finish(summary, "download-summary", allow_rejected)
@@ -261,7 +270,7 @@ def upload_directory(
         extras = remote_extras(
             listed, url.folder, {f.key for f in files}, include or (), exclude or ()
         )
-        if _may_delete(summary, extras, len(local)):
+        if _may_delete(summary, extras, len(local), allow_rejected):
             _record_deletes(summary, delete_objects_task(connection, url.bucket, extras))
     summary.seconds = time.perf_counter() - start
     return _finish(summary, "upload-summary", allow_rejected)

@@ -11,6 +11,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    FlexibleChecksumError,
     NoCredentialsError,
     PartialCredentialsError,
 )
@@ -115,6 +116,24 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS
 
 
+def _changed_object(exc: BaseException) -> str | None:
+    """Say "changed during the run" for the errors an object overwritten mid-run causes."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"PreconditionFailed", "412"}:
+            return (
+                "the object changed during the run (its ETag no longer matches the listing, "
+                f"{code}): re-run to transfer the new version"
+            )
+    if isinstance(exc, FlexibleChecksumError):
+        return (
+            "the body does not match the checksum S3 sent: the object may have changed during "
+            f"the run, or the body was corrupted in transit (FlexibleChecksumError: "
+            f"{printable(str(exc).splitlines()[0] if str(exc) else '')})"
+        )
+    return None
+
+
 def describe_error(exc: BaseException | None) -> str:
     """Return a one-line description of ``exc`` without a traceback.
 
@@ -126,6 +145,9 @@ def describe_error(exc: BaseException | None) -> str:
     """
     if exc is None:
         return "unknown error"
+    changed = _changed_object(exc)
+    if changed:
+        return changed
     if isinstance(exc, S3PipelineError):  # one line by design: a line break came from a key
         return printable(str(exc)) if str(exc) else type(exc).__name__
     text = [line.strip(" -") for line in str(exc).strip().splitlines() if line.strip(" -")]

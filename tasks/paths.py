@@ -56,10 +56,12 @@ def parse_s3_url(url: str) -> S3Url:
         url: The location, e.g. ``s3://my-bucket/data/2024``.
 
     Returns:
-        The bucket and prefix (prefix without a leading slash).
+        The bucket and prefix.
 
     Raises:
-        ConfigurationError: If ``url`` is not an ``s3://`` URL with a valid bucket name.
+        ConfigurationError: If ``url`` is not an ``s3://`` URL with a valid bucket name, or
+            its prefix starts with ``/`` (``s3://b//p``: refused, not normalised, since S3
+            keys may really start with ``/``).
     """
     if not isinstance(url, str) or not url.startswith("s3://"):
         raise ConfigurationError(f"not an s3:// URL: {url!r} (expected s3://bucket/prefix)")
@@ -68,7 +70,12 @@ def parse_s3_url(url: str) -> S3Url:
         raise ConfigurationError(f"invalid bucket name {bucket!r} in {url!r}")
     if "\x00" in prefix:
         raise ConfigurationError(f"NUL character in S3 prefix of {url!r}")
-    return S3Url(bucket=bucket, prefix=prefix.lstrip("/"))
+    if prefix.startswith("/"):  # a distinct S3 prefix: never silently the one without '/'
+        raise ConfigurationError(
+            f"the prefix of {url!r} starts with '/' (an empty path segment after the bucket): "
+            f"write s3://{bucket}/{prefix.lstrip('/')}"
+        )
+    return S3Url(bucket=bucket, prefix=prefix)
 
 
 def relative_key(key: str, folder: str) -> str:

@@ -162,3 +162,19 @@ def test_upload_source_messages(s3, tmp_path, source, fragment):
     path = str(tmp_path / source) if source else ""
     with pytest.raises(ConfigurationError, match=fragment):
         upload_directory(path, f"s3://{bucket}/x", connection=conn)
+
+
+def test_rejected_entries_block_deletes_unless_allowed(s3, tmp_path):
+    """A skipped symlink's old copy at the destination is not deleted by a run that fails."""
+    client, bucket, conn = s3
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a")
+    (src / "link.txt").symlink_to(src / "a.txt")
+    client.put_object(Bucket=bucket, Key="s/link.txt", Body=b"from an earlier run")
+    exc = _failed_run(source_dir=str(src), dest=f"s3://{bucket}/s", delete_extra=True,
+                      connection=conn)  # fmt: skip
+    assert exc.summary.deleted == [] and "s/link.txt" in _keys(client, bucket)
+    allowed = upload_directory(str(src), f"s3://{bucket}/s", delete_extra=True,
+                               allow_rejected=True, connection=conn)  # fmt: skip
+    assert allowed.deleted == ["s/link.txt"] and set(_keys(client, bucket)) == {"s/a.txt"}
