@@ -5,7 +5,9 @@ Deletion is opt-in (``delete_extra``) and conservative:
 * only files/objects *under the destination* that pass the same include/exclude globs are
   candidates (excluded ones are kept, as in ``rclone sync``);
 * this project's temp files (``*.s3c.partial``) are never candidates: stale ones are removed
-  by :mod:`tasks.tempfiles`, live ones belong to a running download;
+  by :mod:`tasks.tempfiles`, live ones belong to a running download; nor are symbolic links
+  or folder-marker keys (ending with ``/``);
+* a destination directory that cannot be listed fails the run (no partial listing);
 * local deletion unlinks single files (a symlink itself, never its target) after checking
   that the containing directory resolves inside the destination; directories stay;
 * the flows delete nothing when any transfer failed or when the source is empty.
