@@ -41,7 +41,8 @@ def test_script_runs_and_errors_in_one_line(rclone_s3, bucket_factory, tmp_path)
     bucket = bucket_factory(rclone_s3)
     rclone_s3.client().put_object(Bucket=bucket, Key="in/x.txt", Body=b"hello")
     env = {**rclone_s3.env(), "PATH": "/usr/bin:/bin", "PREFECT_HOME": str(tmp_path / "ph"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # busy CPUs  # fmt: skip
     script = [sys.executable, str(ROOT / "flows/transfer.py")]
     ok = subprocess.run(
         [*script, "--json", "download-prefix", f"s3://{bucket}/in", str(tmp_path / "o")],
