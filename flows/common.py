@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from prefect_s3_concurrency.tasks.client import S3Connection, bucket_location
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error, printable
 from prefect_s3_concurrency.tasks.paths import BUCKET_PATTERN, S3Url, parse_s3_url
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
 from prefect_s3_concurrency.tasks.transfer import BatchResult
@@ -171,13 +171,20 @@ def location_text(location: str | S3Bucket) -> str:
     return location
 
 
-def check_not_empty(count: int, where: str, fail_if_empty: bool) -> None:
-    """Warn about an empty source, or fail the run with :class:`EmptySourceError`."""
+def check_not_empty(count: int, where: str, fail_if_empty: bool, hint: str = "") -> None:
+    """Warn about an empty source, or fail the run with :class:`EmptySourceError`.
+
+    Args:
+        count: Objects (or files) found.
+        where: The source, for the message.
+        fail_if_empty: Raise instead of warning.
+        hint: A further sentence, e.g. that the location names an object, not a prefix.
+    """
     if count:
         return
     text = (
-        f"empty source: no objects to transfer from {where} (check the location and the "
-        "include/exclude globs)"
+        f"empty source: no objects to transfer from {printable(where)} (check the location "
+        "and the include/exclude globs)" + (f". {hint}" if hint else "")
     )
     if fail_if_empty:
         raise EmptySourceError(f"{text}; failing because fail_if_empty is set")
@@ -202,7 +209,8 @@ def log_dry_run(planned: Iterable[str], deleted: Iterable[str], verb: str) -> No
 def keyed_rows(label: str, reasons: dict[str, str]) -> list[dict[str, Any]]:
     """Rows naming each key of ``reasons`` (capped at MAX_LISTED_KEYS)."""
     rows = [
-        {"item": f"{label}: {k}", "value": v} for k, v in list(reasons.items())[:MAX_LISTED_KEYS]
+        {"item": f"{label}: {printable(k)}", "value": printable(v)}
+        for k, v in list(reasons.items())[:MAX_LISTED_KEYS]
     ]
     if len(reasons) > MAX_LISTED_KEYS:
         rows.append({"item": f"{label}: ...", "value": f"{len(reasons) - MAX_LISTED_KEYS} more"})
@@ -240,9 +248,9 @@ def log_key_reasons(rejected: dict[str, str], failed: dict[str, str]) -> None:
     """Log every rejected key (warning) and every failed key (error) with its reason."""
     logger = get_run_logger()
     for key, reason in rejected.items():
-        logger.warning("rejected key %r: %s", key, reason)
+        logger.warning("rejected key '%s': %s", printable(key), printable(reason))
     for key, reason in failed.items():
-        logger.error("failed key %r: %s", key, reason)
+        logger.error("failed key '%s': %s", printable(key), printable(reason))
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:

@@ -40,7 +40,7 @@ from typing import Annotated, Any, Literal
 from prefect import flow, get_run_logger
 from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import quote
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from prefect_s3_concurrency.flows.batching import RunProgress
 from prefect_s3_concurrency.flows.common import (
@@ -58,10 +58,17 @@ from prefect_s3_concurrency.flows.common import (
     retrying,
 )
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
-from prefect_s3_concurrency.flows.runners import DaskAddress, cpu_runner, io_runner, submit
+from prefect_s3_concurrency.flows.runners import (
+    DaskAddress,
+    cpu_runner,
+    fresh_process_pool,
+    io_runner,
+    submit,
+)
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
 from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
+from prefect_s3_concurrency.tasks.hints import exact_key_hint
 from prefect_s3_concurrency.tasks.paths import make_batches
 from prefect_s3_concurrency.tasks.pipeline import (
     MIB,
@@ -81,8 +88,9 @@ from prefect_s3_concurrency.tasks.s3 import (
     remove_stale_scratch_task,
     upload_batch,
 )
-from prefect_s3_concurrency.tasks.square import load_transform
+from prefect_s3_concurrency.tasks.square import DEFAULT_MAX_LINE_BYTES
 from prefect_s3_concurrency.tasks.tempfiles import locked_scratch_dir
+from prefect_s3_concurrency.tasks.transforms import check_transform_name, load_transform
 
 SCRATCH_PREFIX = "square-objects-"
 
@@ -91,9 +99,11 @@ TransformSpec = Annotated[
     Field(
         min_length=1,
         max_length=300,
-        pattern=r"^\s*[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?\s*$",
-        description="'square' or an int -> int function as 'package.module:function'.",
+        pattern=r"^\s*[\w.:-]+\s*$",
+        description="A registered transform: 'square', or a name registered by the "
+        "'prefect_s3_concurrency.transforms' entry-point group or PREFECT_S3_TRANSFORMS.",
     ),
+    AfterValidator(check_transform_name),
 ]
 DaskStages = Annotated[
     tuple[Literal["io", "cpu"], ...],
@@ -110,6 +120,15 @@ MinProcessMiB = Annotated[
 ]
 ScratchMiB = Annotated[int, Field(ge=1, le=10**8, description="Most local scratch MiB in use.")]
 ChunksPerWorker = Annotated[int, Field(ge=1, le=64, description="CPU chunks per worker process.")]
+MaxLineBytes = Annotated[
+    int,
+    Field(
+        ge=64,
+        le=2**31,
+        description="Longest input line, newline included; a longer one fails its object "
+        "(memory stays bounded whatever the input).",
+    ),
+]
 MinChunkMiB = Annotated[float, Field(gt=0, le=10**6, description="Smallest CPU chunk, MiB.")]
 
 
@@ -165,8 +184,8 @@ def _resume_plan(
     return [i for i in items if i.dest_key not in current], {}
 
 
-def _finish(summary: PipelineSummary) -> PipelineSummary:
-    """Log, publish the artifact and fail the run if any object failed."""
+def _finish(summary: PipelineSummary, allow_rejected: bool = False) -> PipelineSummary:
+    """Log, publish the artifact and fail the run if any object failed or was rejected."""
     logger = get_run_logger()
     log_key_reasons(summary.rejected, summary.failed)
     logger.info(
@@ -181,8 +200,8 @@ def _finish(summary: PipelineSummary) -> PipelineSummary:
         summary.used_processes, summary.worker_pids, len(summary.rejected), len(summary.failed),
     )  # fmt: skip
     publish_table("square-objects-summary", summary.rows(), "square-objects summary")
-    if summary.failed:
-        raise PipelineFailed(summary)
+    if summary.failed or (summary.rejected and not allow_rejected):
+        raise PipelineFailed(summary, allow_rejected)
     return summary
 
 
@@ -208,11 +227,14 @@ def square_objects(
     fail_if_empty: bool = False,
     dask_address: DaskAddress = None,
     dask_stages: DaskStages = ("cpu",),
+    allow_rejected: bool = False,
+    max_line_bytes: MaxLineBytes = DEFAULT_MAX_LINE_BYTES,
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
-    Objects are newline-delimited integers (any size, optional sign, LF or CRLF). A bad line
-    fails only its object, named with key and line number; the run then ends Failed after
+    Objects are newline-delimited integers (any size, optional sign, LF or CRLF). A bad line,
+    or one longer than ``max_line_bytes`` (16 MiB), fails only its object, named with key
+    and line number; the run then ends Failed after
     publishing its summary. An output is uploaded only once complete (one PUT; multipart
     from 16 MiB, which S3 also publishes atomically), so re-runs are idempotent.
 
@@ -244,6 +266,9 @@ def square_objects(
         dask_address: Dask cluster for the stages named in dask_stages (squaring reads and
             writes scratch_dir, so remote workers need it on shared storage).
         dask_stages: Which stages run on the Dask cluster: 'cpu' (squaring), 'io' (transfers).
+        allow_rejected: Let the run succeed although some keys were rejected (unsafe paths,
+            folder markers holding data).
+        max_line_bytes: Longest input line accepted; a longer line fails its object.
     """
     start = time.perf_counter()
     logger = get_run_logger()
@@ -257,7 +282,8 @@ def square_objects(
     scratch_root = ensure_writable_dir(scratch_dir) if scratch_dir else Path(tempfile.gettempdir())
     stale = remove_stale_scratch_task(str(scratch_root), SCRATCH_PREFIX)
     objects = list_objects_task(src_conn, src.bucket, src.folder, include or (), exclude or ())
-    check_not_empty(len(objects), str(src), fail_if_empty)
+    hint = "" if objects else exact_key_hint(src_conn, src)
+    check_not_empty(len(objects), str(src), fail_if_empty, hint)
     # Listing the destination proves it is reachable and finds outputs already in place.
     existing = {
         o.key: (o.size, o.etag) for o in list_objects_task(dst_conn, dst.bucket, dst.folder)
@@ -303,6 +329,7 @@ def square_objects(
             else contextlib.nullcontext()
         )
         with cpu_ctx as cpu:
+            warm = use_processes and not (dask_address and "cpu" in dask_stages)
             streamer = ChunkStreamer(
                 io=io, cpu=cpu, budget=budget, clock=clock, summary=summary, logger=logger,
                 download=retrying(download_batch, task_retries),
@@ -310,8 +337,9 @@ def square_objects(
                 conn=src_conn, dest_conn=dst_conn, pool_size=workers, source_bucket=src.bucket,
                 dest_bucket=dst.bucket, existing=upload_existing, transform=name,
                 batch_max_objects=batch_max_objects, progress=progress,
+                new_cpu=fresh_process_pool if warm else None,
+                square_options={"max_line_bytes": max_line_bytes},
             )  # fmt: skip
-            warm = use_processes and not (dask_address and "cpu" in dask_stages)
             streamer.run(chunks, start_worker if warm else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak
     progress.finish(success=not summary.failed)
@@ -321,7 +349,7 @@ def square_objects(
         if span:
             summary.stage_spans[stage] = [round(span[0], 4), round(span[1], 4)]
     summary.wall_seconds = time.perf_counter() - start
-    return _finish(summary)
+    return _finish(summary, allow_rejected)
 
 
 if __name__ == "__main__":

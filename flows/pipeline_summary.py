@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from prefect_s3_concurrency.flows.common import keyed_rows
-from prefect_s3_concurrency.tasks.errors import S3PipelineError
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, run_failure_message
 
 
 class PipelineSummary(BaseModel):
@@ -88,15 +88,13 @@ class PipelineSummary(BaseModel):
 
 
 class PipelineFailed(S3PipelineError):
-    """Raised at the end of a run in which some objects failed; ``summary`` has them all."""
+    """Raised at the end of a run in which some objects failed or keys were rejected (unless
+    allowed); ``summary`` has them all."""
 
-    def __init__(self, summary: PipelineSummary) -> None:
-        self.summary = summary
-        keys = sorted(summary.failed)
-        more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
-        super().__init__(
-            f"{len(keys)} object(s) failed in square-objects: {', '.join(keys[:10])}{more}"
-        )
+    def __init__(self, summary: PipelineSummary, allow_rejected: bool = False) -> None:
+        self.summary, self.allow_rejected = summary, allow_rejected
+        rejected = {} if allow_rejected else summary.rejected
+        super().__init__(run_failure_message("square-objects", summary.failed, rejected))
 
     def __reduce__(self):  # keep the summary when pickled (e.g. into a state's result)
-        return (type(self), (self.summary,))
+        return (type(self), (self.summary, self.allow_rejected))

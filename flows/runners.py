@@ -81,6 +81,11 @@ def cpu_runner(
     return ThreadPoolTaskRunner(max_workers=1)
 
 
+def fresh_process_pool(workers: int) -> TaskRunner[Any]:
+    """A new, unstarted process pool, to replace one that a dead worker broke."""
+    return ProcessPoolTaskRunner(max_workers=workers)
+
+
 def submit(runner: TaskRunner[Any], task_obj: Task[Any, Any], params: dict[str, Any]) -> Any:
     """Submit ``task_obj`` to ``runner``; returns its future.
 

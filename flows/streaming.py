@@ -12,7 +12,8 @@ import logging
 import queue
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from prefect_s3_concurrency.flows.pipeline_summary import PipelineSummary
 from prefect_s3_concurrency.flows.runners import submit
 from prefect_s3_concurrency.tasks.client import S3Connection
 from prefect_s3_concurrency.tasks.cpu import report_of
-from prefect_s3_concurrency.tasks.errors import describe_error
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, describe_error
 from prefect_s3_concurrency.tasks.paths import make_batches
 from prefect_s3_concurrency.tasks.pipeline import MIB, Chunk, ScratchBudget, StageClock, WorkItem
 from prefect_s3_concurrency.tasks.resume import output_metadata
@@ -49,6 +50,9 @@ class _Flight:
     batch: BatchResult = field(default_factory=BatchResult)
     stats: dict[str, FileStats] = field(default_factory=dict)
     by_dest: dict[str, WorkItem] = field(default_factory=dict)
+    jobs: list[tuple[str, str, str]] = field(default_factory=list)
+    runner: TaskRunner | None = None  # where its square task was submitted
+    retried: bool = False
 
 
 class ChunkStreamer:
@@ -67,9 +71,15 @@ class ChunkStreamer:
         source_bucket, dest_bucket: Buckets to read from and write to.
         existing: ``dest key -> (size, etag)`` of outputs whose metadata is current; an
             identical output is not uploaded again (others are, to refresh the metadata).
-        transform: Transform spec passed to ``square`` and recorded on every output.
+        transform: Transform name passed to ``square`` and recorded on every output.
         batch_max_objects: Most objects per transfer batch.
         progress: Advanced by a chunk's objects once it is squared and uploaded (or failed).
+        new_cpu: Builds an unstarted process runner with ``n`` workers. When a worker
+            process dies (OOM kill, ``os._exit``), the pool is broken and every chunk in it
+            fails with ``BrokenProcessPool``: the streamer then starts a fresh pool for the
+            chunks still to come and retries each affected chunk once, alone, on a fresh
+            one-worker pool, so only the chunk that kills its worker again fails.
+        square_options: Extra parameters for every ``square`` task (e.g. ``max_line_bytes``).
     """
 
     def __init__(
@@ -79,6 +89,8 @@ class ChunkStreamer:
         dest_conn: S3Connection | None, pool_size: int,
         source_bucket: str, dest_bucket: str, existing: dict[str, tuple[int, str]],
         transform: str, batch_max_objects: int, progress: RunProgress | None = None,
+        new_cpu: Callable[[int], TaskRunner] | None = None,
+        square_options: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self.io, self.cpu, self.budget, self.clock = io, cpu, budget, clock
         self.summary, self.logger = summary, logger
@@ -98,6 +110,12 @@ class ChunkStreamer:
         self._waiting: deque[Chunk] = deque()
         self._pids: set[int] = set()
         self._urls: set[str | None] = set()
+        self._new_cpu, self._square_options = new_cpu, dict(square_options or {})
+        self._cpu_workers = 1
+        self._retries: deque[_Flight] = deque()
+        self._quarantine: TaskRunner | None = None
+        self._quarantine_busy = False
+        self._started: list[TaskRunner] = []  # runners this streamer started (and closes)
 
     def run(self, chunks: Sequence[Chunk], warm_up: Task | None = None, workers: int = 0) -> None:
         """Stream every chunk through all stages; return when no task is outstanding.
@@ -110,6 +128,16 @@ class ChunkStreamer:
         """
         self._waiting, self._total = deque(chunks), len(chunks)
         self.progress.add_total(sum(len(c.items) for c in chunks))
+        self._cpu_workers = max(1, workers)
+        try:
+            self._loop(chunks, warm_up, workers)
+        finally:
+            for runner in self._started:
+                runner.__exit__(None, None, None)
+        self.summary.worker_pids = sorted(self._pids)
+        self.summary.worker_api_urls = sorted(self._urls, key=str)
+
+    def _loop(self, chunks: Sequence[Chunk], warm_up: Task | None, workers: int) -> None:
         if warm_up is not None and chunks:
             idle = _Flight(chunks[0])  # warm-ups belong to no chunk's stages
             for _ in range(workers):
@@ -119,11 +147,12 @@ class ChunkStreamer:
             stage, flight, keys, future = self._events.get()
             self._outstanding -= 1
             flight.pending -= 1
-            value, error = task_outcome(future)
+            try:
+                value, error = task_outcome(future)
+            except Exception as exc:  # noqa: BLE001 - e.g. BrokenProcessPool from wait()
+                value, error = None, exc
             getattr(self, f"_{stage}_done")(flight, keys, value, error)
             self._start_downloads()
-        self.summary.worker_pids = sorted(self._pids)
-        self.summary.worker_api_urls = sorted(self._urls, key=str)
 
     def _watch(self, stage: str, flight: _Flight, keys: list[str], future: PrefectFuture) -> None:
         self._outstanding += 1
@@ -181,16 +210,70 @@ class ChunkStreamer:
         if not jobs:
             self._release(flight)
             return
-        params = {"jobs": quote(jobs), "transform": self.transform}
-        size = sum(i.size for i in flight.chunk.items if i.key in done)
-        name = batch_name(f"square {self._of(flight)}", len(jobs), size)
-        future = submit(self.cpu, self.tasks["square"].with_options(task_run_name=name), params)
-        self._watch("square", flight, [k for k, _, _ in jobs], future)
+        flight.jobs = jobs
+        self._submit_square(flight, self.cpu)
+
+    def _submit_square(self, flight: _Flight, runner: TaskRunner) -> None:
+        params = {"jobs": quote(flight.jobs), "transform": self.transform}
+        params.update(self._square_options)
+        size = sum(i.size for i in flight.chunk.items if i.key in {k for k, _, _ in flight.jobs})
+        name = batch_name(f"square {self._of(flight)}", len(flight.jobs), size)
+        if flight.retried:
+            name += " (retry on a fresh process)"
+        flight.runner = runner
+        future = submit(runner, self.tasks["square"].with_options(task_run_name=name), params)
+        self._watch("square", flight, [k for k, _, _ in flight.jobs], future)
+
+    def _start(self, workers: int) -> TaskRunner:
+        assert self._new_cpu is not None
+        runner = self._new_cpu(workers)
+        runner.__enter__()
+        self._started.append(runner)
+        return runner
+
+    def _worker_died(self, flight: _Flight, keys: list[str]) -> bool:
+        """Handle a chunk whose worker process died; return False if it fails for good."""
+        if flight.runner is self._quarantine:  # it broke its own fresh pool: it is the cause
+            self._quarantine, self._quarantine_busy = None, False
+            self._next_retry()
+            return False
+        if self._new_cpu is None:
+            return False
+        if flight.runner is self.cpu:  # the shared pool is broken: later chunks get a new one
+            self.logger.warning(
+                "a worker process died (killed, out of memory, or the transform exited): "
+                "starting a fresh process pool; affected chunks are retried one at a time"
+            )
+            self.cpu = self._start(self._cpu_workers)
+        flight.retried = True
+        self._retries.append(flight)
+        self._next_retry()
+        return True
+
+    def _next_retry(self) -> None:
+        """Retry the next affected chunk alone, on a fresh one-worker pool."""
+        if self._quarantine_busy or not self._retries:
+            return
+        if self._quarantine is None:
+            self._quarantine = self._start(1)
+        self._quarantine_busy = True
+        self._submit_square(self._retries.popleft(), self._quarantine)
 
     def _square_done(
         self, flight: _Flight, keys: list[str], value: Any, error: BaseException | None
     ) -> None:
         chunk = flight.chunk
+        if isinstance(error, BrokenProcessPool):
+            if self._worker_died(flight, keys):
+                return  # retried: its inputs are still needed
+            error = S3PipelineError(
+                "worker process died while squaring this chunk (killed, e.g. out of memory, "
+                "or the transform exited the process)"
+                + ("; it died again when retried alone" if flight.retried else "")
+            )
+        elif flight.runner is not None and flight.runner is self._quarantine:
+            self._quarantine_busy = False
+            self._next_retry()
         for item in chunk.items:  # inputs are no longer needed, whatever happened
             Path(item.input_path).unlink(missing_ok=True)
         report = report_of(value, error)

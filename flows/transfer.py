@@ -44,8 +44,15 @@ from prefect_s3_concurrency.flows.common import (
 )
 from prefect_s3_concurrency.flows.runners import DaskAddress, io_runner
 from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection, get_s3_client
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, printable, run_failure_message
+from prefect_s3_concurrency.tasks.hints import exact_key_hint
 from prefect_s3_concurrency.tasks.integrity import MIB
+from prefect_s3_concurrency.tasks.local_files import (
+    plan_uploads,
+    require_dir_parameter,
+    scan_local_files,
+    source_root,
+)
 from prefect_s3_concurrency.tasks.paths import S3Url, relative_key
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
@@ -60,32 +67,27 @@ from prefect_s3_concurrency.tasks.transfer import (
     BatchResult,
     S3Object,
     iter_objects,
-    list_local_files,
     plan_downloads,
-    plan_uploads,
 )
 
 
 class TransferFailed(S3PipelineError):
-    """Raised at the end of a run in which some objects failed; ``summary`` has them all."""
+    """Raised at the end of a run in which some objects failed or keys were rejected (unless
+    allowed); ``summary`` has them all."""
 
-    def __init__(self, summary: TransferSummary) -> None:
-        self.summary = summary
-        reasons = Counter(summary.failed.values())
-        reason, count = reasons.most_common(1)[0] if reasons else ("", 0)
-        super().__init__(
-            f"{len(summary.failed)} object(s) failed in {summary.direction}: "
-            + ", ".join(sorted(summary.failed)[:10])
-            + (" ..." if len(summary.failed) > 10 else "")
-            + (f" ({'all' if count == len(summary.failed) else count}: {reason})" if reason else "")
-        )
+    def __init__(self, summary: TransferSummary, allow_rejected: bool = False) -> None:
+        self.summary, self.allow_rejected = summary, allow_rejected
+        rejected = {} if allow_rejected else summary.rejected
+        super().__init__(run_failure_message(summary.direction, summary.failed, rejected))
 
     def __reduce__(self):  # keep the summary when pickled
-        return (type(self), (self.summary,))
+        return (type(self), (self.summary, self.allow_rejected))
 
 
-def _finish(summary: TransferSummary, artifact_key: str) -> TransferSummary:
-    """Log, publish the artifact and fail the run if any object failed."""
+def _finish(
+    summary: TransferSummary, artifact_key: str, allow_rejected: bool = False
+) -> TransferSummary:
+    """Log, publish the artifact and fail the run if any object failed or was rejected."""
     logger = get_run_logger()
     log_key_reasons(summary.rejected, summary.failed)
     if summary.dry_run:
@@ -97,14 +99,17 @@ def _finish(summary: TransferSummary, artifact_key: str) -> TransferSummary:
         summary.files_per_second, summary.skipped, len(summary.rejected), len(summary.failed),
     )  # fmt: skip
     publish_table(artifact_key, summary.rows(), f"{summary.direction} summary")
-    if summary.failed:
-        raise TransferFailed(summary)
+    if summary.failed or (summary.rejected and not allow_rejected):
+        raise TransferFailed(summary, allow_rejected)
     return summary
 
 
-def _may_delete(summary: TransferSummary, extras: list[str], source_count: int) -> bool:
-    """Log and return whether the extras may be deleted (never after failures or from an
-    empty source, where a mistyped location would wipe the destination)."""
+def _may_delete(
+    summary: TransferSummary, extras: list[str], source_count: int, allow_rejected: bool
+) -> bool:
+    """Log and return whether the extras may be deleted (never after failures, unaccepted
+    rejections, or from an empty source, where a mistyped location would wipe the
+    destination)."""
     if not extras:
         return False
     logger = get_run_logger()
@@ -112,6 +117,11 @@ def _may_delete(summary: TransferSummary, extras: list[str], source_count: int) 
         logger.warning(
             "not deleting %d extra object(s): %d transfer(s) failed", len(extras),
             len(summary.failed),
+        )  # fmt: skip
+    elif summary.rejected and not allow_rejected:
+        logger.warning(
+            "not deleting %d extra object(s): %d key(s) rejected (allow_rejected=True "
+            "deletes anyway)", len(extras), len(summary.rejected),
         )  # fmt: skip
     elif not source_count:
         logger.warning("not deleting %d extra object(s): the source is empty", len(extras))
@@ -192,6 +202,7 @@ def download_prefix(
     delete_extra: bool = False,
     fail_if_empty: bool = False,
     dask_address: DaskAddress = None,
+    allow_rejected: bool = False,
 ) -> TransferSummary:
     """Download every object under an S3 prefix into a local directory, keeping relative keys.
 
@@ -215,9 +226,11 @@ def download_prefix(
         delete_extra: Also delete local files (passing the globs) that the source lacks.
         fail_if_empty: Fail the run when the source holds no matching object.
         dask_address: Run the batch tasks on this Dask cluster instead of local threads.
+        allow_rejected: Let the run succeed although some keys were rejected (unsafe paths).
     """
     start = time.perf_counter()
     url, conn = resolve_location(source, connection.with_credentials(credentials))
+    require_dir_parameter(dest_dir, "dest_dir")
     dest = ensure_writable_dir(dest_dir)
     stale = [] if dry_run else remove_stale_partials_task(str(dest))
     summary = TransferSummary(
@@ -239,14 +252,15 @@ def download_prefix(
             workers * IN_FLIGHT_PER_WORKER, lambda: listing.batches,
         )  # fmt: skip
     _record_result(summary, result)
-    check_not_empty(listing.objects, str(url), fail_if_empty)
+    hint = "" if listing.objects else exact_key_hint(conn, url)
+    check_not_empty(listing.objects, str(url), fail_if_empty, hint)
     if delete_extra:
         extras = local_extras(dest, listing.keep, include or (), exclude or ())
-        if _may_delete(summary, extras, listing.objects):
+        if _may_delete(summary, extras, listing.objects, allow_rejected):
             _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start
     progress.finish(success=not summary.failed)
-    return _finish(summary, "download-summary")
+    return _finish(summary, "download-summary", allow_rejected)
 
 
 @flow(name="upload-directory")
@@ -266,6 +280,9 @@ def upload_directory(
     delete_extra: bool = False,
     fail_if_empty: bool = False,
     dask_address: DaskAddress = None,
+    follow_symlinks: bool = False,
+    allow_outside_symlinks: bool = False,
+    allow_rejected: bool = False,
 ) -> TransferSummary:
     """Upload every file under a local directory to an S3 prefix, keeping relative paths as keys.
 
@@ -287,22 +304,26 @@ def upload_directory(
         delete_extra: Also delete objects under the prefix (passing the globs) with no local file.
         fail_if_empty: Fail the run when the directory holds no matching file.
         dask_address: Run the batch tasks on this Dask cluster instead of local threads.
+        follow_symlinks: Follow symbolic links (skipped and reported by default).
+        allow_outside_symlinks: With follow_symlinks, also follow links out of source_dir.
+        allow_rejected: Let the run succeed although some files were rejected.
     """
     start = time.perf_counter()
     url, conn = resolve_location(dest, connection.with_credentials(credentials))
-    root = Path(source_dir).expanduser()
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise ConfigurationError(f"source directory {str(root)!r} {what}")
+    root = source_root(source_dir)
     # Listing the destination proves the bucket is reachable and finds identical objects.
     listed = list_objects_task(conn, url.bucket, url.folder, pool_size=workers)
     existing = {o.key: (o.size, o.etag) for o in listed if skip_existing}
-    local = list_local_files(root, include or (), exclude or ())
+    scan = scan_local_files(
+        root, include or (), exclude or (), follow_symlinks=follow_symlinks,
+        allow_outside_symlinks=allow_outside_symlinks,
+    )  # fmt: skip
+    local = scan.files
     check_not_empty(len(local), str(root), fail_if_empty)
     files, rejected = plan_uploads(local, url)
     summary = TransferSummary(
         direction="upload", source=str(root.resolve()), destination=str(url), dry_run=dry_run,
-        rejected=rejected,
+        rejected={**scan.rejected, **rejected},
     )  # fmt: skip
     progress = RunProgress("upload-progress", f"upload {root} to {url}")
     progress.add_total(len(files))
@@ -322,15 +343,16 @@ def upload_directory(
             workers * IN_FLIGHT_PER_WORKER, lambda: len(cuts),
         )  # fmt: skip
     _record_result(summary, result)
+    summary.failed.update(scan.unreadable)  # never "absent": nothing is deleted after this
     if delete_extra:
         extras = remote_extras(
             listed, url.folder, {f.key for f in files}, include or (), exclude or ()
         )
-        if _may_delete(summary, extras, len(local)):
+        if _may_delete(summary, extras, len(local), allow_rejected):
             _record_deletes(summary, delete_objects_task(conn, url.bucket, extras))
     summary.seconds = time.perf_counter() - start
     progress.finish(success=not summary.failed)
-    return _finish(summary, "upload-summary")
+    return _finish(summary, "upload-summary", allow_rejected)
 
 
 if __name__ == "__main__":

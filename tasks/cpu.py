@@ -23,7 +23,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_s3_concurrency.tasks.errors import S3PipelineError
-from prefect_s3_concurrency.tasks.square import ChunkResult, transform_files
+from prefect_s3_concurrency.tasks.square import (
+    DEFAULT_MAX_LINE_BYTES,
+    ChunkResult,
+    transform_files,
+)
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,17 @@ def report_of(value: object, error: BaseException | None) -> ChunkReport | None:
 
 
 @task(name="square_chunk", cache_policy=NO_CACHE)
-def square_chunk(jobs: list[tuple[str, str, str]], transform: str = "square") -> ChunkReport:
+def square_chunk(
+    jobs: list[tuple[str, str, str]],
+    transform: str = "square",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> ChunkReport:
     """Transform a chunk of ``(key, input path, output path)`` files; failures are per object.
 
     Args:
         jobs: Local files to read and write, with the S3 key used in stats and errors.
-        transform: Transform spec, ``square`` or ``package.module:function``.
+        transform: A registered transform name (see :mod:`tasks.transforms`).
+        max_line_bytes: Longest input line accepted; a longer one fails its object.
 
     Returns:
         The chunk's result and the API URL seen.
@@ -113,7 +122,7 @@ def square_chunk(jobs: list[tuple[str, str, str]], transform: str = "square") ->
     Raises:
         ChunkFailed: If any object failed (carrying the whole report).
     """
-    report = ChunkReport(transform_files(jobs, transform), current_api_url())
+    report = ChunkReport(transform_files(jobs, transform, max_line_bytes), current_api_url())
     if report.result.failed:
         raise ChunkFailed(report)
     return report

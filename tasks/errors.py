@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+from collections import Counter
 
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    FlexibleChecksumError,
     NoCredentialsError,
     PartialCredentialsError,
 )
@@ -23,6 +25,35 @@ _AUTH_CODES = {
     "AuthorizationHeaderMalformed",
     "403",
 }
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: object) -> str:
+    """Return ``text`` with every non-printable character escaped, so it stays on one line.
+
+    Keys and paths go into messages and logs through this helper: control characters (ESC,
+    newlines, DEL...) become ``\\x1b``, ``\\n``..., undecodable file-name bytes (surrogate
+    escapes) become ``\\xNN`` and other invisible code points ``\\uNNNN``. Printable text,
+    spaces and backslashes are kept as they are.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte os.fsdecode could not decode
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) <= 0xFF:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+    return "".join(out)
 
 
 class S3PipelineError(Exception):
@@ -85,6 +116,24 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS
 
 
+def _changed_object(exc: BaseException) -> str | None:
+    """Say "changed during the run" for the errors an object overwritten mid-run causes."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"PreconditionFailed", "412"}:
+            return (
+                "the object changed during the run (its ETag no longer matches the listing, "
+                f"{code}): re-run to transfer the new version"
+            )
+    if isinstance(exc, FlexibleChecksumError):
+        return (
+            "the body does not match the checksum S3 sent: the object may have changed during "
+            f"the run, or the body was corrupted in transit (FlexibleChecksumError: "
+            f"{printable(str(exc).splitlines()[0] if str(exc) else '')})"
+        )
+    return None
+
+
 def describe_error(exc: BaseException | None) -> str:
     """Return a one-line description of ``exc`` without a traceback.
 
@@ -96,15 +145,52 @@ def describe_error(exc: BaseException | None) -> str:
     """
     if exc is None:
         return "unknown error"
-    if isinstance(exc, S3PipelineError):
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    changed = _changed_object(exc)
+    if changed:
+        return changed
+    if isinstance(exc, S3PipelineError):  # one line by design: a line break came from a key
+        return printable(str(exc)) if str(exc) else type(exc).__name__
     text = [line.strip(" -") for line in str(exc).strip().splitlines() if line.strip(" -")]
     if not text:
         return type(exc).__name__
+    if len(text) > 1 and not text[0].endswith(":"):  # a key or path with a line break in it
+        return f"{type(exc).__name__}: {printable(str(exc).strip())}"
     line = text[0]
     if line.endswith(":") and len(text) > 1:  # "Invalid parameters:\n - x: ..." -> one line
         line = f"{line} {'; '.join(text[1:])}"
-    return f"{type(exc).__name__}: {line}"
+    return f"{type(exc).__name__}: {printable(line)}"
+
+
+def _listed(keys: list[str], most: int = 10) -> str:
+    shown = ", ".join(printable(k) for k in keys[:most])
+    return shown + (f" (+{len(keys) - most} more)" if len(keys) > most else "")
+
+
+def run_failure_message(what: str, failed: dict[str, str], rejected: dict[str, str]) -> str:
+    """The one-line message of a run that ends Failed: failed and rejected keys, reasons.
+
+    Args:
+        what: The run, e.g. ``"upload"`` or ``"square-objects"``.
+        failed: Key -> reason of the objects that failed.
+        rejected: Key -> reason of the keys (or paths) refused before any transfer.
+    """
+    parts = []
+    if failed:
+        reasons = Counter(failed.values())
+        reason, count = reasons.most_common(1)[0]
+        share = "all" if count == len(failed) else str(count)
+        parts.append(
+            f"{len(failed)} object(s) failed in {what}: {_listed(sorted(failed))} "
+            f"({share}: {printable(reason)})"
+        )
+    if rejected:
+        reason, count = Counter(rejected.values()).most_common(1)[0]
+        share = "all" if count == len(rejected) else str(count)
+        parts.append(
+            f"{len(rejected)} key(s) rejected in {what}: {_listed(sorted(rejected))} "
+            f"({share}: {printable(reason)}; allow_rejected=True accepts them)"
+        )
+    return "; ".join(parts) or f"{what} failed"
 
 
 def translate_boto_error(

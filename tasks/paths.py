@@ -21,6 +21,9 @@ _BUCKET_RE = re.compile(f"^{BUCKET_PATTERN}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 255
+# Listings skip zero-byte keys ending with '/' (folder markers); one that holds data is
+# rejected with this reason instead of being dropped silently.
+FOLDER_MARKER = "key ends with '/' but holds data (a folder marker with content): not a file"
 # Temp files this project writes next to their destination; never treated as data.
 PARTIAL_SUFFIX = ".s3c.partial"
 # Our temp names, also with the ``.XXXXXXXX`` tail s3transfer adds to its own temp files.
@@ -54,10 +57,12 @@ def parse_s3_url(url: str) -> S3Url:
         url: The location, e.g. ``s3://my-bucket/data/2024``.
 
     Returns:
-        The bucket and prefix (prefix without a leading slash).
+        The bucket and prefix.
 
     Raises:
-        ConfigurationError: If ``url`` is not an ``s3://`` URL with a valid bucket name.
+        ConfigurationError: If ``url`` is not an ``s3://`` URL with a valid bucket name, or
+            its prefix starts with ``/`` (``s3://b//p``: refused, not normalised, since S3
+            keys may really start with ``/``).
     """
     if not isinstance(url, str) or not url.startswith("s3://"):
         raise ConfigurationError(f"not an s3:// URL: {url!r} (expected s3://bucket/prefix)")
@@ -66,7 +71,12 @@ def parse_s3_url(url: str) -> S3Url:
         raise ConfigurationError(f"invalid bucket name {bucket!r} in {url!r}")
     if "\x00" in prefix:
         raise ConfigurationError(f"NUL character in S3 prefix of {url!r}")
-    return S3Url(bucket=bucket, prefix=prefix.lstrip("/"))
+    if prefix.startswith("/"):  # a distinct S3 prefix: never silently the one without '/'
+        raise ConfigurationError(
+            f"the prefix of {url!r} starts with '/' (an empty path segment after the bucket): "
+            f"write s3://{bucket}/{prefix.lstrip('/')}"
+        )
+    return S3Url(bucket=bucket, prefix=prefix)
 
 
 def relative_key(key: str, folder: str) -> str:
@@ -81,11 +91,11 @@ def check_relative_key(rel: str) -> None:
         rel: Key relative to the source prefix.
 
     Raises:
-        UnsafeKeyError: For empty, absolute, drive-letter, backslash, NUL, ``.``/``..`` or
-            empty segments, and over-long names.
+        UnsafeKeyError: For empty keys and keys ending with ``/``, absolute, drive-letter,
+            backslash, NUL, ``.``/``..`` or empty segments, and over-long names.
     """
-    if not rel:
-        raise UnsafeKeyError("empty relative key")
+    if not rel or rel.endswith("/"):  # only keys ending with '/' holding data get here
+        raise UnsafeKeyError(FOLDER_MARKER)
     if "\x00" in rel:
         raise UnsafeKeyError("NUL character in key")
     if "\\" in rel:

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from prefect_s3_concurrency.tasks.client import S3Connection, get_s3_client
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, is_permanent
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, is_permanent, printable
 from prefect_s3_concurrency.tasks.resume import find_current_outputs
 from prefect_s3_concurrency.tasks.sync import delete_keys, delete_local
 from prefect_s3_concurrency.tasks.tempfiles import remove_stale_partials, remove_stale_scratch
@@ -36,7 +36,7 @@ class BatchFailed(S3PipelineError):
 
     def __init__(self, result: BatchResult) -> None:
         self.result = result
-        keys = ", ".join(sorted(result.failed)[:5])
+        keys = ", ".join(printable(k) for k in sorted(result.failed)[:5])
         more = f" (+{len(result.failed) - 5} more)" if len(result.failed) > 5 else ""
         super().__init__(f"{len(result.failed)} object(s) failed: {keys}{more}")
 

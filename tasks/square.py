@@ -10,15 +10,16 @@ around a number are stripped; a line that is then empty is an error wherever it 
 (also a trailing ``\\n\\n``), but a 0-byte file is valid and yields a 0-byte output.
 Output: one ``\\n``-terminated decimal line per input line, in order.
 
-Memory stays flat: buffered binary line iteration in, buffered writes out; only the current
-line and its result are held (so one gigantic line is, unavoidably, held whole).
+Memory stays bounded: buffered binary reads in, buffered writes out; only the current line
+and its result are held, and a line longer than ``max_line_bytes`` (default 16 MiB, newline
+included) fails its object with a clear error after reading at most that many bytes of it.
 """
 
 from __future__ import annotations
 
 import decimal
+import functools
 import heapq
-import importlib
 import operator
 import os
 import re
@@ -31,7 +32,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect_s3_concurrency.tasks.errors import S3PipelineError
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, printable
+from prefect_s3_concurrency.tasks.transforms import (
+    TransformError,
+    TransformImportError,
+    _one_line,
+    load_transform,
+    square,
+)
+
+__all__ = [  # the transform registry lives in tasks.transforms; re-exported for callers
+    "BadLineError", "ChunkResult", "FileStats", "TransformError", "TransformImportError",
+    "load_transform", "square", "transform_file", "transform_files",
+]  # fmt: skip
 
 # Exact context for the fast ``square`` path: never rounds (any rounding would raise).
 _EXACT = decimal.Context(
@@ -45,11 +58,11 @@ _EXACT = decimal.Context(
 # 50,000 digits 1.9 ms vs 118 ms. Below ~200 digits int is faster.
 _DECIMAL_MIN_BYTES = 200
 _IO_BUFFER = 1 << 20
+DEFAULT_MAX_LINE_BYTES = 16 * 2**20  # a 16 MiB number squares to 32 MiB: bounded, still huge
 _SNIPPET_CHARS = 40
 # One raw line, terminator included. Strict digits: int() alone would also accept "1_000",
 # non-ASCII digits and other whitespace. No nested quantifiers, so matching is linear.
 _LINE_RE = re.compile(rb"[ \t]*[+-]?[0-9]+[ \t]*(?:\r?\n)?")
-_SPEC_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 # Measured (2 vCPU box, CPython 3.11.7): transform_file on ~20-digit lines runs at ~32-34 MB/s,
 # ~1.5 M numbers/s per process; ~1,000-digit lines ~34-38 MB/s (~35 k numbers/s, decimal).
@@ -68,24 +81,10 @@ class BadLineError(S3PipelineError, ValueError):
 
     def __init__(self, key: str, lineno: int, text: str, reason: str = "not an integer"):
         self.key, self.lineno, self.text, self.reason = key, lineno, text, reason
-        shown = key if key.isprintable() else repr(key)
-        super().__init__(f"{shown}: line {lineno}: {reason}: {text!r}")
+        super().__init__(f"{printable(key)}: line {lineno}: {reason}: '{printable(text)}'")
 
     def __reduce__(self):  # keep attributes across process boundaries
         return (type(self), (self.key, self.lineno, self.text, self.reason))
-
-
-class TransformError(S3PipelineError, ValueError):
-    """A transform spec is malformed, cannot be resolved, or misbehaves."""
-
-
-class TransformImportError(TransformError, ImportError):
-    """The module named by a transform spec cannot be imported."""
-
-
-def _one_line(exc: BaseException) -> str:
-    """Render an exception message on a single line."""
-    return " ".join(str(exc).split())
 
 
 def _snippet(raw: bytes) -> str:
@@ -120,58 +119,6 @@ def unlimited_int_digits() -> Iterator[None]:
             _digits_depth -= 1
             if _digits_depth == 0:
                 sys.set_int_max_str_digits(_digits_saved)
-
-
-def square(n: int) -> int:
-    """Return ``n * n`` (the built-in transform)."""
-    return n * n
-
-
-BUILTIN_TRANSFORMS: dict[str, Callable[[int], int]] = {"square": square}
-
-
-def load_transform(spec: str) -> tuple[str, Callable[[int], int]]:
-    """Resolve a transform spec to ``(display name, callable)``.
-
-    Args:
-        spec: A built-in name (``"square"``) or an import path ``package.module:function``
-            (the attribute part may be dotted, e.g. ``mod:Class.method``).
-
-    Raises:
-        TransformImportError: The module cannot be imported.
-        TransformError: The spec is malformed, the attribute is missing or not callable.
-    """
-    spec = spec.strip()
-    if spec in BUILTIN_TRANSFORMS:
-        return spec, BUILTIN_TRANSFORMS[spec]
-    if not _SPEC_RE.fullmatch(spec):
-        builtins = ", ".join(sorted(BUILTIN_TRANSFORMS))
-        raise TransformError(
-            f"malformed transform spec {spec!r}: expected one of [{builtins}] "
-            "or 'package.module:function'"
-        )
-    module_name, attr_path = spec.split(":", 1)
-    try:
-        obj = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise TransformImportError(
-            f"transform {spec!r}: cannot import module {module_name!r}: {exc}"
-        ) from exc
-    except Exception as exc:  # the module exists but fails while importing
-        raise TransformImportError(
-            f"transform {spec!r}: importing {module_name!r} failed: "
-            f"{type(exc).__name__}: {_one_line(exc)}"
-        ) from exc
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise TransformError(
-                f"transform {spec!r}: {module_name!r} has no attribute {attr_path!r}"
-            ) from None
-    if not callable(obj):
-        raise TransformError(f"transform {spec!r}: {type(obj).__name__} object is not callable")
-    return spec, obj
 
 
 @dataclass(frozen=True)
@@ -227,12 +174,22 @@ def _as_int(result: object, key: str, lineno: int, name: str) -> int:
     raise TransformError(f"{key}: line {lineno}: transform {name!r} returned {kind}, not int")
 
 
-def _transform_stream(src_f, dst_f, fn: Callable[[int], int], name: str, key: str) -> int:
+def _too_long(raw: bytes, key: str, lineno: int, limit: int) -> BadLineError:
+    reason = f"line longer than max_line_bytes={limit} ({limit / 2**20:g} MiB)"
+    return BadLineError(key, lineno, _snippet(raw[: _SNIPPET_CHARS * 4]), reason)
+
+
+def _transform_stream(
+    src_f, dst_f, fn: Callable[[int], int], name: str, key: str, limit: int
+) -> int:
     """Transform every line of ``src_f`` into ``dst_f``; return the count of numbers."""
     write, match, mul, dec = dst_f.write, _LINE_RE.fullmatch, _EXACT.multiply, decimal.Decimal
     fast = fn is square
     lineno = 0
-    for lineno, raw in enumerate(src_f, 1):
+    lines = iter(functools.partial(src_f.readline, limit + 1), b"")  # never more than that
+    for lineno, raw in enumerate(lines, 1):
+        if len(raw) > limit:
+            raise _too_long(raw, key, lineno, limit)
         if match(raw) is None:
             raise _bad_line(raw, key, lineno)
         if fast and len(raw) > _DECIMAL_MIN_BYTES:
@@ -240,14 +197,6 @@ def _transform_stream(src_f, dst_f, fn: Callable[[int], int], name: str, key: st
             write(f"{mul(d, d)}\n".encode("ascii"))  # exponent 0 -> plain digits
             continue
         result = fn(int(raw))  # int() also ignores the allowed whitespace/terminator
-        if type(result) is not int:
-            result = _as_int(result, key, lineno, name)
-        write(b"%d\n" % result)
-    return lineno
-    for lineno, raw in enumerate(src_f, 1):
-        if match(raw) is None:
-            raise _bad_line(raw, key, lineno)
-        result = fn(int(raw))  # int() ignores the whitespace/terminator _LINE_RE allowed
         if type(result) is not int:
             result = _as_int(result, key, lineno, name)
         write(b"%d\n" % result)
@@ -272,6 +221,7 @@ def transform_file(
     key: str | None = None,
     *,
     fsync: bool = False,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> FileStats:
     """Transform a newline-delimited integer file, writing ``dst`` atomically.
 
@@ -285,9 +235,11 @@ def transform_file(
         transform: Transform spec, see :func:`load_transform`.
         key: Name used in stats and errors (e.g. the S3 key); defaults to ``str(src)``.
         fsync: ``fsync`` the output before renaming it (durability across power loss).
+        max_line_bytes: Longest line accepted, its newline included; a longer one fails
+            the object after at most this many bytes of it were read.
 
     Raises:
-        BadLineError: A line is not a strict integer.
+        BadLineError: A line is not a strict integer, or is longer than ``max_line_bytes``.
         TransformError: The spec cannot be resolved or the transform returned a non-int.
     """
     started = time.perf_counter()
@@ -302,7 +254,7 @@ def transform_file(
             os.fdopen(fd, "wb", buffering=_IO_BUFFER) as dst_f,
             unlimited_int_digits(),
         ):
-            numbers = _transform_stream(src_f, dst_f, fn, name, key)
+            numbers = _transform_stream(src_f, dst_f, fn, name, key, max_line_bytes)
             input_bytes = src_f.tell()
             dst_f.flush()
             output_bytes = dst_f.tell()
@@ -318,7 +270,11 @@ def transform_file(
     return FileStats(key, input_bytes, output_bytes, numbers, time.perf_counter() - started)
 
 
-def transform_files(jobs: Sequence[tuple[str, str, str]], transform: str = "square") -> ChunkResult:
+def transform_files(
+    jobs: Sequence[tuple[str, str, str]],
+    transform: str = "square",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> ChunkResult:
     """Transform a chunk of ``(key, src_path, dst_path)`` jobs, isolating per-object failures.
 
     The transform spec is resolved once up front; a bad spec raises :class:`TransformError`
@@ -332,7 +288,11 @@ def transform_files(jobs: Sequence[tuple[str, str, str]], transform: str = "squa
     failed: dict[str, str] = {}
     for key, src, dst in jobs:
         try:
-            ok.append(transform_file(Path(src), Path(dst), transform, key=key))
+            ok.append(
+                transform_file(
+                    Path(src), Path(dst), transform, key=key, max_line_bytes=max_line_bytes
+                )
+            )
         except (BadLineError, TransformError) as exc:
             failed[key] = str(exc)
         except Exception as exc:  # noqa: BLE001 - a transform's own error fails its object only

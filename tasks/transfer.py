@@ -34,14 +34,7 @@ from prefect_s3_concurrency.tasks.integrity import (
     normalize_etag,
 )
 from prefect_s3_concurrency.tasks.models import BatchResult, LocalFile, S3Object
-from prefect_s3_concurrency.tasks.paths import (
-    MAX_KEY_BYTES,
-    S3Url,
-    is_partial_name,
-    matches_filters,
-    relative_key,
-    safe_local_path,
-)
+from prefect_s3_concurrency.tasks.paths import matches_filters, relative_key, safe_local_path
 from prefect_s3_concurrency.tasks.tempfiles import open_partial
 
 T = TypeVar("T")
@@ -58,8 +51,8 @@ RETRYABLE_BODY_ERRORS = (
 )  # fmt: skip
 log = logging.getLogger(__name__)
 __all__ = [  # the records live in tasks.models; re-exported here for callers
-    "BatchResult", "LocalFile", "S3Object", "download_objects", "list_local_files",
-    "list_objects", "plan_downloads", "plan_uploads", "upload_files",
+    "BatchResult", "LocalFile", "S3Object", "download_objects", "list_objects",
+    "plan_downloads", "upload_files",
 ]  # fmt: skip
 
 
@@ -100,8 +93,8 @@ def iter_objects(
             found = []
             for item in page.get("Contents", []):
                 key = item["Key"]
-                if key.endswith("/"):
-                    continue
+                if key.endswith("/") and not int(item["Size"]):
+                    continue  # a folder marker; one holding data is listed (and rejected)
                 if matches_filters(relative_key(key, folder), include, exclude):
                     found.append(S3Object(key, int(item["Size"]), normalize_etag(item.get("ETag"))))
             yield sorted(found, key=lambda o: o.key)
@@ -126,7 +119,8 @@ def list_objects(
         exclude: Globs that drop matching keys.
 
     Returns:
-        Objects sorted by key. Folder markers (keys ending with ``/``) are left out.
+        Objects sorted by key. Zero-byte folder markers (keys ending with ``/``) are left out;
+        such keys holding data are listed, for the planners to reject and report.
 
     Raises:
         S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
@@ -375,25 +369,6 @@ def upload_files(
     )
 
 
-def list_local_files(
-    root: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> list[tuple[str, Path, int]]:
-    """Walk ``root`` and return ``(relative posix path, path, size)`` for regular files.
-
-    Symlinked directories are not followed; this project's temp files are left out.
-    """
-    out: list[tuple[str, Path, int]] = []
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath, name)
-            if is_partial_name(name) or not path.is_file():
-                continue
-            rel = path.relative_to(root).as_posix()
-            if matches_filters(rel, include, exclude):
-                out.append((rel, path, path.stat().st_size))
-    return sorted(out)
-
-
 def plan_downloads(
     objects: Sequence[S3Object], folder: str, dest: Path
 ) -> tuple[list[tuple[S3Object, str]], dict[str, str]]:
@@ -406,20 +381,4 @@ def plan_downloads(
         except S3PipelineError as exc:
             rejected[obj.key] = str(exc)
     progress.expect(len(items), sum(obj.size for obj, _ in items))
-    return items, rejected
-
-
-def plan_uploads(
-    files: Sequence[tuple[str, Path, int]], url: S3Url
-) -> tuple[list[LocalFile], dict[str, str]]:
-    """Give each local file its key under ``url``; return the files and the rejected paths."""
-    items: list[LocalFile] = []
-    rejected: dict[str, str] = {}
-    for rel, path, size in files:
-        key = url.key_for(rel)
-        if len(key.encode("utf-8")) > MAX_KEY_BYTES:
-            rejected[str(path)] = "object key longer than 1024 bytes"
-        else:
-            items.append(LocalFile(str(path), key, size))
-    progress.expect(len(items), sum(item.size for item in items))
     return items, rejected

@@ -28,6 +28,12 @@ _SAFE_ENV = {
     "AWS_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # Test transforms (tests/pipeline_transforms.py), registered as a deployment would: by
+    # configuration of the process (inherited by spawned pool workers), never by a parameter.
+    "PREFECT_S3_TRANSFORMS": (
+        "cube=pipeline_transforms:cube,die13=pipeline_transforms:die_on_13,"
+        "hang=pipeline_transforms:hang"
+    ),
 }
 
 

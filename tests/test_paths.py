@@ -32,7 +32,6 @@ from prefect_s3_concurrency.tasks.paths import (
         ("s3://bucket/", "bucket", "", ""),
         ("s3://my.bucket-1/a/b", "my.bucket-1", "a/b", "a/b/"),
         ("s3://bucket/a/b/", "bucket", "a/b/", "a/b/"),
-        ("s3://bucket//a", "bucket", "a", "a/"),
     ],
 )
 def test_parse_s3_url(url: str, bucket: str, prefix: str, folder: str) -> None:

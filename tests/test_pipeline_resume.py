@@ -147,7 +147,7 @@ def test_rerun_after_failure_processes_only_what_is_missing_or_changed(
     assert calls.take() == (sorted(inputs), [])
 
     # Another transform recomputes every object.
-    cubed = run(transform="pipeline_transforms:cube")
+    cubed = run(transform="cube")
     assert (cubed.resumed, cubed.processed, cubed.uploaded) == (0, n, n)
     final = _outputs(client, dst, "out")
     assert {k: v["body"] for k, v in final.items()} == {k: _square(v, 3) for k, v in inputs.items()}

@@ -26,6 +26,7 @@ from prefect_s3_concurrency.tasks.square import (
     transform_files,
     unlimited_int_digits,
 )
+from prefect_s3_concurrency.tasks.transforms import TRANSFORMS_ENV
 
 
 @pytest.fixture
@@ -74,7 +75,8 @@ def int_square(tmp_path: Path, monkeypatch) -> str:
     """A custom transform equal to square but forced through the plain-int path."""
     (tmp_path / "sq_int_mod.py").write_text("def sq(n):\n    return n * n\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    return "sq_int_mod:sq"
+    monkeypatch.setenv(TRANSFORMS_ENV, "sq_int=sq_int_mod:sq")
+    return "sq_int"
 
 
 @pytest.mark.parametrize("path", ["builtin", "int"])
@@ -100,7 +102,6 @@ def test_both_paths_agree_around_threshold(tmp_path: Path, int_square: str) -> N
     expected = b"".join(_dec(int(x) ** 2) + b"\n" for x in lines)
     assert _run(tmp_path, data)[0] == expected
     assert _run(tmp_path, data, int_square)[0] == expected
-    assert _run(tmp_path, data, "prefect_s3_concurrency.tasks.square:square")[0] == expected
 
 
 def test_empty_file_gives_empty_output(tmp_path: Path) -> None:
@@ -115,17 +116,18 @@ def test_crlf_no_trailing_newline_and_surrounding_blanks(tmp_path: Path) -> None
     assert stats.numbers == 4
 
 
-def test_custom_transform_by_import_path(tmp_path: Path, monkeypatch) -> None:
+def test_custom_transform_registered_by_configuration(tmp_path: Path, monkeypatch) -> None:
     mod = tmp_path / "sq_custom_mod.py"
     mod.write_text(
         "def cube(n):\n    return n ** 3\nclass K:\n    @staticmethod\n    def neg(n):\n"
         "        return -n\nNOT_CALLABLE = 3\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    name, fn = load_transform("sq_custom_mod:cube")
-    assert name == "sq_custom_mod:cube" and fn(3) == 27
-    assert load_transform("sq_custom_mod:K.neg")[1](4) == -4
-    out, _ = _run(tmp_path, b"2\n-3\n", "sq_custom_mod:cube")
+    monkeypatch.setenv(TRANSFORMS_ENV, "cube3=sq_custom_mod:cube, neg=sq_custom_mod:K.neg")
+    name, fn = load_transform("cube3")
+    assert name == "cube3" and fn(3) == 27
+    assert load_transform("neg")[1](4) == -4
+    out, _ = _run(tmp_path, b"2\n-3\n", "cube3")
     assert out == b"8\n-27\n"
 
 
@@ -197,17 +199,24 @@ def test_bad_line_error_pickles() -> None:
 @pytest.mark.parametrize(
     ("spec", "exc", "fragment"),
     [
-        ("cube", TransformError, "malformed"),
-        ("a.b", TransformError, "malformed"),
-        ("mod:", TransformError, "malformed"),
-        (":f", TransformError, "malformed"),
-        ("a b:c", TransformError, "malformed"),
-        ("no_such_module_xyz_123:f", TransformImportError, "cannot import"),
-        ("os.path:no_such_function", TransformError, "no attribute"),
-        ("sys:maxsize", TransformError, "not callable"),
+        ("nope", TransformError, "not a registered transform"),
+        ("a.b", TransformError, "not a registered transform"),
+        ("mod:", TransformError, "not a registered transform"),
+        (":f", TransformError, "not a registered transform"),
+        ("a b:c", TransformError, "not a registered transform"),
+        ("os:_exit", TransformError, "not a registered transform"),
+        ("gone", TransformImportError, "cannot import"),
+        ("noattr", TransformError, "no attribute"),
+        ("notcallable", TransformError, "not callable"),
     ],
 )
-def test_load_transform_errors(spec: str, exc: type[Exception], fragment: str) -> None:
+def test_load_transform_errors(
+    spec: str, exc: type[Exception], fragment: str, monkeypatch
+) -> None:
+    monkeypatch.setenv(
+        TRANSFORMS_ENV,
+        "gone=no_such_module_xyz_123:f,noattr=os.path:no_such_function,notcallable=sys:maxsize",
+    )
     with pytest.raises(exc) as info:
         load_transform(spec)
     assert fragment in str(info.value) and "\n" not in str(info.value)
@@ -219,17 +228,19 @@ def test_load_transform_errors(spec: str, exc: type[Exception], fragment: str) -
 def test_import_error_is_also_import_error(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "sq_broken_mod.py").write_text("import no_such_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(TRANSFORMS_ENV, "broken=sq_broken_mod:f,missing=no_such_module_xyz:f")
     with pytest.raises(ImportError, match="no_such_dependency_xyz"):
-        load_transform("sq_broken_mod:f")
+        load_transform("broken")
     with pytest.raises(ImportError, match="no_such_module_xyz"):
-        load_transform("no_such_module_xyz:f")
+        load_transform("missing")
 
 
 def test_transform_returning_non_int_fails(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "sq_float_mod.py").write_text("def half(n):\n    return n / 2\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(TRANSFORMS_ENV, "half=sq_float_mod:half")
     with pytest.raises(TransformError, match=r"line 1: .*returned float, not int"):
-        _run(tmp_path, b"3\n", "sq_float_mod:half")
+        _run(tmp_path, b"3\n", "half")
     assert _leftovers(tmp_path / "out") == []
 
 
@@ -344,8 +355,9 @@ def test_results_pickle() -> None:
 
 
 def test_module_has_no_prefect_import() -> None:
-    source = Path(sys.modules[square.__module__].__file__).read_text()
-    assert not re.search(r"^\s*(import|from)\s+prefect[.\s]", source, re.MULTILINE)
+    for module in (square.__module__, transform_file.__module__):  # transforms, square
+        source = Path(sys.modules[module].__file__).read_text()
+        assert not re.search(r"^\s*(import|from)\s+prefect[.\s]", source, re.MULTILINE)
 
 
 def test_chunk_runs_in_spawned_worker_with_custom_transform(tmp_path: Path, monkeypatch) -> None:
@@ -354,12 +366,13 @@ def test_chunk_runs_in_spawned_worker_with_custom_transform(tmp_path: Path, monk
 
     (tmp_path / "sq_spawn_mod.py").write_text("def plus_one_squared(n):\n    return (n + 1) ** 2\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(TRANSFORMS_ENV, "plus1sq=sq_spawn_mod:plus_one_squared")  # inherited
     src, dst = tmp_path / "in.txt", tmp_path / "out.txt"
     src.write_bytes(b"1\n-1\n")
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         jobs = [("k", str(src), str(dst))]
-        result = pool.submit(transform_files, jobs, "sq_spawn_mod:plus_one_squared").result(30)
+        result = pool.submit(transform_files, jobs, "plus1sq").result(30)
     assert result.pid != os.getpid()
     assert [s.key for s in result.ok] == ["k"] and not result.failed
     assert dst.read_bytes() == b"4\n0\n"
@@ -370,7 +383,8 @@ def test_writes_via_hidden_partial_then_replaces(tmp_path: Path, monkeypatch) ->
     (tmp_path / "sq_spy_mod.py").write_text(spy + "    return n\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("SQ_SPY", str(tmp_path / "out"))
-    out, _ = _run(tmp_path, b"5\n", "sq_spy_mod:spy")
+    monkeypatch.setenv(TRANSFORMS_ENV, "spy=sq_spy_mod:spy")
+    out, _ = _run(tmp_path, b"5\n", "spy")
     import sq_spy_mod
 
     (partial,) = sq_spy_mod.SEEN

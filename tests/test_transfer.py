@@ -11,16 +11,15 @@ import pytest
 from moto import mock_aws
 
 from prefect_s3_concurrency.tasks.errors import S3AccessError
+from prefect_s3_concurrency.tasks.local_files import list_local_files, plan_uploads
 from prefect_s3_concurrency.tasks.paths import PARTIAL_SUFFIX, parse_s3_url
 from prefect_s3_concurrency.tasks.transfer import (
     LocalFile,
     S3Object,
     check_bucket,
     download_objects,
-    list_local_files,
     list_objects,
     plan_downloads,
-    plan_uploads,
     upload_files,
 )
 

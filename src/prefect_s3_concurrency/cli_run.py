@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from prefect_s3_concurrency.tasks.watchdog import start_watchdog
 from prefect_s3_concurrency.cli_options import OutputOptions, option_name
 from prefect_s3_concurrency.cli_output import (
     print_error,
@@ -219,6 +220,7 @@ def run_flow(call: FlowCall) -> int:
     from prefect_s3_concurrency.cli_server import KEEP_RUNS_HINT, PrefectApi
 
     api = PrefectApi()
+    start_watchdog()  # a SIGKILL of this process must not leave its server or workers alive
     with contextlib.ExitStack() as stack:
         try:
             api.start()

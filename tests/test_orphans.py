@@ -1,0 +1,116 @@
+"""Issue 11 item 6: nothing outlives a command-line run killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """``(ppid, start time)`` of a live process, None once it is gone (or a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return None if fields[0] in "ZX" else (int(fields[1]), int(fields[19]))
+
+
+def _tree(root: int) -> dict[int, int]:
+    """``pid -> start time`` of every live descendant of ``root``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (info := _stat(int(entry))) is not None:
+            children.setdefault(info[0], []).append(int(entry))
+            starts[int(entry)] = info[1]
+    found, todo = {}, [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            found[pid] = starts[pid]
+            todo.append(pid)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _poll(probe, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while (value := probe()) is None or value is False:
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+    return value
+
+
+def test_sigkilled_cli_run_leaves_no_process(rclone_s3, bucket_factory, tmp_path) -> None:
+    """The run squares with the registered test transform ``hang`` (blocks forever), so it
+    is mid-run when killed: its temporary API server and both pool workers are alive."""
+    client = rclone_s3.client()
+    src, dst = bucket_factory(rclone_s3, "in"), bucket_factory(rclone_s3, "out")
+    for i in range(4):
+        client.put_object(Bucket=src, Key=f"in/{i}.txt", Body=b"1\n2\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(rclone_s3.env())
+    env.update(
+        PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",  # a fresh database, busy CPUs
+        PREFECT_S3_TRANSFORMS="hang=pipeline_transforms:hang",
+        PYTHONPATH=os.pathsep.join([str(REPO / "tests"), env.get("PYTHONPATH", "")]),
+    )  # fmt: skip
+    cmd = [
+        sys.executable, "flows/pipeline.py", "square-objects", f"s3://{src}/in",
+        f"s3://{dst}/out", "--transform", "hang", "--min-process-mib", "0", "--cpu-workers",
+        "2", "--scratch-dir", str(tmp_path),
+    ]  # fmt: skip
+    log = open(tmp_path / "run.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True)
+    seen: dict[int, int] = {}
+    try:
+
+        def busy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended early: {(tmp_path / 'run.log').read_text()}")
+            seen.update(_tree(proc.pid))
+            lines = [_cmdline(p) for p in seen]
+            workers = sum("spawn_main" in c for c in lines)
+            return workers >= 2 and any("uvicorn" in c for c in lines)
+
+        _poll(busy, 240, "the run never had a server and two pool workers")
+        assert proc.poll() is None, "the run ended before it was killed"
+        seen.update(_tree(proc.pid))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+        def alive() -> dict[int, str]:
+            return {p: _cmdline(p) for p, t in seen.items() if (_stat(p) or (0, -1))[1] == t}
+
+        killed_at, before = time.monotonic(), len(seen)
+        try:
+            _poll(lambda: not alive(), 8, "orphans")
+        except TimeoutError:
+            pytest.fail(f"still alive 8 s after SIGKILL: {alive()}")
+        print(  # figures for the README's reliability table (pytest -s)
+            f"\nKILL FIGURES processes under the run: {before}, orphans: 0, all gone "
+            f"{time.monotonic() - killed_at:.1f} s after SIGKILL"
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid, start in seen.items():  # never leak into the rest of the suite
+            if (_stat(pid) or (0, -1))[1] == start:
+                os.kill(pid, signal.SIGKILL)
+        log.close()
