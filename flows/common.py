@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from prefect_s3_concurrency.tasks.client import S3Connection, bucket_location
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error, printable
+from prefect_s3_concurrency.tasks.errors import ConfigurationError, printable
 from prefect_s3_concurrency.tasks.paths import BUCKET_PATTERN, S3Url, parse_s3_url
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
 from prefect_s3_concurrency.tasks.transfer import BatchResult

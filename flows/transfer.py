@@ -7,7 +7,6 @@ command line).
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from prefect_s3_concurrency.flows.common import (
 )
 from prefect_s3_concurrency.flows.runners import DaskAddress, io_runner
 from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection, get_s3_client
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, printable, run_failure_message
+from prefect_s3_concurrency.tasks.errors import S3PipelineError, run_failure_message
 from prefect_s3_concurrency.tasks.hints import exact_key_hint
 from prefect_s3_concurrency.tasks.integrity import MIB
 from prefect_s3_concurrency.tasks.local_files import (

@@ -68,6 +68,20 @@ class TransferOptions:
             help="Most objects per batch task.", validator=validators.Number(gte=1, lte=100_000)
         ),
     ] = 100
+    fail_if_empty: Annotated[
+        bool, _flag("Fail when the source holds no matching object (a mistyped prefix).", TRANSFER)
+    ] = False
+    allow_rejected: Annotated[
+        bool,
+        _flag("Succeed (exit 0) although some keys or files were rejected as unsafe.", TRANSFER),
+    ] = False
+    dask_address: Annotated[
+        str | None,
+        Parameter(
+            name="--dask", metavar="ADDRESS",
+            help="Run the tasks on this existing Dask scheduler, e.g. tcp://10.0.0.5:8786.",
+        ),
+    ] = None  # fmt: skip
 
 
 @Parameter(name="*", group=TRANSFER)
@@ -82,6 +96,12 @@ class CopyOptions:
     batch_max_mib: Annotated[
         int, Parameter(help="Most MiB per batch task.", validator=validators.Number(gte=1))
     ] = 256
+    follow_symlinks: Annotated[
+        bool, _flag("Upload the targets of symbolic links (skipped by default).", TRANSFER)
+    ] = False
+    allow_outside_symlinks: Annotated[
+        bool, _flag("With --follow-symlinks, also follow links out of the source.", TRANSFER)
+    ] = False
 
 
 @Parameter(name="*", group=SQUARE)
@@ -91,7 +111,10 @@ class SquareOptions:
 
     transform: Annotated[
         str,
-        Parameter(help="square, or an int-to-int function given as package.module:function."),
+        Parameter(
+            help="square, or a transform registered in PREFECT_S3_TRANSFORMS or the "
+            "prefect_s3_concurrency.transforms entry points."
+        ),
     ] = "square"
     cpu_workers: Annotated[
         int,
@@ -124,6 +147,11 @@ class SquareOptions:
     recompute: Annotated[
         bool, _flag("Square every object again, even when its output is up to date.", SQUARE)
     ] = False
+    max_line_bytes: Annotated[
+        int,
+        Parameter(help="Longest input line accepted, bytes; a longer one fails its object.",
+                  validator=validators.Number(gte=1)),
+    ] = 16 * 2**20  # fmt: skip
 
 
 @Parameter(name="*", group=CONNECTION)

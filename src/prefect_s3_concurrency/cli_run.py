@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prefect_s3_concurrency.tasks.watchdog import start_watchdog
 from prefect_s3_concurrency.cli_options import OutputOptions, option_name
 from prefect_s3_concurrency.cli_output import (
     print_error,
@@ -30,6 +29,7 @@ from prefect_s3_concurrency.tasks.errors import (
     S3PipelineError,
     describe_error,
 )
+from prefect_s3_concurrency.tasks.watchdog import start_watchdog
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 WORKER_CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"  # read by logging.yml overrides
@@ -230,6 +230,10 @@ def run_flow(call: FlowCall) -> int:
             stack.enter_context(command_line_logs(call.output.verbose))
             stack.callback(api.stop)
             kwargs = call.arguments(flow_obj)
+            if kwargs.get("dask_address"):  # whoever runs this command may name a scheduler
+                from prefect_s3_concurrency.flows.runners import allow_dask_address
+
+                allow_dask_address(kwargs["dask_address"])
             flow_obj.validate_parameters(kwargs)  # one-line errors before any run is created
             if api.temporary:
                 print_note(f"PREFECT_API_URL is not set: using a temporary Prefect server "
