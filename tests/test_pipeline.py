@@ -250,7 +250,8 @@ def test_ephemeral_mode_workers_share_the_flows_temporary_server(
     inputs = {f"{i}.txt": f"{i}\n-{i}1\n".encode() for i in range(4)}
     _seed(client, src, "in", inputs)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, "-c", EPHEMERAL_RUN, f"s3://{src}/in", f"s3://{dst}/out",
