@@ -66,7 +66,7 @@ S3Location = Annotated[
 ]
 DEFAULT_WORKERS = 16
 Workers = Annotated[int, Field(ge=1, le=256, description="Concurrent threads for S3 transfers.")]
-LocalDir = Annotated[str, Field(min_length=1, description="A local directory.")]
+LocalDir = Annotated[str, Field(description="A local directory.")]  # "" refused by the flows
 Globs = Annotated[list[str] | None, Field(description="Glob patterns on the relative key.")]
 BatchObjects = Annotated[int, Field(ge=1, le=100_000, description="Most objects per batch task.")]
 BatchMiB = Annotated[int, Field(ge=1, description="Most MiB per batch task.")]

@@ -76,7 +76,7 @@ def test_cli_error_is_one_escaped_line(moto_server, bucket_factory, tmp_path) ->
     bucket = bucket_factory(moto_server)
     client.put_object(Bucket=bucket, Key=ON_S3 + "\\x", Body=b"data")
     out = subprocess.run(
-        [sys.executable, "flows/transfer.py", "download-prefix", f"s3://{bucket}/p",
+        [sys.executable, "flows/transfer.py", "cp", f"s3://{bucket}/p",
          str(tmp_path / "o"), "--endpoint-url", moto_server.endpoint_url],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
