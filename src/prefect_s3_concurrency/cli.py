@@ -25,6 +25,7 @@ from prefect_s3_concurrency.cli_options import (
 )
 from prefect_s3_concurrency.cli_output import print_error
 from prefect_s3_concurrency.cli_run import EXIT_USAGE, FlowCall, run_flow
+from prefect_s3_concurrency.cli_tools import register
 from prefect_s3_concurrency.tasks.errors import ConfigurationError
 
 GLOBAL_FLAGS = ("--json", "--verbose", "--heartbeats")  # also accepted before the subcommand
@@ -38,6 +39,7 @@ app = App(
     help_format="markdown",
     version=__version__,
 )
+register(app)  # serve, local-s3, bench
 
 Src = Annotated[str, Parameter(help="Where to copy from: s3://bucket/prefix or a local directory.")]
 Dst = Annotated[str, Parameter(help="Where to copy to: a local directory or s3://bucket/prefix.")]
@@ -171,11 +173,6 @@ def square(
                 "connection": connection}  # fmt: skip
 
     return run_flow(FlowCall(load, arguments, output, "square", connection.endpoint_url))
-
-
-from prefect_s3_concurrency import cli_tools  # noqa: E402 - registers serve, local-s3, bench
-
-cli_tools.register(app)
 
 
 def _global_flags_after_command(tokens: list[str]) -> list[str]:
