@@ -8,6 +8,7 @@ error (see :mod:`prefect_s3_concurrency.cli_run`).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -71,6 +72,13 @@ def _direction(src: str, dst: str) -> str:
     return "download" if _is_s3(src) else "upload"
 
 
+def _endpoint_to_probe(connection: Any) -> str | None:
+    """The S3 endpoint boto3 will use, when known without loading a credentials block."""
+    if connection.endpoint_url or connection.credentials_block:
+        return connection.endpoint_url  # a block may bring its own endpoint
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 def _copy(
     src: str, dst: str, delete_extra: bool, transfer: TransferOptions, copy: CopyOptions,
     conn: ConnectionOptions, output: OutputOptions,
@@ -94,7 +102,7 @@ def _copy(
         return {**places, **flow_kwargs(flow_obj, transfer, copy),
                 "connection": connection, "delete_extra": delete_extra}  # fmt: skip
 
-    return run_flow(FlowCall(load, arguments, output, direction, connection.endpoint_url))
+    return run_flow(FlowCall(load, arguments, output, direction, _endpoint_to_probe(connection)))
 
 
 @app.command
@@ -172,7 +180,7 @@ def square(
         return {"source": src, "dest": dst, **flow_kwargs(flow_obj, transfer, squaring),
                 "connection": connection}  # fmt: skip
 
-    return run_flow(FlowCall(load, arguments, output, "square", connection.endpoint_url))
+    return run_flow(FlowCall(load, arguments, output, "square", _endpoint_to_probe(connection)))
 
 
 def _global_flags_after_command(tokens: list[str]) -> list[str]:

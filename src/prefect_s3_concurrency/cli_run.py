@@ -222,8 +222,7 @@ def run_flow(call: FlowCall) -> int:
     with contextlib.ExitStack() as stack:
         try:
             api.start()
-            check_endpoint(call.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3")
-                           or os.environ.get("AWS_ENDPOINT_URL"))  # fmt: skip
+            check_endpoint(call.endpoint)
             flow_obj = call.load()  # imports Prefect, which sets up its logging
             stack.enter_context(command_line_logs(call.output.verbose))
             stack.callback(api.stop)
