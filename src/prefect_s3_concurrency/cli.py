@@ -25,7 +25,7 @@ from prefect_s3_concurrency.cli_options import (
     flow_kwargs,
 )
 from prefect_s3_concurrency.cli_output import print_error
-from prefect_s3_concurrency.cli_run import EXIT_USAGE, FlowCall, run_flow
+from prefect_s3_concurrency.cli_run import EXIT_USAGE, FlowCall, report_failure, run_flow
 from prefect_s3_concurrency.cli_tools import register
 from prefect_s3_concurrency.tasks.errors import ConfigurationError
 
@@ -88,8 +88,7 @@ def _copy(
         direction = _direction(src, dst)
         connection = conn.connection()
     except ConfigurationError as exc:
-        print_error(str(exc))
-        return EXIT_USAGE
+        return report_failure(exc, output)
 
     def load() -> Any:
         from prefect_s3_concurrency.flows import transfer as flows
@@ -168,8 +167,7 @@ def square(
         parse_s3_url(dst)
         connection = conn.connection()
     except ConfigurationError as exc:
-        print_error(str(exc))
-        return EXIT_USAGE
+        return report_failure(exc, output)
 
     def load() -> Any:
         from prefect_s3_concurrency.flows.pipeline import square_objects
@@ -180,7 +178,11 @@ def square(
         return {"source": src, "dest": dst, **flow_kwargs(flow_obj, transfer, squaring),
                 "connection": connection}  # fmt: skip
 
-    return run_flow(FlowCall(load, arguments, output, "square", _endpoint_to_probe(connection)))
+    return run_flow(
+        FlowCall(
+            load, arguments, output, "square (downloads + uploads)", _endpoint_to_probe(connection)
+        )
+    )
 
 
 def _global_flags_after_command(tokens: list[str]) -> list[str]:
