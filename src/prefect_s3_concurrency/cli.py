@@ -25,9 +25,16 @@ from prefect_s3_concurrency.cli_options import (
     flow_kwargs,
 )
 from prefect_s3_concurrency.cli_output import print_error
-from prefect_s3_concurrency.cli_run import EXIT_USAGE, FlowCall, report_failure, run_flow
+from prefect_s3_concurrency.cli_run import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    FlowCall,
+    report_failure,
+    run_flow,
+)
 from prefect_s3_concurrency.cli_tools import register
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error
 
 GLOBAL_FLAGS = ("--json", "--verbose", "--heartbeats")  # also accepted before the subcommand
 
@@ -201,5 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CycloptsError as exc:
         print_error(str(exc))
         return EXIT_USAGE
-    result = command(*bound.args, **bound.kwargs)
+    try:
+        result = command(*bound.args, **bound.kwargs)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - never a traceback: one line, exit 1
+        print_error(f"unexpected error: {describe_error(exc)}")
+        return EXIT_FAILED
     return result if isinstance(result, int) else 0
