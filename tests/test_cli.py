@@ -240,3 +240,24 @@ def test_bench_needs_the_repository(
         monkeypatch.delitem(sys.modules, name)
     assert cli.main(["bench"]) == 2
     assert "benchmarks are not installed" in one_error(capsys.readouterr().err)
+
+
+def test_json_error_when_the_options_are_bad(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert cli.main(["cp", "data/raw", "out", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"exit_code": 2, "error": one_error(err).removeprefix("error: ")}
+
+
+def test_an_unexpected_error_is_one_line_with_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(call: Any) -> int:
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(cli, "run_flow", broken)
+    assert cli.main(["cp", "s3://bkt/p", "d"]) == 1
+    assert (
+        one_error(capsys.readouterr().err) == "error: unexpected error: RuntimeError: disk on fire"
+    )

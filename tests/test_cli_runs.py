@@ -117,13 +117,18 @@ def test_missing_bucket_and_block_exit_2(s3env, tmp_path, capsys) -> None:
     assert code == 2 and err.strip().startswith("error: no aws-credentials or ")
 
 
-def test_unreachable_endpoint_fails_fast_naming_it(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("via", ["option", "environment"])
+def test_unreachable_endpoint_fails_fast_naming_it(tmp_path, capsys, monkeypatch, via) -> None:
     with socket.socket() as sock:  # bound, never listening: connections are refused
         sock.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        argv = ["cp", "s3://bkt/in", str(tmp_path)]
+        if via == "option":
+            argv += ["--endpoint-url", endpoint]
+        else:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         start = time.monotonic()
-        code, _, err = run(["cp", "s3://bkt/in", str(tmp_path), "--endpoint-url", endpoint],
-                           capsys)  # fmt: skip
+        code, _, err = run(argv, capsys)
         seconds = time.monotonic() - start
     assert code == 2 and seconds < 10, seconds
     assert err.strip().startswith(f"error: cannot reach the S3 endpoint at {endpoint}: ")

@@ -8,6 +8,7 @@ error (see :mod:`prefect_s3_concurrency.cli_run`).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -24,8 +25,16 @@ from prefect_s3_concurrency.cli_options import (
     flow_kwargs,
 )
 from prefect_s3_concurrency.cli_output import print_error
-from prefect_s3_concurrency.cli_run import EXIT_USAGE, FlowCall, run_flow
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.cli_run import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    FlowCall,
+    report_failure,
+    run_flow,
+)
+from prefect_s3_concurrency.cli_tools import register
+from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error
 
 GLOBAL_FLAGS = ("--json", "--verbose", "--heartbeats")  # also accepted before the subcommand
 
@@ -38,6 +47,7 @@ app = App(
     help_format="markdown",
     version=__version__,
 )
+register(app)  # serve, local-s3, bench
 
 Src = Annotated[str, Parameter(help="Where to copy from: s3://bucket/prefix or a local directory.")]
 Dst = Annotated[str, Parameter(help="Where to copy to: a local directory or s3://bucket/prefix.")]
@@ -69,6 +79,13 @@ def _direction(src: str, dst: str) -> str:
     return "download" if _is_s3(src) else "upload"
 
 
+def _endpoint_to_probe(connection: Any) -> str | None:
+    """The S3 endpoint boto3 will use, when known without loading a credentials block."""
+    if connection.endpoint_url or connection.credentials_block:
+        return connection.endpoint_url  # a block may bring its own endpoint
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 def _copy(
     src: str, dst: str, delete_extra: bool, transfer: TransferOptions, copy: CopyOptions,
     conn: ConnectionOptions, output: OutputOptions,
@@ -78,8 +95,7 @@ def _copy(
         direction = _direction(src, dst)
         connection = conn.connection()
     except ConfigurationError as exc:
-        print_error(str(exc))
-        return EXIT_USAGE
+        return report_failure(exc, output)
 
     def load() -> Any:
         from prefect_s3_concurrency.flows import transfer as flows
@@ -92,7 +108,7 @@ def _copy(
         return {**places, **flow_kwargs(flow_obj, transfer, copy),
                 "connection": connection, "delete_extra": delete_extra}  # fmt: skip
 
-    return run_flow(FlowCall(load, arguments, output, direction, connection.endpoint_url))
+    return run_flow(FlowCall(load, arguments, output, direction, _endpoint_to_probe(connection)))
 
 
 @app.command
@@ -158,8 +174,7 @@ def square(
         parse_s3_url(dst)
         connection = conn.connection()
     except ConfigurationError as exc:
-        print_error(str(exc))
-        return EXIT_USAGE
+        return report_failure(exc, output)
 
     def load() -> Any:
         from prefect_s3_concurrency.flows.pipeline import square_objects
@@ -170,12 +185,11 @@ def square(
         return {"source": src, "dest": dst, **flow_kwargs(flow_obj, transfer, squaring),
                 "connection": connection}  # fmt: skip
 
-    return run_flow(FlowCall(load, arguments, output, "square", connection.endpoint_url))
-
-
-from prefect_s3_concurrency import cli_tools  # noqa: E402 - registers serve, local-s3, bench
-
-cli_tools.register(app)
+    return run_flow(
+        FlowCall(
+            load, arguments, output, "square (downloads + uploads)", _endpoint_to_probe(connection)
+        )
+    )
 
 
 def _global_flags_after_command(tokens: list[str]) -> list[str]:
@@ -194,5 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CycloptsError as exc:
         print_error(str(exc))
         return EXIT_USAGE
-    result = command(*bound.args, **bound.kwargs)
+    try:
+        result = command(*bound.args, **bound.kwargs)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - never a traceback: one line, exit 1
+        print_error(f"unexpected error: {describe_error(exc)}")
+        return EXIT_FAILED
     return result if isinstance(result, int) else 0

@@ -134,11 +134,18 @@ def parameter_error(exc: BaseException) -> str:
     return "; ".join(parts) or describe_error(exc)
 
 
-def exit_code_for(exc: BaseException) -> int:
-    """The exit code of a run that raised ``exc``."""
+def _is_parameter_error(exc: BaseException) -> bool:
+    """True for Prefect's ``ParameterTypeError`` (without importing Prefect for other errors)."""
+    if "prefect.exceptions" not in sys.modules:
+        return False
     from prefect.exceptions import ParameterTypeError
 
-    if isinstance(exc, (ConfigurationError, S3AccessError, ParameterTypeError)):
+    return isinstance(exc, ParameterTypeError)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of a run that raised ``exc``."""
+    if isinstance(exc, (ConfigurationError, S3AccessError)) or _is_parameter_error(exc):
         return EXIT_USAGE
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
@@ -159,7 +166,7 @@ def _rejected_message(summary: Any) -> str:
 
 
 def check_endpoint(url: str | None, timeout: float = 3.0) -> None:
-    """Fail at once if nothing listens at an explicit S3 endpoint (refused, unknown host).
+    """Fail at once if nothing listens at the S3 endpoint ``url`` (refused, unknown host).
 
     Runs while the temporary Prefect server starts, so a wrong ``--endpoint-url`` is reported
     without waiting for it. A connection that merely times out is left to the flow's client.
@@ -195,16 +202,14 @@ class FlowCall:
     endpoint: str | None = None
 
 
-def _report_failure(exc: BaseException, output: OutputOptions) -> int:
+def report_failure(exc: BaseException, output: OutputOptions) -> int:
     """Print what a failed run left (its summary, if any) and one error line; return the code."""
-    from prefect.exceptions import ParameterTypeError
-
     summary = getattr(exc, "summary", None)
     if summary is not None:
         print_summary(summary, output.json)
     elif output.json:
         print_summary({"error": describe_error(exc), "exit_code": exit_code_for(exc)}, True)
-    if isinstance(exc, ParameterTypeError):
+    if _is_parameter_error(exc):
         print_error(parameter_error(exc))
     elif isinstance(exc, KeyboardInterrupt):
         print_error("interrupted")
@@ -224,8 +229,7 @@ def run_flow(call: FlowCall) -> int:
     with contextlib.ExitStack() as stack:
         try:
             api.start()
-            check_endpoint(call.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3")
-                           or os.environ.get("AWS_ENDPOINT_URL"))  # fmt: skip
+            check_endpoint(call.endpoint)
             flow_obj = call.load()  # imports Prefect, which sets up its logging
             stack.enter_context(command_line_logs(call.output.verbose))
             stack.callback(api.stop)
@@ -246,7 +250,7 @@ def run_flow(call: FlowCall) -> int:
                 summary = flow_obj(**kwargs)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - reported as one line
             api.stop()
-            return _report_failure(exc, call.output)
+            return report_failure(exc, call.output)
     print_summary(summary, call.output.json)
     code = outcome_code(summary)
     if code and getattr(summary, "rejected", None):
