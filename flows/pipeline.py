@@ -55,6 +55,7 @@ from prefect_s3_concurrency.flows.common import (
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
 from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
 from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url
 from prefect_s3_concurrency.tasks.pipeline import (
@@ -206,6 +207,8 @@ def square_objects(
     task_retries: TaskRetries = 2,
     connection: S3Connection = S3Connection(),  # noqa: B008
     recompute: bool = False,
+    engine: EngineChoice = "auto",
+    requests_in_flight: RequestsInFlight = None,
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
@@ -218,7 +221,8 @@ def square_objects(
     (after a failure or a kill) skips, without downloading or squaring, every input whose
     output records the same ETag and transform; ``recompute=True`` squares everything again
     (identical outputs are still not re-uploaded). Scratch directories left by killed runs
-    are removed at the start.
+    are removed at the start. ``engine`` and ``requests_in_flight`` choose the transfer
+    engine of the S3 stages and the requests each batch task keeps in flight.
     """
     start = time.perf_counter()
     logger = get_run_logger()
@@ -276,7 +280,8 @@ def square_objects(
                 square=square_chunk, upload=_retrying(upload_batch, task_retries),
                 conn=connection, pool_size=workers, source_bucket=src.bucket,
                 dest_bucket=dst.bucket, existing=upload_existing, transform=name,
-                batch_max_objects=batch_max_objects,
+                batch_max_objects=batch_max_objects, engine=engine,
+                requests_in_flight=requests_in_flight,
             )  # fmt: skip
             streamer.run(chunks, start_worker if use_processes else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak

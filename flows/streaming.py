@@ -66,6 +66,7 @@ class ChunkStreamer:
             identical output is not uploaded again (others are, to refresh the metadata).
         transform: Transform spec passed to ``square`` and recorded on every output.
         batch_max_objects: Most objects per transfer batch.
+        engine, requests_in_flight: Transfer engine and requests in flight per batch task.
     """
 
     def __init__(
@@ -73,12 +74,14 @@ class ChunkStreamer:
         summary: PipelineSummary, logger: logging.Logger | logging.LoggerAdapter,
         download: Task, square: Task, upload: Task, conn: S3Connection, pool_size: int,
         source_bucket: str, dest_bucket: str, existing: dict[str, tuple[int, str]],
-        transform: str, batch_max_objects: int,
+        transform: str, batch_max_objects: int, engine: str = "auto",
+        requests_in_flight: int | None = None,
     ) -> None:  # fmt: skip
         self.io, self.cpu, self.budget, self.clock = io, cpu, budget, clock
         self.summary, self.logger = summary, logger
         self.tasks = {"download": download, "square": square, "upload": upload}
         self.conn, self.pool_size = conn, pool_size
+        self.engine = {"engine": engine, "requests_in_flight": requests_in_flight}
         # Several chunks transfer at once (two downloading, a few uploading), so a quarter of
         # the threads per chunk keeps them all busy with half the tasks (each costs the flow
         # and the API server CPU that squaring would otherwise get).
@@ -141,7 +144,7 @@ class ChunkStreamer:
             for batch in batches:
                 params = {
                     "conn": self.conn, "pool_size": self.pool_size, "bucket": self.source_bucket,
-                    "items": quote(batch), "skip_existing": False,
+                    "items": quote(batch), "skip_existing": False, **self.engine,
                 }  # fmt: skip
                 future = self.io.submit(self.tasks["download"], params)
                 self._watch("download", flight, [obj.key for obj, _ in batch], future)
@@ -216,7 +219,7 @@ class ChunkStreamer:
             known = {f.key: self.existing[f.key] for f in batch if f.key in self.existing}
             params = {
                 "conn": self.conn, "pool_size": self.pool_size, "bucket": self.dest_bucket,
-                "items": quote(batch), "existing": quote(known),
+                "items": quote(batch), "existing": quote(known), **self.engine,
             }  # fmt: skip
             future = self.io.submit(self.tasks["upload"], params)
             self._watch("upload", flight, [f.key for f in batch], future)

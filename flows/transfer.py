@@ -30,6 +30,7 @@ from prefect_s3_concurrency.flows.common import (
     publish_table,
 )
 from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight
 from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
 from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url, relative_key
 from prefect_s3_concurrency.tasks.s3 import (
@@ -162,6 +163,8 @@ def download_prefix(
     task_retries: TaskRetries = 2,
     connection: S3Connection = S3Connection(),  # noqa: B008
     delete_extra: bool = False,
+    engine: EngineChoice = "auto",
+    requests_in_flight: RequestsInFlight = None,
 ) -> TransferSummary:
     """Download every object under ``source`` into ``dest_dir``, keeping relative keys.
 
@@ -186,7 +189,8 @@ def download_prefix(
     batches = make_batches(
         items, lambda i: i[0].size, batch_max_objects, batch_max_mib * 2**20, workers
     )
-    common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
+    common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
+              "engine": engine, "requests_in_flight": requests_in_flight, "root": str(dest)}
     result = _run_batches(
         _retrying(download_batch, task_retries), workers, batches,
         lambda b: {**common, "items": quote(b), "skip_existing": skip_existing},
@@ -216,12 +220,14 @@ def upload_directory(
     task_retries: TaskRetries = 2,
     connection: S3Connection = S3Connection(),  # noqa: B008
     delete_extra: bool = False,
+    engine: EngineChoice = "auto",
+    requests_in_flight: RequestsInFlight = None,
 ) -> TransferSummary:
     """Upload every file under ``source_dir`` to ``dest``, keeping relative paths as keys.
 
     Uploads are verified (Content-MD5, then ETag/size); identical objects are skipped.
     ``delete_extra`` also deletes objects under ``dest`` (passing the globs) that have no
-    local file.
+    local file. ``engine`` and ``requests_in_flight`` as for ``download-prefix``.
     """
     start = time.perf_counter()
     url = parse_s3_url(dest)
@@ -241,7 +247,8 @@ def upload_directory(
     batches = make_batches(
         files, lambda f: f.size, batch_max_objects, batch_max_mib * 2**20, workers
     )
-    common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
+    common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
+              "engine": engine, "requests_in_flight": requests_in_flight}
     result = _run_batches(
         _retrying(upload_batch, task_retries), workers, batches,
         lambda b: {**common, "items": quote(b),

@@ -85,9 +85,10 @@ def list_objects_task(
     return list_objects(get_s3_client(conn, pool_size), bucket, folder, include, exclude)
 
 
-# key -> size transferred by earlier attempts of a batch task run that then failed, so its
-# retry counts them as transferred, not as "skipped (already identical)". Prefect retries a
-# task in the same process, under the same task run id.
+# key -> size of what earlier attempts of a batch task run transferred or tried (a failed
+# PUT may still have been stored), so that its retry counts them as transferred, not as
+# "skipped (already identical)". Prefect retries a task in the same process, under the same
+# task run id.
 _earlier_attempts: dict[str, dict[str, int]] = {}
 _attempts_lock = threading.Lock()
 
@@ -101,7 +102,8 @@ def _with_attempts(
         earlier = _earlier_attempts.pop(run_id, {}) if run_id else {}
     result = run(earlier)
     if result.failed and run_id:
-        done = {**earlier, **{k: sizes[k] for k in result.transferred if k in sizes}}
+        tried = [*result.transferred, *result.failed]
+        done = {**earlier, **{k: sizes[k] for k in tried if k in sizes}}
         with _attempts_lock:
             _earlier_attempts[run_id] = done
     return result

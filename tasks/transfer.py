@@ -144,8 +144,9 @@ async def _each_object(
 ) -> BatchResult:
     """Transfer items, ``in_flight`` at a time, skipping those already done.
 
-    Failures are per item. Keys in ``done_before`` (transferred by an earlier attempt of
-    this batch) count as transferred again, not as skipped.
+    Failures are per item. Keys in ``done_before`` (``key -> size`` transferred or tried by
+    an earlier attempt of this batch) are not "already identical": an earlier attempt put
+    them there (perhaps a request whose reply was lost), so they count as transferred.
     """
     result = BatchResult()
     start = time.perf_counter()
@@ -156,12 +157,12 @@ async def _each_object(
         key = key_of(item)
         async with gate:
             try:
-                if key in earlier:
-                    result.transferred.append(key)
-                    result.bytes += earlier[key]
-                    return
                 if await is_done(item):
-                    result.skipped.append(key)
+                    if key in earlier:
+                        result.transferred.append(key)
+                        result.bytes += earlier[key]
+                    else:
+                        result.skipped.append(key)
                     return
                 if not dry_run:
                     await transfer(item)

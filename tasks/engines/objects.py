@@ -10,14 +10,13 @@ detected on the first part and read in one streamed GET instead, from then on.
 Uploads send small files in one PUT (Content-MD5 with boto3; obstore's returned ETag is
 compared with the local MD5) and large ones as multipart uploads, checked with HEAD against
 the locally computed multipart ETag. After every multipart upload, failed or not, uploads of
-that key this run started and left open (e.g. a ``CreateMultipartUpload`` retried after its
-reply was lost) are aborted.
+that key which were not open before it started (a failed upload, or one that a
+``CreateMultipartUpload`` retried after its reply was lost left behind) are aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import logging
 import os
@@ -187,28 +186,31 @@ async def download_one(
             await asyncio.sleep(0.1 * 2**attempt * (0.5 + random.random()))
 
 
-async def sweep_uploads(engine: Engine, bucket: str, key: str, since: dt.datetime) -> int:
-    """Abort open multipart uploads of ``key`` started since ``since``; return how many.
+def _open_uploads(engine: Engine, bucket: str, key: str) -> set[str] | None:
+    """Upload ids of the open multipart uploads of exactly ``key`` (None: not listable)."""
+    try:
+        resp = engine.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    except Exception:  # noqa: BLE001 - a server without ListMultipartUploads
+        return None
+    return {u["UploadId"] for u in resp.get("Uploads", []) if u.get("Key") == key}
 
-    Servers without ListMultipartUploads are left alone (nothing to do there).
+
+async def sweep_uploads(engine: Engine, bucket: str, key: str, before: set[str] | None) -> int:
+    """Abort the open multipart uploads of ``key`` that were not open ``before`` this upload.
+
+    Those are this run's: a failed upload, or one a retried ``CreateMultipartUpload``
+    started after the reply to the first was lost. Returns how many were aborted.
     """
+    if before is None:
+        return 0
 
     def run() -> int:
-        try:
-            resp = engine.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
-        except Exception:  # noqa: BLE001 - not supported: nothing we can list
-            return 0
         aborted = 0
-        for upload in resp.get("Uploads", []):
-            initiated = upload.get("Initiated")
-            if upload.get("Key") != key or (initiated is not None and initiated < since):
-                continue
+        for upload_id in (_open_uploads(engine, bucket, key) or set()) - before:
             try:
-                engine.client.abort_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload["UploadId"]
-                )
+                engine.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
                 aborted += 1
-            except Exception:  # noqa: BLE001 - best effort, the next sweep retries
+            except Exception:  # noqa: BLE001 - best effort: the batch retry sweeps again
                 continue
         return aborted
 
@@ -243,7 +245,7 @@ async def upload_one(engine: Engine, bucket: str, item: LocalFile) -> None:
 
 async def _upload_large(engine: Engine, bucket: str, item: LocalFile) -> None:
     path = Path(item.path)
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)  # server clocks may lag
+    before = await asyncio.to_thread(_open_uploads, engine, bucket, item.key)
     try:
         await engine.put_multipart(
             bucket, item.key, path, PART_SIZE, PART_CONCURRENCY, item.metadata
@@ -251,7 +253,7 @@ async def _upload_large(engine: Engine, bucket: str, item: LocalFile) -> None:
     except OSError as exc:
         raise local_io_error(exc, item.path, "read") from None
     finally:
-        await sweep_uploads(engine, bucket, item.key, since)
+        await sweep_uploads(engine, bucket, item.key, before)
     head = await engine.head(bucket, item.key)
     if head is None or head.size != item.size:
         raise IntegrityError(f"size mismatch after upload of {item.key}")
