@@ -55,8 +55,8 @@ from prefect_s3_concurrency.flows.common import (
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
 from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
+from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight
 from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url
 from prefect_s3_concurrency.tasks.pipeline import (
     MIB,
