@@ -221,13 +221,22 @@ def download_objects(
         await download_one(e, bucket, item[0], Path(item[1]), base, RETRYABLE_BODY_ERRORS)
 
     async def done(item: tuple[S3Object, str]) -> bool:
-        return skip_existing and await asyncio.to_thread(local_matches, Path(item[1]), item[0])
+        if not skip_existing or not _same_size(item[1], item[0].size):
+            return False  # no file (the usual case): no thread hop, no hashing
+        return await asyncio.to_thread(local_matches, Path(item[1]), item[0])
 
     return _run(client, lambda e: _each_object(
         items, key_of=lambda i: i[0].key, size_of=lambda i: i[0].size, is_done=done,
         transfer=lambda i: fetch(e, i), dry_run=dry_run, in_flight=in_flight,
         done_before=done_before,
     ))  # fmt: skip
+
+
+def _same_size(path: str, size: int) -> bool:
+    try:
+        return os.stat(path).st_size == size
+    except OSError:
+        return False
 
 
 def upload_file(client: Any, bucket: str, item: LocalFile) -> None:

@@ -157,6 +157,10 @@ class ObstoreEngine(Engine):
                 _no_ranges.add(self._endpoint)
                 raise RangeNotSupported(f"{self._endpoint} ignores Range") from None
             raise
+        start, end = res.range
+        if end - start <= STREAM_CHUNK:  # small: one await instead of a stream's two
+            yield await res.bytes_async()
+            return
         async for block in res.stream(min_chunk_size=STREAM_CHUNK):
             yield block
 
