@@ -23,6 +23,7 @@ from s3transfer.exceptions import RetriesExceededError
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from prefect_s3_concurrency.tasks.engines import Boto3Engine, Engine
+from prefect_s3_concurrency.tasks.engines.listing import fast_list
 from prefect_s3_concurrency.tasks.engines.objects import (
     BODY_ATTEMPTS,
     MULTIPART_THRESHOLD,
@@ -89,18 +90,28 @@ def list_objects(
     Raises:
         S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
     """
+    listed = fast_list(client, bucket, folder)
+    if listed is None:
+        listed = _botocore_list(client, bucket, folder)
+    found = [
+        o
+        for o in listed
+        if not o.key.endswith("/")
+        and matches_filters(relative_key(o.key, folder), include, exclude)
+    ]
+    return sorted(found, key=lambda o: o.key)
+
+
+def _botocore_list(client: Any, bucket: str, folder: str) -> list[S3Object]:
     found: list[S3Object] = []
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
             for item in page.get("Contents", []):
-                key = item["Key"]
-                if key.endswith("/"):
-                    continue
-                if matches_filters(relative_key(key, folder), include, exclude):
-                    found.append(S3Object(key, int(item["Size"]), normalize_etag(item.get("ETag"))))
+                etag = normalize_etag(item.get("ETag"))
+                found.append(S3Object(item["Key"], int(item["Size"]), etag))
     except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
         raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
-    return sorted(found, key=lambda o: o.key)
+    return found
 
 
 def check_bucket(client: Any, bucket: str) -> None:
