@@ -30,7 +30,7 @@ from prefect_s3_concurrency.flows.common import (
     publish_table,
 )
 from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight
+from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight, batches_for
 from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
 from prefect_s3_concurrency.tasks.paths import make_batches, parse_s3_url, relative_key
 from prefect_s3_concurrency.tasks.s3 import (
@@ -187,12 +187,13 @@ def download_prefix(
         rejected=rejected, stale_removed=len(stale),
     )  # fmt: skip
     batches = make_batches(
-        items, lambda i: i[0].size, batch_max_objects, batch_max_mib * 2**20, workers
+        items, lambda i: i[0].size, batch_max_objects, batch_max_mib * 2**20,
+        batches_for(engine, workers),
     )
     common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
               "engine": engine, "requests_in_flight": requests_in_flight, "root": str(dest)}
     result = _run_batches(
-        _retrying(download_batch, task_retries), workers, batches,
+        _retrying(download_batch, task_retries), batches_for(engine, workers), batches,
         lambda b: {**common, "items": quote(b), "skip_existing": skip_existing},
         lambda b: [o.key for o, _ in b],
     )  # fmt: skip
@@ -245,12 +246,13 @@ def upload_directory(
         rejected=rejected,
     )  # fmt: skip
     batches = make_batches(
-        files, lambda f: f.size, batch_max_objects, batch_max_mib * 2**20, workers
+        files, lambda f: f.size, batch_max_objects, batch_max_mib * 2**20,
+        batches_for(engine, workers),
     )
     common = {"conn": connection, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
               "engine": engine, "requests_in_flight": requests_in_flight}
     result = _run_batches(
-        _retrying(upload_batch, task_retries), workers, batches,
+        _retrying(upload_batch, task_retries), batches_for(engine, workers), batches,
         lambda b: {**common, "items": quote(b),
                    "existing": quote({f.key: existing[f.key] for f in b if f.key in existing})},
         lambda b: [f.key for f in b],

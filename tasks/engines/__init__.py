@@ -35,10 +35,14 @@ RequestsInFlight = Annotated[
 ]
 ENGINE_ENV = "PREFECT_S3_ENGINE"
 # Requests in flight per batch task, from the benchmark (benchmarks/README.md).
-DEFAULT_IN_FLIGHT = {"obstore": 8, "boto3": 1}
+DEFAULT_IN_FLIGHT = {"obstore": 16, "boto3": 1}
+# Worker threads per batch task: an obstore batch keeps many requests in flight on its own
+# event loop, so it needs few batch tasks (each costs Prefect API calls); boto3 needs one
+# batch per thread.
+WORKERS_PER_BATCH = {"obstore": 4, "boto3": 1}
 __all__ = [
     "Boto3Engine", "Engine", "EngineChoice", "EngineName", "ObjectInfo", "RangeNotSupported",
-    "RequestsInFlight", "in_flight_for", "open_engine", "resolve_engine",
+    "RequestsInFlight", "batches_for", "in_flight_for", "open_engine", "resolve_engine",
 ]  # fmt: skip
 
 
@@ -64,6 +68,11 @@ def resolve_engine(name: str | None) -> Literal["obstore", "boto3"]:
     except ImportError:  # pragma: no cover - obstore is a dependency
         return "boto3"
     return "obstore"
+
+
+def batches_for(name: str | None, workers: int) -> int:
+    """Batch tasks to run at once (and to cut a transfer into, at least) for ``workers``."""
+    return max(1, -(-workers // WORKERS_PER_BATCH[resolve_engine(name)]))
 
 
 def in_flight_for(name: str | None, requests_in_flight: int | None) -> int:

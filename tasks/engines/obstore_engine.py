@@ -2,10 +2,11 @@
 
 Stores are built from the same settings as the boto3 client (:mod:`tasks.client`): the
 endpoint and region boto3 resolved (explicit ``endpoint_url``, the block's client parameters,
-``AWS_ENDPOINT_URL*``, profiles), path-style addressing for custom endpoints, and credentials
-from the connection's boto3 session (keys, session token, profile, assume-role) through
-``Boto3CredentialProvider``, which refreshes them. Its secret key and token are registered for
-log redaction like the boto3 client's.
+``AWS_ENDPOINT_URL*``, profiles), path-style addressing for custom endpoints, and the very
+credentials that client's boto3 session resolved (keys, session token, profile,
+assume-role; refreshable ones are re-read, like ``obstore.auth.boto3.Boto3CredentialProvider``
+does, without building a second session). The client factory has already registered the
+secret key and token for log redaction.
 
 ``object_store`` cannot name every S3 key (``.``/``..`` or empty segments, control
 characters, a trailing ``/``): those objects go through the boto3 engine instead, so no key
@@ -18,21 +19,16 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import obstore as obs
-from obstore.auth.boto3 import Boto3CredentialProvider
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
-from prefect_s3_concurrency.tasks.client import (
-    S3Connection,
-    _register_secrets,
-    _session_and_params,
-)
+from prefect_s3_concurrency.tasks.client import S3Connection
 from prefect_s3_concurrency.tasks.engines.base import Buffer, Engine, ObjectInfo, RangeNotSupported
 from prefect_s3_concurrency.tasks.engines.boto3_engine import Boto3Engine
 from prefect_s3_concurrency.tasks.integrity import normalize_etag
@@ -59,20 +55,45 @@ def _is_aws(endpoint: str) -> bool:
     return host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
 
 
+class ClientCredentials:
+    """obstore credential provider reading a botocore client's own credentials.
+
+    Static keys never expire; refreshable ones (assume-role, SSO, instance roles) are read
+    again every few minutes, and botocore refreshes them before they expire.
+    """
+
+    REFRESH = timedelta(minutes=5)
+
+    def __init__(self, credentials: Any) -> None:
+        self.credentials = credentials
+
+    def __call__(self) -> dict[str, Any]:
+        frozen = self.credentials.get_frozen_credentials()
+        refreshing = hasattr(self.credentials, "refresh_needed")
+        return {
+            "access_key_id": frozen.access_key,
+            "secret_access_key": frozen.secret_key,
+            "token": frozen.token,
+            "expires_at": datetime.now(UTC) + self.REFRESH if refreshing else None,
+        }
+
+
 @lru_cache(maxsize=64)
-def _cached_store(conn: S3Connection, bucket: str, endpoint: str, region: str) -> S3Store:
-    session, params = _session_and_params(conn)
-    _register_secrets(session, params)
+def _cached_store(
+    conn: S3Connection, bucket: str, endpoint: str, region: str, client: Any
+) -> S3Store:
+    # The client's session already resolved (and registered for redaction) the credentials.
+    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
     config: dict[str, Any] = {"region": region}
     if endpoint and not _is_aws(endpoint):
         config.update(endpoint=endpoint, virtual_hosted_style_request=False)
     else:
         config["virtual_hosted_style_request"] = True
     kwargs: dict[str, Any] = {}
-    if session.get_credentials() is None:
+    if credentials is None:
         config["skip_signature"] = True
     else:
-        kwargs["credential_provider"] = Boto3CredentialProvider(session)
+        kwargs["credential_provider"] = ClientCredentials(credentials)
     return S3Store(
         bucket,
         config=config,  # type: ignore[arg-type]
@@ -85,8 +106,11 @@ def _cached_store(conn: S3Connection, bucket: str, endpoint: str, region: str) -
         },
         retry_config={
             "max_retries": max(0, conn.max_attempts - 1),
-            "backoff": {"init_backoff": timedelta(milliseconds=100),
-                        "max_backoff": timedelta(seconds=15), "base": 2},
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=100),
+                "max_backoff": timedelta(seconds=15),
+                "base": 2,
+            },
             "retry_timeout": timedelta(minutes=3),
         },  # fmt: skip
         **kwargs,
@@ -98,7 +122,7 @@ def store_for(conn: S3Connection, bucket: str, client: Any) -> S3Store:
     endpoint = str(client.meta.endpoint_url or "")
     region = str(client.meta.region_name or "us-east-1")
     with _lock:
-        return _cached_store(conn, bucket, endpoint, region)
+        return _cached_store(conn, bucket, endpoint, region, client)
 
 
 class ObstoreEngine(Engine):
