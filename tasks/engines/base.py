@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from prefect_s3_concurrency.tasks.models import S3Object
+from typing_extensions import Buffer  # what get() yields: anything with the buffer protocol
 
-Buffer = bytes | memoryview  # what get() yields: anything with the buffer protocol
+from prefect_s3_concurrency.tasks.models import S3Object
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,13 @@ from pathlib import Path
 
 from prefect_s3_concurrency.tasks.engines.base import Engine, RangeNotSupported
 from prefect_s3_concurrency.tasks.errors import IntegrityError, describe_error, local_io_error
-from prefect_s3_concurrency.tasks.integrity import etag_matches, is_md5_etag, normalize_etag
+from prefect_s3_concurrency.tasks.integrity import (
+    etag_matches,
+    file_md5,
+    is_md5_etag,
+    multipart_etag,
+    normalize_etag,
+)
 from prefect_s3_concurrency.tasks.models import LocalFile, S3Object
 from prefect_s3_concurrency.tasks.safe_write import PartialFile, open_partial_at
 
@@ -243,8 +249,23 @@ async def upload_one(engine: Engine, bucket: str, item: LocalFile) -> None:
         raise IntegrityError(f"ETag mismatch after upload of {item.key}")
 
 
+# endpoint -> True if it reports multipart ETags (md5-of-parts-N), False for a whole-object
+# MD5 (rclone): learned from the first HEAD, so later uploads hash while they upload.
+_multipart_style: dict[str, bool] = {}
+
+
+def _expected_etag(path: Path, multipart: bool) -> str:
+    return multipart_etag(path, PART_SIZE) if multipart else file_md5(path)
+
+
 async def _upload_large(engine: Engine, bucket: str, item: LocalFile) -> None:
     path = Path(item.path)
+    style = _multipart_style.get(engine.endpoint)
+    hashing = (  # the local checksum, computed on a thread while the parts upload
+        asyncio.ensure_future(asyncio.to_thread(_expected_etag, path, style))
+        if style is not None
+        else None
+    )
     before = await asyncio.to_thread(_open_uploads, engine, bucket, item.key)
     try:
         await engine.put_multipart(
@@ -254,10 +275,16 @@ async def _upload_large(engine: Engine, bucket: str, item: LocalFile) -> None:
         raise local_io_error(exc, item.path, "read") from None
     finally:
         await sweep_uploads(engine, bucket, item.key, before)
+        expected = await hashing if hashing is not None else None
     head = await engine.head(bucket, item.key)
     if head is None or head.size != item.size:
         raise IntegrityError(f"size mismatch after upload of {item.key}")
-    if await asyncio.to_thread(etag_matches, path, head.etag, (PART_SIZE,)) is False:
+    multipart = not is_md5_etag(head.etag)
+    _multipart_style[engine.endpoint] = multipart
+    if expected is None or multipart != style:
+        if await asyncio.to_thread(etag_matches, path, head.etag, (PART_SIZE,)) is False:
+            raise IntegrityError(f"checksum mismatch after upload of {item.key}")
+    elif expected != head.etag:
         raise IntegrityError(f"checksum mismatch after upload of {item.key}")
 
 
@@ -271,9 +298,7 @@ def local_matches(path: Path, obj: S3Object) -> bool:
     return etag_matches(path, obj.etag) is True
 
 
-async def remote_matches(
-    engine: Engine, bucket: str, item: LocalFile, etag: str | None
-) -> bool:
+async def remote_matches(engine: Engine, bucket: str, item: LocalFile, etag: str | None) -> bool:
     """True if S3 already holds ``item`` (``etag`` None means: ask S3 with HEAD)."""
     if etag is None:
         try:
