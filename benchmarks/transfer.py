@@ -319,6 +319,11 @@ def run(
             os.environ.update(server.env())
             os.environ["AWS_ENDPOINT_URL_S3"] = url  # the baseline's boto3 too goes through it
             os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry: loopback only
+            import boto3
+
+            boto3.DEFAULT_SESSION = (
+                None  # the baseline's session: this server's keys, not a past one's
+            )
             conn = S3Connection(endpoint_url=url, region=server.region)
             needs_prefect = any(v.tool == "project" for v in variants)
             with _prefect_api(prefect_from_env or not needs_prefect) as api_url:

@@ -59,11 +59,18 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run(out_dir: Path = DEFAULT_OUT, only: list[str] | None = None) -> dict[str, Any]:
-    """Run the selected workloads; write their files and the combined table."""
+def run(
+    out_dir: Path = DEFAULT_OUT, only: list[str] | None = None, table_only: bool = False
+) -> dict[str, Any]:
+    """Run the selected workloads (or, ``table_only``, read their JSON); write the table."""
     results: dict[str, dict[str, Any]] = {}
     for name, args in WORKLOADS.items():
         if only and name not in only:
+            continue
+        if table_only:
+            path = out_dir / f"transfer-{name}.json"
+            if path.exists():
+                results[name] = json.loads(path.read_text())
             continue
         print(f"--- workload {name}: {args}", flush=True)
         results[name] = transfer.run(out_dir, **COMMON, **args, tag=name)  # type: ignore[arg-type]
@@ -81,8 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.transfer_suite")
     parser.add_argument("--only", nargs="+", choices=list(WORKLOADS))
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--table-only", action="store_true", help="table from existing JSON")
     args = parser.parse_args(argv)
-    run(args.out_dir, args.only)
+    run(args.out_dir, args.only, args.table_only)
 
 
 if __name__ == "__main__":
