@@ -22,7 +22,7 @@ from prefect_s3_concurrency.tasks.paths import partial_name
 from prefect_s3_concurrency.tasks.tempfiles import _try_lock
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 _SYMLINK_ERRNOS = {errno.ELOOP, errno.ENOTDIR, errno.EMLINK}
 
@@ -65,7 +65,7 @@ def open_parent(root: Path, target: Path) -> int:
     except ValueError:
         raise UnsafeKeyError(f"{str(target)!r} is outside {str(root)!r}") from None
     parts = rel.parts[:-1]
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         for part in parts:
             if part in ("", ".", ".."):

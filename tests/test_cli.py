@@ -26,7 +26,7 @@ def test_parse_download_args() -> None:
     assert kwargs == {
         "source": "s3://bkt/p", "dest_dir": "out", "include": ["*.csv", "*.txt"], "workers": 4,
         "batch_max_objects": 100, "batch_max_mib": 256, "skip_existing": True, "dry_run": True,
-        "task_retries": 2, "delete_extra": False,
+        "task_retries": 2, "delete_extra": False, "engine": "auto",
         "connection": S3Connection(endpoint_url="http://127.0.0.1:9", max_attempts=2),
     }  # fmt: skip
 
