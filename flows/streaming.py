@@ -80,6 +80,7 @@ class ChunkStreamer:
             chunks still to come and retries each affected chunk once, alone, on a fresh
             one-worker pool, so only the chunk that kills its worker again fails.
         square_options: Extra parameters for every ``square`` task (e.g. ``max_line_bytes``).
+        engine, requests_in_flight: Transfer engine and requests in flight per batch task.
     """
 
     def __init__(
@@ -90,12 +91,14 @@ class ChunkStreamer:
         source_bucket: str, dest_bucket: str, existing: dict[str, tuple[int, str]],
         transform: str, batch_max_objects: int, progress: RunProgress | None = None,
         new_cpu: Callable[[int], TaskRunner] | None = None,
-        square_options: dict[str, Any] | None = None,
+        square_options: dict[str, Any] | None = None, engine: str = "auto",
+        requests_in_flight: int | None = None,
     ) -> None:  # fmt: skip
         self.io, self.cpu, self.budget, self.clock = io, cpu, budget, clock
         self.summary, self.logger = summary, logger
         self.tasks = {"download": download, "square": square, "upload": upload}
         self.conn, self.dest_conn, self.pool_size = conn, dest_conn or conn, pool_size
+        self.engine = {"engine": engine, "requests_in_flight": requests_in_flight}
         # Several chunks transfer at once (two downloading, a few uploading), so a quarter of
         # the threads per chunk keeps them all busy with half the tasks (each costs the flow
         # and the API server CPU that squaring would otherwise get).
@@ -177,7 +180,7 @@ class ChunkStreamer:
             for batch in batches:
                 params = {
                     "conn": self.conn, "pool_size": self.pool_size, "bucket": self.source_bucket,
-                    "items": quote(batch), "skip_existing": False,
+                    "items": quote(batch), "skip_existing": False, **self.engine,
                 }  # fmt: skip
                 name = batch_name(
                     f"download {self._of(flight)}", len(batch), sum(o.size for o, _ in batch)
@@ -311,7 +314,7 @@ class ChunkStreamer:
             known = {f.key: self.existing[f.key] for f in batch if f.key in self.existing}
             params = {
                 "conn": self.dest_conn, "pool_size": self.pool_size, "bucket": self.dest_bucket,
-                "items": quote(batch), "existing": quote(known),
+                "items": quote(batch), "existing": quote(known), **self.engine,
             }  # fmt: skip
             name = batch_name(f"upload {self._of(flight)}", len(batch), sum(f.size for f in batch))
             task_obj = self.tasks["upload"].with_options(task_run_name=name)

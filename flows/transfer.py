@@ -43,6 +43,7 @@ from prefect_s3_concurrency.flows.common import (
 )
 from prefect_s3_concurrency.flows.runners import DaskAddress, io_runner
 from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection, get_s3_client
+from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight, batches_for
 from prefect_s3_concurrency.tasks.errors import S3PipelineError, run_failure_message
 from prefect_s3_concurrency.tasks.hints import exact_key_hint
 from prefect_s3_concurrency.tasks.integrity import MIB
@@ -202,6 +203,8 @@ def download_prefix(
     fail_if_empty: bool = False,
     dask_address: DaskAddress = None,
     allow_rejected: bool = False,
+    engine: EngineChoice = "auto",
+    requests_in_flight: RequestsInFlight = None,
 ) -> TransferSummary:
     """Download every object under an S3 prefix into a local directory, keeping relative keys.
 
@@ -226,6 +229,8 @@ def download_prefix(
         fail_if_empty: Fail the run when the source holds no matching object.
         dask_address: Run the batch tasks on this Dask cluster instead of local threads.
         allow_rejected: Let the run succeed although some keys were rejected (unsafe paths).
+        engine: Transfer engine: auto (the fastest available), obstore or boto3.
+        requests_in_flight: S3 requests each batch task keeps in flight (empty: the engine's).
     """
     start = time.perf_counter()
     url, conn = resolve_location(source, connection.with_credentials(credentials))
@@ -237,18 +242,20 @@ def download_prefix(
         stale_removed=len(stale),
     )  # fmt: skip
     progress, listing = RunProgress("download-progress", f"download {url}"), _Listing()
-    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
+    lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
+    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
+              "engine": engine, "requests_in_flight": requests_in_flight, "root": str(dest)}
     cut = BatchCutter[tuple[S3Object, str]](
-        lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, workers
+        lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, lanes
     )
     batches = _download_batches(
         conn, url, dest, (include or (), exclude or ()), cut, summary, progress, listing,
         lambda b: {**common, "items": quote(b), "skip_existing": skip_existing},
     )  # fmt: skip
-    with io_runner(workers, dask_address) as runner:
+    with io_runner(lanes, dask_address) as runner:
         result = run_batches(
             runner, retrying(download_batch, task_retries), "download", batches, progress,
-            workers * IN_FLIGHT_PER_WORKER, lambda: listing.batches,
+            lanes * IN_FLIGHT_PER_WORKER, lambda: listing.batches,
         )  # fmt: skip
     _record_result(summary, result)
     hint = "" if listing.objects else exact_key_hint(conn, url)
@@ -282,6 +289,8 @@ def upload_directory(
     follow_symlinks: bool = False,
     allow_outside_symlinks: bool = False,
     allow_rejected: bool = False,
+    engine: EngineChoice = "auto",
+    requests_in_flight: RequestsInFlight = None,
 ) -> TransferSummary:
     """Upload every file under a local directory to an S3 prefix, keeping relative paths as keys.
 
@@ -306,6 +315,8 @@ def upload_directory(
         follow_symlinks: Follow symbolic links (skipped and reported by default).
         allow_outside_symlinks: With follow_symlinks, also follow links out of source_dir.
         allow_rejected: Let the run succeed although some files were rejected.
+        engine: Transfer engine: auto (the fastest available), obstore or boto3.
+        requests_in_flight: S3 requests each batch task keeps in flight (empty: the engine's).
     """
     start = time.perf_counter()
     url, conn = resolve_location(dest, connection.with_credentials(credentials))
@@ -326,8 +337,10 @@ def upload_directory(
     )  # fmt: skip
     progress = RunProgress("upload-progress", f"upload {root} to {url}")
     progress.add_total(len(files))
-    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run}
-    cuts = cut_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, workers)
+    lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
+    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
+              "engine": engine, "requests_in_flight": requests_in_flight}
+    cuts = cut_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, lanes)
     batches = (
         Batch(
             {**common, "items": quote(b),
@@ -336,10 +349,10 @@ def upload_directory(
         )
         for b in cuts
     )  # fmt: skip
-    with io_runner(workers, dask_address) as runner:
+    with io_runner(lanes, dask_address) as runner:
         result = run_batches(
             runner, retrying(upload_batch, task_retries), "upload", batches, progress,
-            workers * IN_FLIGHT_PER_WORKER, lambda: len(cuts),
+            lanes * IN_FLIGHT_PER_WORKER, lambda: len(cuts),
         )  # fmt: skip
     _record_result(summary, result)
     summary.failed.update(scan.unreadable)  # never "absent": nothing is deleted after this

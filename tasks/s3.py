@@ -8,7 +8,8 @@ done and transfers only the failed objects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from prefect_s3_concurrency.tasks.client import S3Connection, get_s3_client
+from prefect_s3_concurrency.tasks.engines import in_flight_for, open_engine
 from prefect_s3_concurrency.tasks.errors import S3PipelineError, is_permanent, printable
 from prefect_s3_concurrency.tasks.resume import find_current_outputs
 from prefect_s3_concurrency.tasks.sync import delete_keys, delete_local
@@ -83,6 +85,30 @@ def list_objects_task(
     return list_objects(get_s3_client(conn, pool_size), bucket, folder, include, exclude)
 
 
+# key -> size of what earlier attempts of a batch task run transferred or tried (a failed
+# PUT may still have been stored), so that its retry counts them as transferred, not as
+# "skipped (already identical)". Prefect retries a task in the same process, under the same
+# task run id.
+_earlier_attempts: dict[str, dict[str, int]] = {}
+_attempts_lock = threading.Lock()
+
+
+def _with_attempts(
+    sizes: Mapping[str, int], run: Callable[[Mapping[str, int]], BatchResult]
+) -> BatchResult:
+    """Run one attempt of a batch, handing it what earlier attempts of this run transferred."""
+    run_id = str(task_run.id or "")
+    with _attempts_lock:
+        earlier = _earlier_attempts.pop(run_id, {}) if run_id else {}
+    result = run(earlier)
+    if result.failed and run_id:
+        tried = [*result.transferred, *result.failed]
+        done = {**earlier, **{k: sizes[k] for k in tried if k in sizes}}
+        with _attempts_lock:
+            _earlier_attempts[run_id] = done
+    return result
+
+
 @task(name="download_batch", cache_policy=NO_CACHE, retry_condition_fn=retry_unless_permanent)
 def download_batch(
     conn: S3Connection,
@@ -91,10 +117,25 @@ def download_batch(
     items: list[tuple[S3Object, str]],
     skip_existing: bool = True,
     dry_run: bool = False,
+    engine: str = "auto",
+    requests_in_flight: int | None = None,
+    root: str | None = None,
 ) -> BatchResult:
-    """Download a batch of objects to their local paths; raise BatchFailed on any failure."""
-    client = get_s3_client(conn, pool_size)
-    return _raise_on_failures(download_objects(client, bucket, items, skip_existing, dry_run))
+    """Download a batch of objects to their local paths; raise BatchFailed on any failure.
+
+    ``root`` is the destination directory every path component is opened from (no symlink
+    followed at write time); None means each target's own directory.
+    """
+    eng = open_engine(conn, engine, pool_size, requests_in_flight)
+    in_flight = in_flight_for(engine, requests_in_flight)
+    sizes = {o.key: o.size for o, _ in items}
+    try:
+        result = _with_attempts(sizes, lambda earlier: download_objects(
+            eng, bucket, items, skip_existing, dry_run, root, in_flight, earlier
+        ))  # fmt: skip
+    finally:
+        eng.close()
+    return _raise_on_failures(result)
 
 
 @task(name="upload_batch", cache_policy=NO_CACHE, retry_condition_fn=retry_unless_permanent)
@@ -105,11 +146,21 @@ def upload_batch(
     items: list[LocalFile],
     existing: dict[str, tuple[int, str]] | None = None,
     dry_run: bool = False,
+    engine: str = "auto",
+    requests_in_flight: int | None = None,
 ) -> BatchResult:
     """Upload a batch of files; a retry checks S3 first so only the failed files go again."""
-    client = get_s3_client(conn, pool_size)
+    eng = open_engine(conn, engine, pool_size, requests_in_flight)
+    in_flight = in_flight_for(engine, requests_in_flight)
     retrying = (task_run.run_count or 1) > 1
-    result = upload_files(client, bucket, items, existing, check_remote=retrying, dry_run=dry_run)
+    sizes = {f.key: f.size for f in items}
+    try:
+        result = _with_attempts(sizes, lambda earlier: upload_files(
+            eng, bucket, items, existing, check_remote=retrying, dry_run=dry_run,
+            in_flight=in_flight, done_before=earlier,
+        ))  # fmt: skip
+    finally:
+        eng.close()
     return _raise_on_failures(result)
 
 

@@ -1,68 +1,68 @@
-"""Plain functions that list, download and upload batches of S3 objects (no Prefect here)."""
+"""Plain functions that list, download and upload batches of S3 objects (no Prefect here).
+
+The per-object work (verification, atomic writes, body retries, multipart) is written once in
+:mod:`tasks.engines.objects`, on top of an engine (:mod:`tasks.engines`). A batch runs on one
+event loop with ``requests_in_flight`` objects in flight; the functions here accept either an
+engine or a botocore client (wrapped in the boto3 engine).
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import asyncio
 import http.client
 import logging
 import os
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import FlexibleChecksumError, HTTPClientError, IncompleteReadError
+from obstore.exceptions import GenericError
 from s3transfer.exceptions import RetriesExceededError
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from prefect_s3_concurrency.tasks import progress
+from prefect_s3_concurrency.tasks.engines import Boto3Engine, Engine
+from prefect_s3_concurrency.tasks.engines.listing import list_pages
+from prefect_s3_concurrency.tasks.engines.objects import (
+    BODY_ATTEMPTS,
+    MULTIPART_THRESHOLD,
+    PART_CONCURRENCY,
+    PART_SIZE,
+    download_one,
+    etag_is,
+    local_matches,
+    remote_matches,
+    upload_one,
+)
 from prefect_s3_concurrency.tasks.errors import (
     IntegrityError,
     S3PipelineError,
-    describe_error,
-    local_io_error,
     translate_boto_error,
 )
-from prefect_s3_concurrency.tasks.integrity import (
-    CHUNK,
-    MIB,
-    etag_matches,
-    is_md5_etag,
-    normalize_etag,
-)
 from prefect_s3_concurrency.tasks.models import BatchResult, LocalFile, S3Object
-from prefect_s3_concurrency.tasks.paths import matches_filters, relative_key, safe_local_path
-from prefect_s3_concurrency.tasks.tempfiles import open_partial
+from prefect_s3_concurrency.tasks.paths import (
+    matches_filters,
+    relative_key,
+    safe_local_path,
+)
 
 T = TypeVar("T")
 
-MULTIPART_THRESHOLD = 16 * MIB
-PART_SIZE = 8 * MIB
-# Attempts per object for a body that arrives short, reset or corrupted. botocore retries
-# requests that fail before the body (5xx, throttling, resets) on its own, but not a body that
-# breaks while it is read; s3transfer retries those 5 times for multipart downloads only.
-BODY_ATTEMPTS = 3
+# A body that arrives short, reset or corrupted is fetched again (BODY_ATTEMPTS in all).
+# botocore and object_store retry requests that fail before the body on their own.
 RETRYABLE_BODY_ERRORS = (
     IntegrityError, HTTPClientError, IncompleteReadError, FlexibleChecksumError,
     RetriesExceededError, URLLib3Error, http.client.HTTPException, ConnectionError,
+    GenericError, TimeoutError,
 )  # fmt: skip
 log = logging.getLogger(__name__)
 __all__ = [  # the records live in tasks.models; re-exported here for callers
-    "BatchResult", "LocalFile", "S3Object", "download_objects", "list_objects",
+    "BODY_ATTEMPTS", "BatchResult", "LocalFile", "MULTIPART_THRESHOLD", "PART_CONCURRENCY",
+    "PART_SIZE", "S3Object", "download_objects", "iter_objects", "list_objects",
     "plan_downloads", "upload_files",
 ]  # fmt: skip
-
-
-def transfer_config(threads_per_object: int = 4) -> TransferConfig:
-    """Return the s3transfer config used for large (multipart) objects."""
-    return TransferConfig(
-        multipart_threshold=MULTIPART_THRESHOLD,
-        multipart_chunksize=PART_SIZE,
-        max_concurrency=threads_per_object,
-    )
 
 
 def iter_objects(
@@ -75,29 +75,32 @@ def iter_objects(
     """Yield the listing under ``folder`` page by page (up to 1,000 objects each), filtered.
 
     Args:
-        client: boto3 S3 client.
+        client: boto3 S3 client (it signs the fast listing, or lists itself).
         bucket: Bucket name.
         folder: Key prefix, ``""`` or ending with ``/``.
         include: Globs matched against the key relative to ``folder``.
         exclude: Globs that drop matching keys.
 
     Yields:
-        The objects of one page that pass the globs, in key order. Folder markers (keys
-        ending with ``/``) are left out.
+        The objects of one page that pass the globs, in key order. Zero-byte folder markers
+        (keys ending with ``/``) are left out; such keys holding data are listed, for the
+        planners to reject and report.
 
     Raises:
         S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
     """
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
-            found = []
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                if key.endswith("/") and not int(item["Size"]):
-                    continue  # a folder marker; one holding data is listed (and rejected)
-                if matches_filters(relative_key(key, folder), include, exclude):
-                    found.append(S3Object(key, int(item["Size"]), normalize_etag(item.get("ETag"))))
-            yield sorted(found, key=lambda o: o.key)
+        for page in list_pages(client, bucket, folder):
+            yield sorted(
+                (
+                    o for o in page
+                    if not (o.key.endswith("/") and not o.size)
+                    and matches_filters(relative_key(o.key, folder), include, exclude)
+                ),
+                key=lambda o: o.key,
+            )  # fmt: skip
+    except S3PipelineError:
+        raise
     except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
         raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
 
@@ -137,110 +140,84 @@ def check_bucket(client: Any, bucket: str) -> None:
         raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
 
 
-def _local_matches(path: Path, obj: S3Object) -> bool:
-    """True if ``path`` already holds ``obj`` (same size and a matching checksum)."""
-    try:
-        if not path.is_file() or path.stat().st_size != obj.size:
-            return False
-    except OSError:
-        return False
-    return etag_matches(path, obj.etag) is True
+def _engine_of(client: Any) -> tuple[Engine, bool]:
+    """The engine to use, and whether this call made it (and so must close it)."""
+    if isinstance(client, Engine):
+        return client, False
+    return Boto3Engine(client, threads=PART_CONCURRENCY), True
 
 
-def _fetch_into(client: Any, bucket: str, obj: S3Object, fh: BinaryIO, tmp: Path) -> None:
-    """Write the object's bytes to ``fh`` and check size and checksum."""
-    if obj.size >= MULTIPART_THRESHOLD:
-        client.download_fileobj(bucket, obj.key, fh, Config=transfer_config())
-        fh.flush()
-        size = os.fstat(fh.fileno()).st_size
-        if size == obj.size and obj.etag and etag_matches(tmp, obj.etag) is False:
-            raise IntegrityError(f"checksum mismatch for {obj.key}")
-    else:
-        kwargs = {"IfMatch": f'"{obj.etag}"'} if obj.etag else {}
-        body = client.get_object(Bucket=bucket, Key=obj.key, **kwargs)["Body"]
-        digest = hashlib.md5(usedforsecurity=False)
-        size = 0
-        for block in body.iter_chunks(CHUNK):
-            fh.write(block)
-            digest.update(block)
-            size += len(block)
-        fh.flush()
-        if size == obj.size and is_md5_etag(obj.etag) and digest.hexdigest() != obj.etag:
-            raise IntegrityError(f"MD5 mismatch for {obj.key}")
-    if size != obj.size:
-        raise IntegrityError(f"size mismatch for {obj.key}: got {size}, expected {obj.size}")
+def _run(client: Any, work: Callable[[Engine], Awaitable[T]]) -> T:
+    """Run ``work`` on a new event loop (one per batch task) with the engine for ``client``."""
+    engine, owned = _engine_of(client)
+
+    async def main() -> T:
+        try:
+            return await work(engine)
+        finally:
+            if owned:
+                await engine.aclose()
+
+    return asyncio.run(main())
 
 
-def _download_once(client: Any, bucket: str, obj: S3Object, target: Path) -> None:
-    tmp, fh = open_partial(target)
-    try:
-        with fh:
-            _fetch_into(client, bucket, obj, fh, tmp)
-            os.replace(tmp, target)  # still locked: no clean-up can take it meanwhile
-    except OSError as exc:
-        raise local_io_error(exc, target) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+async def _each_object(
+    items: Sequence[T],
+    key_of: Callable[[T], str],
+    size_of: Callable[[T], int],
+    is_done: Callable[[T], Awaitable[bool]],
+    transfer: Callable[[T], Awaitable[None]],
+    dry_run: bool,
+    in_flight: int = 1,
+    done_before: Mapping[str, int] | None = None,
+) -> BatchResult:
+    """Transfer items, ``in_flight`` at a time, skipping those already done.
+
+    Failures are per item. Keys in ``done_before`` (``key -> size`` transferred or tried by
+    an earlier attempt of this batch) are not "already identical": an earlier attempt put
+    them there (perhaps a request whose reply was lost), so they count as transferred.
+    """
+    result = BatchResult()
+    start = time.perf_counter()
+    gate = asyncio.Semaphore(max(1, in_flight))
+    earlier = done_before or {}
+
+    async def one(item: T) -> None:
+        key = key_of(item)
+        async with gate:
+            try:
+                if await is_done(item):
+                    if key in earlier:
+                        result.transferred.append(key)
+                        result.bytes += earlier[key]
+                    else:
+                        result.skipped.append(key)
+                    progress.report(1, size_of(item))
+                    return
+                if not dry_run:
+                    await transfer(item)
+                result.transferred.append(key)
+                result.bytes += size_of(item)
+                progress.report(1, size_of(item))
+            except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
+                result.fail(key, exc)
+
+    await asyncio.gather(*(one(item) for item in items))
+    order = {key_of(item): n for n, item in enumerate(items)}  # keep the batch's key order
+    result.transferred.sort(key=order.__getitem__)
+    result.skipped.sort(key=order.__getitem__)
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def download_object(client: Any, bucket: str, obj: S3Object, target: Path) -> None:
-    """Download one object atomically and verify it.
-
-    Small objects take one ``get_object`` (with ``IfMatch`` on the listed ETag); large ones use
-    s3transfer multipart. Bytes go to a locked temp file beside ``target``, are checked against
-    the listed size and the ETag (MD5 when it is one; botocore also validates the CRC32 that S3
-    returns), then renamed into place. On any error the temp file is removed. A short, reset or
-    corrupted body is fetched again, up to :data:`BODY_ATTEMPTS` times in all.
+    """Download one object atomically and verify it (see :mod:`tasks.engines.objects`).
 
     Raises:
         IntegrityError: If size or checksum still do not match after the last attempt.
         LocalIOError: If the destination is full or not writable.
     """
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise local_io_error(exc, target) from None
-    for attempt in range(1, BODY_ATTEMPTS + 1):
-        try:
-            _download_once(client, bucket, obj, target)
-            return
-        except RETRYABLE_BODY_ERRORS as exc:
-            if attempt == BODY_ATTEMPTS:
-                raise
-            log.warning(
-                "retrying %s (attempt %d/%d) after %s",
-                obj.key, attempt + 1, BODY_ATTEMPTS, describe_error(exc),
-            )  # fmt: skip
-            time.sleep(0.1 * 2**attempt * (0.5 + random.random()))  # backoff with jitter
-
-
-def _each_object(
-    items: Sequence[T],
-    key_of: Callable[[T], str],
-    size_of: Callable[[T], int],
-    is_done: Callable[[T], bool],
-    transfer: Callable[[T], None],
-    dry_run: bool,
-) -> BatchResult:
-    """Transfer items one after another, skipping those already done; failures are per item."""
-    result = BatchResult()
-    start = time.perf_counter()
-    for item in items:
-        key = key_of(item)
-        try:
-            if is_done(item):
-                result.skipped.append(key)
-                progress.report(1, size_of(item))
-                continue
-            if not dry_run:
-                transfer(item)
-            result.transferred.append(key)
-            result.bytes += size_of(item)
-            progress.report(1, size_of(item))
-        except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
-            result.fail(key, exc)
-    result.seconds = time.perf_counter() - start
-    return result
+    _run(client, lambda e: download_one(e, bucket, obj, target, None, RETRYABLE_BODY_ERRORS))
 
 
 def download_objects(
@@ -249,81 +226,57 @@ def download_objects(
     items: Sequence[tuple[S3Object, str]],
     skip_existing: bool = True,
     dry_run: bool = False,
+    root: str | None = None,
+    in_flight: int = 1,
+    done_before: Mapping[str, int] | None = None,
 ) -> BatchResult:
-    """Download a batch of objects, one after another, each to its (already safe) path.
+    """Download a batch of objects, each to its (already safe) path.
 
     Args:
-        client: boto3 S3 client.
+        client: An engine, or a boto3 S3 client.
         bucket: Source bucket.
         items: ``(object, local path)`` pairs; paths must come from :func:`safe_local_path`.
         skip_existing: Skip objects whose local copy has the same size and checksum.
         dry_run: Decide what would be transferred, but transfer nothing.
+        root: The destination directory: every path component below it is opened without
+            following symlinks at write time. None: each target's own directory.
+        in_flight: Objects in flight at once.
+        done_before: ``key -> size`` downloaded by an earlier attempt of this batch.
 
     Returns:
         The batch result; one object's failure never stops the others.
     """
-    return _each_object(
-        items,
-        key_of=lambda i: i[0].key,
-        size_of=lambda i: i[0].size,
-        is_done=lambda i: skip_existing and _local_matches(Path(i[1]), i[0]),
-        transfer=lambda i: download_object(client, bucket, i[0], Path(i[1])),
-        dry_run=dry_run,
-    )
+    base = Path(root) if root else None
+
+    async def fetch(e: Engine, item: tuple[S3Object, str]) -> None:
+        await download_one(e, bucket, item[0], Path(item[1]), base, RETRYABLE_BODY_ERRORS)
+
+    async def done(item: tuple[S3Object, str]) -> bool:
+        if not skip_existing or not _same_size(item[1], item[0].size):
+            return False  # no file (the usual case): no thread hop, no hashing
+        return await asyncio.to_thread(local_matches, Path(item[1]), item[0])
+
+    return _run(client, lambda e: _each_object(
+        items, key_of=lambda i: i[0].key, size_of=lambda i: i[0].size, is_done=done,
+        transfer=lambda i: fetch(e, i), dry_run=dry_run, in_flight=in_flight,
+        done_before=done_before,
+    ))  # fmt: skip
+
+
+def _same_size(path: str, size: int) -> bool:
+    try:
+        return os.stat(path).st_size == size
+    except OSError:
+        return False
 
 
 def upload_file(client: Any, bucket: str, item: LocalFile) -> None:
-    """Upload one file and verify what S3 stored.
-
-    Small files are read once and sent with ``put_object`` and a Content-MD5 header, so S3
-    rejects corrupted bodies; large files use s3transfer multipart and are checked with HEAD.
-    The file's ``metadata``, if any, is stored as the object's user metadata.
+    """Upload one file and verify what S3 stored (see :mod:`tasks.engines.objects`).
 
     Raises:
         IntegrityError: If the stored size or ETag do not match the local file.
     """
-    meta = {"Metadata": dict(item.metadata)} if item.metadata else {}
-    if item.size >= MULTIPART_THRESHOLD:
-        client.upload_file(
-            item.path, bucket, item.key, ExtraArgs=meta or None, Config=transfer_config()
-        )
-        head = client.head_object(Bucket=bucket, Key=item.key)
-        if int(head["ContentLength"]) != item.size:
-            raise IntegrityError(f"size mismatch after upload of {item.key}")
-        if etag_matches(Path(item.path), head.get("ETag", ""), (PART_SIZE,)) is False:
-            raise IntegrityError(f"checksum mismatch after upload of {item.key}")
-        return
-    try:
-        with open(item.path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise local_io_error(exc, item.path, "read") from None
-    if len(data) != item.size:
-        raise IntegrityError(f"{item.path} changed size while uploading")
-    md5 = hashlib.md5(data, usedforsecurity=False)
-    resp = client.put_object(
-        Bucket=bucket,
-        Key=item.key,
-        Body=data,
-        ContentMD5=base64.b64encode(md5.digest()).decode(),
-        **meta,
-    )
-    etag = normalize_etag(resp.get("ETag"))
-    if is_md5_etag(etag) and etag != md5.hexdigest():
-        raise IntegrityError(f"ETag mismatch after upload of {item.key}")
-
-
-def _remote_matches(client: Any, bucket: str, item: LocalFile, etag: str | None) -> bool:
-    """True if S3 already holds ``item`` (``etag`` None means: ask S3 with HEAD)."""
-    if etag is None:
-        try:
-            head = client.head_object(Bucket=bucket, Key=item.key)
-        except Exception:  # noqa: BLE001 - absent or unreadable: upload it
-            return False
-        if int(head["ContentLength"]) != item.size:
-            return False
-        etag = head.get("ETag", "")
-    return etag_matches(Path(item.path), etag, (PART_SIZE,)) is True
+    _run(client, lambda e: upload_one(e, bucket, item))
 
 
 def upload_files(
@@ -333,52 +286,73 @@ def upload_files(
     existing: dict[str, tuple[int, str]] | None = None,
     check_remote: bool = False,
     dry_run: bool = False,
+    in_flight: int = 1,
+    done_before: Mapping[str, int] | None = None,
 ) -> BatchResult:
-    """Upload a batch of files, one after another.
+    """Upload a batch of files.
 
     Args:
-        client: boto3 S3 client.
+        client: An engine, or a boto3 S3 client.
         bucket: Destination bucket.
         items: Files and their keys.
         existing: ``key -> (size, etag)`` of objects already at the destination; matching
             objects are skipped. None disables the check.
         check_remote: Ask S3 (HEAD) whether each object is already there, e.g. on a retry.
         dry_run: Decide what would be transferred, but transfer nothing.
+        in_flight: Objects in flight at once.
+        done_before: ``key -> size`` uploaded by an earlier attempt of this batch.
 
     Returns:
         The batch result; one file's failure never stops the others.
     """
 
-    def is_done(item: LocalFile) -> bool:
-        if check_remote:
-            return _remote_matches(client, bucket, item, None)
-        known = (existing or {}).get(item.key)
-        return (
-            known is not None
-            and known[0] == item.size
-            and _remote_matches(client, bucket, item, known[1])
-        )
+    def work(e: Engine) -> Awaitable[BatchResult]:
+        async def is_done(item: LocalFile) -> bool:
+            if check_remote:
+                return await remote_matches(e, bucket, item, None)
+            known = (existing or {}).get(item.key)
+            if known is None or known[0] != item.size:
+                return False
+            return await asyncio.to_thread(etag_is, item, known[1])
 
-    return _each_object(
-        items,
-        key_of=lambda i: i.key,
-        size_of=lambda i: i.size,
-        is_done=is_done,
-        transfer=lambda i: upload_file(client, bucket, i),
-        dry_run=dry_run,
-    )
+        return _each_object(
+            items, key_of=lambda i: i.key, size_of=lambda i: i.size, is_done=is_done,
+            transfer=lambda i: upload_one(e, bucket, i), dry_run=dry_run, in_flight=in_flight,
+            done_before=done_before,
+        )  # fmt: skip
+
+    return _run(client, work)
 
 
 def plan_downloads(
     objects: Sequence[S3Object], folder: str, dest: Path
 ) -> tuple[list[tuple[S3Object, str]], dict[str, str]]:
-    """Pair each object with its safe local path; return the pairs and the rejected keys."""
+    """Pair each object with its safe local path; return the pairs and the rejected keys.
+
+    Keys that resolve to one file (through a symlink already inside ``dest``, or a
+    case-insensitive file system) are rejected, except the one whose path has no symlink.
+    """
     items: list[tuple[S3Object, str]] = []
     rejected: dict[str, str] = {}
+    by_path: dict[str, list[tuple[S3Object, bool]]] = {}
+    root = os.path.realpath(dest)
     for obj in objects:
+        rel = relative_key(obj.key, folder)
         try:
-            items.append((obj, str(safe_local_path(dest, relative_key(obj.key, folder)))))
+            path = str(safe_local_path(dest, rel))
         except S3PipelineError as exc:
             rejected[obj.key] = str(exc)
-    progress.expect(len(items), sum(obj.size for obj, _ in items))
-    return items, rejected
+            continue
+        direct = path == os.path.join(root, *rel.split("/"))
+        by_path.setdefault(os.path.normcase(path), []).append((obj, direct))
+        items.append((obj, path))
+    for group in by_path.values():
+        if len(group) > 1:
+            keep = [o for o, direct in group if direct]
+            for obj, _ in group:
+                if len(keep) != 1 or obj is not keep[0]:
+                    rejected[obj.key] = "resolves to the same file as another key (symlink)"
+    kept = [i for i in items if i[0].key not in rejected]
+    progress.expect(len(kept), sum(obj.size for obj, _ in kept))
+    return kept, rejected
+

@@ -49,6 +49,32 @@ def safe_env() -> Iterator[None]:
         yield
 
 
+# Modules whose tests run once per transfer engine (PREFECT_S3_ENGINE steers engine="auto",
+# also in the flow processes they start).
+ENGINE_MODULES = {
+    "test_faults", "test_sync_flows", "test_secrets", "test_transfer_flows", "test_pipeline",
+    "test_engines",
+}  # fmt: skip
+ENGINES = ("obstore", "boto3")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise the engine-dependent modules over every engine."""
+    if metafunc.module.__name__ in ENGINE_MODULES and "s3_engine" in metafunc.fixturenames:
+        metafunc.parametrize("s3_engine", ENGINES, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def s3_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The engine this test runs with (None: the default), set for ``engine="auto"``."""
+    from prefect_s3_concurrency.tasks.engines import ENGINE_ENV
+
+    name = getattr(request, "param", None)
+    if name:
+        monkeypatch.setenv(ENGINE_ENV, name)
+    return name
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness(safe_env: None) -> Iterator[None]:
     """Run every flow in the session against a temporary Prefect server and database."""

@@ -103,25 +103,19 @@ def full_disk(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         yield mnt
         subprocess.run(["umount", str(mnt)], check=True, timeout=10)
         return
-    import prefect_s3_concurrency.tasks.transfer as transfer
+    import prefect_s3_concurrency.tasks.engines.objects as objects
 
-    real = transfer.open_partial
+    real = objects._pwrite_all
+    written: dict[int, int] = {}
 
-    def tiny_open(target: Path):  # writes beyond 1 MiB raise ENOSPC
-        tmp, fh = real(target)
-        write, written = fh.write, [0]
-
-        def limited(data: bytes) -> int:
-            written[0] += len(data)
-            if written[0] > 2**20:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return write(data)
-
-        fh.write = limited  # type: ignore[method-assign]
-        return tmp, fh
+    def limited(fd: int, data: memoryview, offset: int) -> None:  # beyond 1 MiB: ENOSPC
+        written[fd] = max(written.get(fd, 0), offset + len(data))
+        if written[fd] > 2**20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data, offset)
 
     mnt.mkdir()
-    monkeypatch.setattr(transfer, "open_partial", tiny_open)
+    monkeypatch.setattr(objects, "_pwrite_all", limited)
     yield mnt
 
 

@@ -1,0 +1,97 @@
+"""The transfer benchmark over the issue's workloads, and one table of ratios for the README.
+
+``python -m benchmarks.transfer_suite [--only NAME ...]`` runs :mod:`benchmarks.transfer`
+once per workload (every engine through the flows, the seed baseline and s5cmd, interleaved,
+medians) and writes ``transfer-<name>.json``/``.png`` per workload plus
+``transfer-suite.json`` and ``transfer-suite.md`` (the README table) to the output directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks import transfer
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+# name -> transfer.run() arguments
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "1k-64KiB": {"objects": 1000, "size_kib": 64, "repeats": 3},
+    "4x256MiB": {"objects": 4, "size_kib": 256 * 1024, "repeats": 3},
+    "wan20ms-1k-64KiB": {"objects": 1000, "size_kib": 64, "repeats": 2, "wan_rtt_ms": 20.0},
+    "10k-64KiB": {"objects": 10000, "size_kib": 64, "repeats": 1},
+}
+COMMON = {"workers": (16,), "s5cmd_workers": (0,)}
+
+
+def _rows(name: str, result: dict[str, Any]) -> list[str]:
+    """Markdown rows (one per contender and direction) of one workload's medians."""
+    rows = []
+    ratios = result["ratios"]
+    for label, per_dir in result["medians"].items():
+        for d in ("download", "upload"):
+            m = per_dir[d]
+            each = ratios.get(d, {}).get("each", {}).get(label, {})
+            vs = " / ".join(
+                f"{each[k]:.2f}x" if k in each else "" for k in ("vs_s5cmd", "vs_baseline")
+            )
+            rows.append(
+                f"| {name} | {d} | {label} | {m['files_per_s']:.0f} | {m['mib_per_s']:.0f} | "
+                f"{m.get('client_cpu_ms_per_file', 0):.2f} | {vs} |"
+            )
+    return rows
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """The README table over every workload run."""
+    lines = [
+        "| workload | direction | contender | files/s | MiB/s | client CPU ms/file "
+        "| vs s5cmd / vs baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        lines += _rows(name, result)
+    loads = {n: r["machine"]["load_average_at_start"] for n, r in results.items()}
+    lines.append("")
+    lines.append("Load average at the start of each workload: " + json.dumps(loads))
+    return "\n".join(lines)
+
+
+def run(
+    out_dir: Path = DEFAULT_OUT, only: list[str] | None = None, table_only: bool = False
+) -> dict[str, Any]:
+    """Run the selected workloads (or, ``table_only``, read their JSON); write the table."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, args in WORKLOADS.items():
+        if only and name not in only:
+            continue
+        if table_only:
+            path = out_dir / f"transfer-{name}.json"
+            if path.exists():
+                results[name] = json.loads(path.read_text())
+            continue
+        print(f"--- workload {name}: {args}", flush=True)
+        results[name] = transfer.run(out_dir, **COMMON, **args, tag=name)  # type: ignore[arg-type]
+    md = table(results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "transfer-suite.md").write_text(md + "\n")
+    summary = {n: {"ratios": r["ratios"], "medians": r["medians"]} for n, r in results.items()}
+    (out_dir / "transfer-suite.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(md)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.transfer_suite")
+    parser.add_argument("--only", nargs="+", choices=list(WORKLOADS))
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--table-only", action="store_true", help="table from existing JSON")
+    args = parser.parse_args(argv)
+    run(args.out_dir, args.only, args.table_only)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The engine interface: the few S3 calls a transfer needs, as coroutines.
+
+Everything else (planning, key safety, temp files and rename, verification, skip/resume,
+retries, summaries, sync) is written once on top of it (:mod:`tasks.engines.objects`). An
+engine is made for one batch task and used from that batch's event loop; the clients or
+stores it wraps are cached per process and shared.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from typing_extensions import Buffer  # what get() yields: anything with the buffer protocol
+
+from prefect_s3_concurrency.tasks.models import S3Object
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What HEAD tells about an object: size, ETag (unquoted, lower case), user metadata."""
+
+    size: int
+    etag: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class RangeNotSupported(Exception):
+    """The server answered a ranged GET with the whole object (200 instead of 206)."""
+
+
+class Engine(abc.ABC):
+    """One batch's access to S3. Every method is a coroutine of the batch's event loop."""
+
+    name: ClassVar[str]
+    #: A botocore client for the same connection: lists and aborts multipart uploads.
+    client: Any
+    #: False once the server proved it ignores ``Range`` (then whole-object GETs are used).
+    ranges_ok: bool = True
+
+    @property
+    @abc.abstractmethod
+    def endpoint(self) -> str:
+        """The endpoint URL (no credentials in it), for messages."""
+
+    @abc.abstractmethod
+    async def list(self, bucket: str, prefix: str) -> list[S3Object]:
+        """Every object under ``prefix`` (folder markers included), in any order."""
+
+    @abc.abstractmethod
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """Size, ETag and user metadata of ``key``; None if it does not exist."""
+
+    @abc.abstractmethod
+    def get(
+        self,
+        bucket: str,
+        key: str,
+        if_match: str | None = None,
+        byte_range: tuple[int, int] | None = None,
+    ) -> AsyncIterator[Buffer]:
+        """Stream the object's bytes (``byte_range`` is ``(start, end)``, end exclusive).
+
+        Raises:
+            RangeNotSupported: If a range was asked for and the server sent the whole object.
+        """
+
+    @abc.abstractmethod
+    async def put(
+        self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
+    ) -> str:
+        """Store ``data`` in one PUT (``md5`` is its digest); return the ETag."""
+
+    @abc.abstractmethod
+    async def put_multipart(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        part_size: int,
+        concurrency: int,
+        metadata: Mapping[str, str] | None,
+    ) -> str:
+        """Upload a file as a multipart upload of ``part_size`` parts; return the ETag.
+
+        An upload that fails is aborted before the error propagates.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, bucket: str, keys: Sequence[str]) -> dict[str, str]:
+        """Delete ``keys``; return ``key -> reason`` for those not deleted."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what this engine holds for its batch (threads, not the shared clients)."""
+
+    async def aclose(self) -> None:
+        """:meth:`close`, from a coroutine."""
+        self.close()
