@@ -68,6 +68,16 @@ class TransferOptions:
             help="Most objects per batch task.", validator=validators.Number(gte=1, lte=100_000)
         ),
     ] = 100
+    engine: Annotated[
+        Literal["auto", "obstore", "boto3"],
+        Parameter(help="Transfer engine: auto (the fastest installed), obstore (Rust, async) "
+                  "or boto3 (threads)."),
+    ] = "auto"  # fmt: skip
+    requests_in_flight: Annotated[
+        int | None,
+        Parameter(help="S3 requests each batch task keeps in flight (default: the engine's).",
+                  validator=validators.Number(gte=1, lte=1024)),
+    ] = None  # fmt: skip
     fail_if_empty: Annotated[
         bool, _flag("Fail when the source holds no matching object (a mistyped prefix).", TRANSFER)
     ] = False
