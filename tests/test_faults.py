@@ -209,7 +209,7 @@ def test_kill_mid_download_then_rerun_converges(
     proxy.latency_s, proxy.fault_rate = 0.1, 0.05
     env = base_env({**rclone_s3.env(), "PREFECT_API_URL": PREFECT_API_URL.value(),
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})  # fmt: skip
-    cmd = [sys.executable, str(REPO / "flows/transfer.py"), "download-prefix",
+    cmd = [sys.executable, str(REPO / "flows/transfer.py"), "cp",
            f"s3://{bucket}/kill", str(dest), "--endpoint-url", proxy.endpoint_url,
            "--workers", "2", "--batch-max-objects", "5"]  # fmt: skip
     proc = ManagedProcess(cmd, env, tmp_path / "flow.log")

@@ -72,7 +72,7 @@ def test_sigkilled_cli_run_leaves_no_process(rclone_s3, bucket_factory, tmp_path
         PYTHONPATH=os.pathsep.join([str(REPO / "tests"), env.get("PYTHONPATH", "")]),
     )  # fmt: skip
     cmd = [
-        sys.executable, "flows/pipeline.py", "square-objects", f"s3://{src}/in",
+        sys.executable, "flows/pipeline.py", "square", f"s3://{src}/in",
         f"s3://{dst}/out", "--transform", "hang", "--min-process-mib", "0", "--cpu-workers",
         "2", "--scratch-dir", str(tmp_path),
     ]  # fmt: skip
