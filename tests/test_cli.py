@@ -63,7 +63,8 @@ def test_cp_direction_follows_argument_order(calls: list[Any]) -> None:
         "source": "s3://bkt/raw", "dest_dir": "out", "include": ["*.csv", "*.txt"],
         "exclude": None, "workers": 4, "dry_run": False, "task_retries": 2,
         "batch_max_objects": 100, "skip_existing": False, "batch_max_mib": 256,
-        "delete_extra": False,
+        "delete_extra": False, "fail_if_empty": False, "allow_rejected": False,
+        "dask_address": None, "engine": "auto", "requests_in_flight": None,
         "connection": S3Connection(endpoint_url="http://127.0.0.1:9", max_attempts=2),
     }  # fmt: skip
     flow_obj, kwargs = flow_and_kwargs(calls[1])
@@ -258,6 +259,6 @@ def test_an_unexpected_error_is_one_line_with_exit_1(
 
     monkeypatch.setattr(cli, "run_flow", broken)
     assert cli.main(["cp", "s3://bkt/p", "d"]) == 1
-    assert (
-        one_error(capsys.readouterr().err) == "error: unexpected error: RuntimeError: disk on fire"
-    )
+    assert one_error(capsys.readouterr().err) == (
+        "error: unexpected error: RuntimeError: disk on fire\\nsecond line"
+    )  # one line: the newline is escaped

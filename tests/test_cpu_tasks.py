@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
 from prefect_s3_concurrency.tasks.cpu import (
+    ChunkFailed,
     ChunkReport,
     current_api_url,
     flow_api_url,
@@ -130,7 +131,9 @@ def test_square_chunk_task_reports_pid_and_api(tmp_path: Path) -> None:
     src = tmp_path / "in.txt"
     src.write_bytes(b"-12\r\n0\n")
     jobs = [("b/in.txt", str(src), str(tmp_path / "out.txt")), ("b/missing", "/nope", "/nope2")]
-    report = square_chunk.fn(jobs, "square")
+    with pytest.raises(ChunkFailed) as failed:  # the task run shows Failed in the UI
+        square_chunk.fn(jobs, "square")
+    report = failed.value.report
     assert isinstance(report, ChunkReport)
     assert report.result.pid == os.getpid()
     assert (tmp_path / "out.txt").read_bytes() == b"144\n0\n"

@@ -48,18 +48,18 @@ class Calls:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.downloaded: list[str] = []
         self.uploaded: list[str] = []
-        down, up = transfer.download_object, transfer.upload_file
+        down, up = transfer.download_one, transfer.upload_one
 
-        def download(client, bucket, obj, target):
+        async def download(engine, bucket, obj, *args, **kwargs):
             self.downloaded.append(obj.key.rsplit("/", 1)[-1])
-            return down(client, bucket, obj, target)
+            return await down(engine, bucket, obj, *args, **kwargs)
 
-        def upload(client, bucket, item):
+        async def upload(engine, bucket, item, *args, **kwargs):
             self.uploaded.append(item.key.rsplit("/", 1)[-1])
-            return up(client, bucket, item)
+            return await up(engine, bucket, item, *args, **kwargs)
 
-        monkeypatch.setattr(transfer, "download_object", download)
-        monkeypatch.setattr(transfer, "upload_file", upload)
+        monkeypatch.setattr(transfer, "download_one", download)
+        monkeypatch.setattr(transfer, "upload_one", upload)
 
     def take(self) -> tuple[list[str], list[str]]:
         """Return (downloaded, uploaded) names since the last call, sorted, and reset."""

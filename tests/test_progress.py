@@ -72,11 +72,11 @@ def test_transfer_loop_reports_done_and_skipped_but_not_failed(tmp_path: Path, m
     assert rejected == {} and counter.expected == [3, 18]
     assert result.transferred == ["p/a", "p/b", "p/c"] and counter.done == [3, 18]
 
-    def fail_b(client: object, bucket: str, obj: S3Object, target: Path) -> None:
+    async def fail_b(engine: object, bucket: str, obj: S3Object, *args: object) -> None:
         if obj.key == "p/b":
             raise OSError("boom")
 
-    monkeypatch.setattr("prefect_s3_concurrency.tasks.transfer.download_object", fail_b)
+    monkeypatch.setattr("prefect_s3_concurrency.tasks.transfer.download_one", fail_b)
     counter = Counter()
     with progress.listening(counter):
         result = download_objects(None, "bkt", items, skip_existing=False)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from typing_extensions import Buffer  # what get() yields: anything with the buffer protocol
 
+from prefect_s3_concurrency.tasks.errors import S3PipelineError
 from prefect_s3_concurrency.tasks.models import S3Object
 
 
@@ -28,7 +29,7 @@ class ObjectInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
-class RangeNotSupported(Exception):
+class RangeNotSupported(S3PipelineError):
     """The server answered a ranged GET with the whole object (200 instead of 206)."""
 
 
