@@ -40,7 +40,7 @@ def _fields(pid: int) -> list[bytes] | None:
     return None if fields[0] in (b"Z", b"X") else fields
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
+def process_stat(pid: int) -> tuple[int, int] | None:
     """``(ppid, start time in clock ticks)`` of a live process, None if gone or a zombie."""
     fields = _fields(pid)
     return None if fields is None else (int(fields[1]), int(fields[19]))
@@ -64,7 +64,7 @@ def descendants(root: int) -> dict[int, int]:
     children: dict[int, list[int]] = {}
     starts: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (info := _stat(int(entry))) is not None:
+        if entry.isdigit() and (info := process_stat(int(entry))) is not None:
             children.setdefault(info[0], []).append(int(entry))
             starts[int(entry)] = info[1]
     found: dict[int, int] = {}
@@ -78,7 +78,7 @@ def descendants(root: int) -> dict[int, int]:
 
 
 def _alive(known: dict[int, int]) -> list[int]:
-    return [pid for pid, start in known.items() if (_stat(pid) or (0, -1))[1] == start]
+    return [pid for pid, start in known.items() if (process_stat(pid) or (0, -1))[1] == start]
 
 
 def _signal_all(pids: list[int], sig: int) -> None:

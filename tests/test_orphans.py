@@ -11,33 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from prefect_s3_concurrency.tasks.watchdog import descendants, process_stat
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """``(ppid, start time)`` of a live process, None once it is gone (or a zombie)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return None if fields[0] in "ZX" else (int(fields[1]), int(fields[19]))
-
-
-def _tree(root: int) -> dict[int, int]:
-    """``pid -> start time`` of every live descendant of ``root``, read from /proc."""
-    children: dict[int, list[int]] = {}
-    starts: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (info := _stat(int(entry))) is not None:
-            children.setdefault(info[0], []).append(int(entry))
-            starts[int(entry)] = info[1]
-    found, todo = {}, [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            found[pid] = starts[pid]
-            todo.append(pid)
-    return found
+_stat = process_stat  # (ppid, start time) of a live process, None once it is gone
 
 
 def _cmdline(pid: int) -> str:
@@ -84,14 +62,14 @@ def test_sigkilled_cli_run_leaves_no_process(rclone_s3, bucket_factory, tmp_path
         def busy() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"the run ended early: {(tmp_path / 'run.log').read_text()}")
-            seen.update(_tree(proc.pid))
+            seen.update(descendants(proc.pid))
             lines = [_cmdline(p) for p in seen]
             workers = sum("spawn_main" in c for c in lines)
             return workers >= 2 and any("uvicorn" in c for c in lines)
 
         _poll(busy, 240, "the run never had a server and two pool workers")
         assert proc.poll() is None, "the run ended before it was killed"
-        seen.update(_tree(proc.pid))
+        seen.update(descendants(proc.pid))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
