@@ -165,7 +165,18 @@ def _cached_client(conn: S3Connection, max_pool_connections: int) -> Any:
         params["region_name"] = conn.region
     client = session.client("s3", config=config, **params)
     _fail_fast_until_reached(client)
+    client.meta.events.register("before-call.s3.GetObject", _no_whole_checksum_on_ranges)
     return client
+
+
+def _no_whole_checksum_on_ranges(params: dict[str, Any], **_: Any) -> None:
+    """Skip botocore's response checksum on ranged GETs (the caller verifies the parts).
+
+    Some servers (``rclone serve s3``) send the whole object's ``x-amz-checksum-*`` with a
+    range, which botocore would check against the range's bytes and fail.
+    """
+    if "Range" in params.get("headers", {}):
+        params.get("context", {}).get("checksum", {}).pop("response_algorithms", None)
 
 
 def _fail_fast_until_reached(client: Any) -> None:

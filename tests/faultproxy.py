@@ -62,7 +62,10 @@ class FaultProxy:
     """Reverse proxy in front of an S3 endpoint that injects seeded faults.
 
     Settings (``fault_rate``, ``kinds``, ``latency_s``, ``key_filter``,
-    ``always_fail_keys``, ``always_fail_kind``) may be changed while running.
+    ``always_fail_keys``, ``always_fail_kind``, ``drop_request_headers``) may be changed
+    while running. ``drop_request_headers`` (lower-case names) are not forwarded, e.g.
+    ``{"range"}`` makes the upstream look like a server that ignores ``Range`` (only for an
+    upstream that does not check signatures, such as moto).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class FaultProxy:
         self.key_filter = key_filter
         self.always_fail_keys: set[str] = set()
         self.always_fail_kind = "500"
+        self.drop_request_headers: set[str] = set()
         self.upstream_timeout = 300.0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -127,7 +131,8 @@ class FaultProxy:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Snapshot of counters: connections, requests, forwarded, injected, per kind."""
+        """Snapshot of counters: connections, requests, ranged (with ``Range``), forwarded,
+        injected, per kind."""
         with self._lock:
             return dict(self._stats)
 
@@ -135,7 +140,7 @@ class FaultProxy:
         """Zero all counters."""
         with self._lock:
             self._stats = dict.fromkeys(
-                ("connections", "requests", "forwarded", "injected", *ALL_KINDS), 0
+                ("connections", "requests", "ranged", "forwarded", "injected", *ALL_KINDS), 0
             )
 
     def start(self) -> FaultProxy:
@@ -237,6 +242,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.server.proxy
         target = unquote(urlsplit(self.path).path).lstrip("/")
+        if "Range" in self.headers:
+            with proxy._lock:
+                proxy._stats["ranged"] += 1
         kind = proxy._decide(target)
         if proxy.latency_s > 0:
             time.sleep(proxy.latency_s)  # simulated network latency
@@ -287,8 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
             conn = self._connection()
             try:
                 conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                skip = _REQUEST_SKIP | self.server.proxy.drop_request_headers
                 for name, value in self.headers.items():
-                    if name.lower() not in _REQUEST_SKIP:
+                    if name.lower() not in skip:
                         conn.putheader(name, value)
                 conn.endheaders()
                 self._relay_body(conn)

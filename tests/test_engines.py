@@ -58,20 +58,6 @@ def test_round_trip_large_and_odd_keys_on_moto_server(moto_server, bucket_factor
     assert (again.objects, again.skipped) == (0, len(files))  # multipart ETag verified locally
 
 
-def test_server_answering_range_with_200_is_read_whole(
-    rclone_s3, rclone_block, bucket_factory, tmp_path
-) -> None:
-    bucket = bucket_factory(rclone_s3)
-    body = os.urandom(20 * MIB)
-    rclone_s3.client().put_object(Bucket=bucket, Key="r/big.bin", Body=body)
-    conn = S3Connection(credentials_block=rclone_block)
-    for attempt in range(2):  # the second run knows the server already
-        out = tmp_path / f"out{attempt}"
-        down = download_prefix(f"s3://{bucket}/r", str(out), workers=1, connection=conn)
-        assert (down.objects, down.failed) == (1, {})
-        assert _sha((out / "big.bin").read_bytes()) == _sha(body)
-
-
 def test_symlink_created_mid_run_is_not_followed(moto_server, bucket_factory, tmp_path):
     bucket = bucket_factory(moto_server)
     moto_server.client().put_object(Bucket=bucket, Key="p/sub/f.txt", Body=b"payload")

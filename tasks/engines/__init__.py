@@ -105,4 +105,4 @@ def open_engine(
         return Boto3Engine(client, threads=max(in_flight, PART_CONCURRENCY))
     from prefect_s3_concurrency.tasks.engines.obstore_engine import ObstoreEngine
 
-    return ObstoreEngine(conn, client, Boto3Engine(client, threads=2))
+    return ObstoreEngine(conn, client, Boto3Engine(client, threads=PART_CONCURRENCY))

@@ -9,10 +9,12 @@ stores it wraps are cached per process and shared.
 from __future__ import annotations
 
 import abc
+import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from typing_extensions import Buffer  # what get() yields: anything with the buffer protocol
 
@@ -30,7 +32,30 @@ class ObjectInfo:
 
 
 class RangeNotSupported(S3PipelineError):
-    """The server answered a ranged GET with the whole object (200 instead of 206)."""
+    """The server answered a ranged GET with the whole object, not the range asked for."""
+
+
+class Digest(Protocol):
+    """What :meth:`Engine.get_into` feeds: a ``hashlib`` object."""
+
+    def update(self, data: Buffer, /) -> None:
+        """Add ``data``."""
+
+
+# Endpoints that answered a ranged GET with the whole object: whole-object GETs from then on.
+IGNORES_RANGE: set[str] = set()
+
+
+def write_at(fd: int, data: Buffer, offset: int, digest: Digest | None = None) -> int:
+    """``pwrite`` all of ``data`` at ``offset`` (and feed ``digest``); return its length."""
+    view = memoryview(data)
+    if digest is not None:
+        digest.update(view)
+    total = len(view)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+    return total
 
 
 class Engine(abc.ABC):
@@ -39,8 +64,11 @@ class Engine(abc.ABC):
     name: ClassVar[str]
     #: A botocore client for the same connection: lists and aborts multipart uploads.
     client: Any
-    #: False once the server proved it ignores ``Range`` (then whole-object GETs are used).
-    ranges_ok: bool = True
+
+    @property
+    def ranges_ok(self) -> bool:
+        """False once the server proved it ignores ``Range`` (whole-object GETs from then)."""
+        return self.endpoint not in IGNORES_RANGE
 
     @property
     @abc.abstractmethod
@@ -68,6 +96,28 @@ class Engine(abc.ABC):
         Raises:
             RangeNotSupported: If a range was asked for and the server sent the whole object.
         """
+
+    async def get_into(
+        self,
+        bucket: str,
+        key: str,
+        if_match: str | None,
+        span: tuple[int, int],
+        fd: int,
+        digest: Digest | None = None,
+    ) -> int:
+        """GET ``span`` of ``key`` into ``fd`` at its offsets, feeding ``digest``.
+
+        Returns:
+            How many bytes arrived (the caller checks it against the span).
+
+        Raises:
+            RangeNotSupported: If the server sent the whole object instead of the range.
+        """
+        offset = span[0]
+        async for block in self.get(bucket, key, if_match, span):
+            offset += await asyncio.to_thread(write_at, fd, block, offset, digest)
+        return offset - span[0]
 
     @abc.abstractmethod
     async def put(

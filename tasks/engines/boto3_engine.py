@@ -11,7 +11,15 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from prefect_s3_concurrency.tasks.engines.base import Buffer, Engine, ObjectInfo, RangeNotSupported
+from prefect_s3_concurrency.tasks.engines.base import (
+    IGNORES_RANGE,
+    Buffer,
+    Digest,
+    Engine,
+    ObjectInfo,
+    RangeNotSupported,
+    write_at,
+)
 from prefect_s3_concurrency.tasks.errors import translate_boto_error
 from prefect_s3_concurrency.tasks.integrity import CHUNK, normalize_etag
 from prefect_s3_concurrency.tasks.models import S3Object
@@ -64,6 +72,20 @@ class Boto3Engine(Engine):
             int(head["ContentLength"]), normalize_etag(head.get("ETag")), head.get("Metadata") or {}
         )
 
+    def _get_object(
+        self, bucket: str, key: str, if_match: str | None, byte_range: tuple[int, int] | None
+    ) -> Any:
+        """GetObject; for a range, a 206, or a 200 carrying exactly that range (rclone)."""
+        kwargs = {"IfMatch": f'"{if_match}"'} if if_match else {}
+        if byte_range:
+            kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
+        resp = self.client.get_object(Bucket=bucket, Key=key, **kwargs)
+        if byte_range and not range_honoured(resp, byte_range):
+            resp["Body"].close()
+            IGNORES_RANGE.add(self.endpoint)
+            raise RangeNotSupported(f"{self.endpoint} ignores Range")
+        return resp
+
     async def get(
         self,
         bucket: str,
@@ -71,17 +93,8 @@ class Boto3Engine(Engine):
         if_match: str | None = None,
         byte_range: tuple[int, int] | None = None,
     ) -> AsyncIterator[Buffer]:
-        kwargs = {"IfMatch": f'"{if_match}"'} if if_match else {}
-        if byte_range:
-            kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
-
         def first() -> tuple[Any, bytes | None]:
-            resp = self.client.get_object(Bucket=bucket, Key=key, **kwargs)
-            status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 206)
-            if byte_range and status != 206:  # rclone: 200, a Content-Range, a whole-object CRC
-                resp["Body"].close()
-                raise RangeNotSupported(f"{self.endpoint} ignores Range")
-            chunks = resp["Body"].iter_chunks(CHUNK)
+            chunks = self._get_object(bucket, key, if_match, byte_range)["Body"].iter_chunks(CHUNK)
             return chunks, next(chunks, None)
 
         chunks, block = await self._call(first)
@@ -89,14 +102,38 @@ class Boto3Engine(Engine):
             yield block
             block = await self._call(next, chunks, None)
 
+    async def get_into(
+        self,
+        bucket: str,
+        key: str,
+        if_match: str | None,
+        span: tuple[int, int],
+        fd: int,
+        digest: Digest | None = None,
+    ) -> int:
+        def run() -> int:  # the whole range on one worker thread: no event-loop hop per block
+            body = self._get_object(bucket, key, if_match, span)["Body"]
+            offset = span[0]
+            try:
+                for block in body.iter_chunks(CHUNK):
+                    offset += write_at(fd, block, offset, digest)
+            finally:
+                body.close()
+            return offset - span[0]
+
+        return await self._call(run)
+
     async def put(
         self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
     ) -> str:
         extra = {"Metadata": dict(metadata)} if metadata else {}
         resp = await self._call(
             lambda: self.client.put_object(
-                Bucket=bucket, Key=key, Body=data,
-                ContentMD5=base64.b64encode(md5).decode(), **extra,
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                ContentMD5=base64.b64encode(md5).decode(),
+                **extra,
             )  # fmt: skip
         )
         return normalize_etag(resp.get("ETag"))
@@ -188,3 +225,18 @@ async def _upload_parts(
     async with asyncio.TaskGroup() as group:  # the first failure cancels the others
         tasks = [group.create_task(one(n)) for n in range(1, count + 1)]
     return [t.result() for t in tasks]
+
+
+def range_honoured(resp: Any, span: tuple[int, int]) -> bool:
+    """True if a GetObject reply holds exactly ``span``: a 206, or a 200 with that range.
+
+    ``rclone serve s3`` answers a Range with 200 but sends only the range, with its
+    ``Content-Range``; a server that really ignores Range sends no ``Content-Range``.
+    """
+    if resp.get("ResponseMetadata", {}).get("HTTPStatusCode") == 206:
+        return True
+    wanted = f"bytes {span[0]}-{span[1] - 1}/"
+    return (
+        str(resp.get("ContentRange", "")).startswith(wanted)
+        and int(resp.get("ContentLength", -1)) == span[1] - span[0]
+    )

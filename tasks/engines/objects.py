@@ -3,9 +3,11 @@
 Downloads go to a locked temp file created through :mod:`tasks.safe_write` (no symlink on
 the way is followed, at write time), are checked for size and checksum while they stream
 (MD5, or the per-part MD5s of a multipart ETag), and are renamed into place. Objects from
-:data:`MULTIPART_THRESHOLD` are fetched as parallel ranged GETs written at their offsets;
-a server that answers a Range with the whole object (``rclone serve s3`` answers 200) is
-detected on the first part and read in one streamed GET instead, from then on.
+:data:`MULTIPART_THRESHOLD` are fetched as parallel ranged GETs written at their offsets and
+hashed on worker threads (:mod:`tasks.engines.ranged`); a server that answers a Range with
+the whole object is detected on the first part and read in one streamed GET instead, from
+then on (``rclone serve s3``'s 200 that carries just the range and its ``Content-Range`` is
+taken as the partial reply it is).
 
 Uploads send small files in one PUT (Content-MD5 with boto3; obstore's returned ETag is
 compared with the local MD5) and large ones as multipart uploads, checked with HEAD against
@@ -23,7 +25,8 @@ import os
 import random
 from pathlib import Path
 
-from prefect_s3_concurrency.tasks.engines.base import Engine, RangeNotSupported
+from prefect_s3_concurrency.tasks.engines.base import Engine, RangeNotSupported, write_at
+from prefect_s3_concurrency.tasks.engines.ranged import ranges_into
 from prefect_s3_concurrency.tasks.errors import IntegrityError, describe_error, local_io_error
 from prefect_s3_concurrency.tasks.integrity import (
     etag_matches,
@@ -43,65 +46,15 @@ BODY_ATTEMPTS = 3
 log = logging.getLogger("prefect_s3_concurrency.tasks.transfer")
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
-
-
 async def _stream_into(engine: Engine, bucket: str, obj: S3Object, part: PartialFile) -> str:
     """One GET of the whole object into ``part``; return the MD5 hex of what arrived."""
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
     async for block in engine.get(bucket, obj.key, if_match=obj.etag or None):
-        view = memoryview(block)
-        _pwrite_all(part.fd, view, size)
-        digest.update(view)
-        size += len(view)
+        size += write_at(part.fd, block, size, digest)
     if size != obj.size:
         raise IntegrityError(f"size mismatch for {obj.key}: got {size}, expected {obj.size}")
     return digest.hexdigest()
-
-
-async def _fetch_range(
-    engine: Engine, bucket: str, obj: S3Object, fd: int, span: tuple[int, int]
-) -> bytes:
-    """GET one range and write it at its offset; return the MD5 digest of the range."""
-    digest = hashlib.md5(usedforsecurity=False)
-    offset = span[0]
-    async for block in engine.get(bucket, obj.key, obj.etag or None, span):
-        view = memoryview(block)
-        await asyncio.to_thread(_pwrite_all, fd, view, offset)
-        digest.update(view)
-        offset += len(view)
-    if offset != span[1]:
-        raise IntegrityError(f"short range of {obj.key}: got {offset - span[0]} bytes")
-    return digest.digest()
-
-
-async def _ranges_into(
-    engine: Engine, bucket: str, obj: S3Object, part: PartialFile, part_size: int
-) -> None:
-    """Parallel ranged GETs; checks a multipart ETag from the part MD5s when it fits."""
-    spans = [(s, min(s + part_size, obj.size)) for s in range(0, obj.size, part_size)]
-    os.ftruncate(part.fd, obj.size)
-    first = await _fetch_range(engine, bucket, obj, part.fd, spans[0])  # detects a 200
-    gate = asyncio.Semaphore(PART_CONCURRENCY)
-
-    async def one(span: tuple[int, int]) -> bytes:
-        async with gate:
-            return await _fetch_range(engine, bucket, obj, part.fd, span)
-
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(one(span)) for span in spans[1:]]
-    digests = [first] + [t.result() for t in tasks]
-    head, _, count = obj.etag.rpartition("-")
-    if count.isdigit() and int(count) == len(spans):
-        combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
-        if f"{combined}-{count}" != obj.etag:
-            raise IntegrityError(f"checksum mismatch for {obj.key}")
-    elif obj.etag:  # other part size or a whole-object MD5: read the file back once
-        await _check_file(part, obj)
 
 
 def _guess_part_size(obj: S3Object) -> int:
@@ -120,7 +73,10 @@ async def _download_once(
     with open_partial_at(root, target) as part:
         if obj.size >= MULTIPART_THRESHOLD and engine.ranges_ok:
             try:
-                await _ranges_into(engine, bucket, obj, part, _guess_part_size(obj))
+                await ranges_into(
+                    engine, bucket, obj, part.fd, _guess_part_size(obj), PART_CONCURRENCY,
+                    lambda: _check_file(part, obj),
+                )  # fmt: skip
             except RangeNotSupported:
                 os.ftruncate(part.fd, 0)
                 await _check_stream(engine, bucket, obj, part)

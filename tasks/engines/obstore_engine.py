@@ -11,7 +11,9 @@ secret key and token for log redaction.
 ``object_store`` cannot name every S3 key (``.``/``..`` or empty segments, control
 characters, a trailing ``/``): those objects go through the boto3 engine instead, so no key
 fails because of the engine. Listings are always botocore's (``object_store`` rewrites
-folder-marker keys and aborts a listing on a key it cannot name).
+folder-marker keys and aborts a listing on a key it cannot name). Ranged GETs on a server
+that sends ranges with 200 instead of 206 (``rclone serve s3``), which ``object_store``
+refuses, go through botocore too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
 from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.engines.base import Buffer, Engine, ObjectInfo, RangeNotSupported
+from prefect_s3_concurrency.tasks.engines.base import Buffer, Digest, Engine, ObjectInfo
 from prefect_s3_concurrency.tasks.engines.boto3_engine import Boto3Engine
 from prefect_s3_concurrency.tasks.integrity import normalize_etag
 from prefect_s3_concurrency.tasks.models import S3Object
@@ -42,7 +44,9 @@ _STANDARD_ATTRIBUTES = {
 # Keys object_store's Path cannot represent (it refuses them or rewrites them).
 _UNREPRESENTABLE = re.compile(r"(^|/)\.{1,2}(/|$)|//|^/|/$|[\x00-\x1f\x7f]")
 _lock = threading.Lock()
-_no_ranges: set[str] = set()  # endpoints known to answer Range with 200
+# Endpoints that send a range with 200 instead of 206 (rclone): object_store refuses those
+# replies, so ranged GETs there go through botocore, which checks the Content-Range itself.
+PARTIAL_AS_200: set[str] = set()
 
 
 def representable(key: str) -> bool:
@@ -138,10 +142,6 @@ class ObstoreEngine(Engine):
     def endpoint(self) -> str:
         return self._endpoint
 
-    @property
-    def ranges_ok(self) -> bool:  # type: ignore[override]
-        return self._endpoint not in _no_ranges
-
     def _store(self, bucket: str) -> S3Store:
         return store_for(self.conn, bucket, self.client)
 
@@ -160,6 +160,10 @@ class ObstoreEngine(Engine):
         meta = {k: v for k, v in res.attributes.items() if k.lower() not in _STANDARD_ATTRIBUTES}
         return ObjectInfo(res.meta["size"], normalize_etag(res.meta["e_tag"]), meta)
 
+    def _botocore_reads(self, key: str, byte_range: tuple[int, int] | None) -> bool:
+        ranged_200 = byte_range is not None and self._endpoint in PARTIAL_AS_200
+        return ranged_200 or not representable(key)
+
     async def get(
         self,
         bucket: str,
@@ -167,7 +171,7 @@ class ObstoreEngine(Engine):
         if_match: str | None = None,
         byte_range: tuple[int, int] | None = None,
     ) -> AsyncIterator[Buffer]:
-        if not representable(key):
+        if self._botocore_reads(key, byte_range):
             async for block in self.fallback.get(bucket, key, if_match, byte_range):
                 yield block
             return
@@ -178,8 +182,10 @@ class ObstoreEngine(Engine):
             res = await obs.get_async(self._store(bucket), key, options=options)  # type: ignore[arg-type]
         except BaseError as exc:
             if byte_range and "non-partial" in str(exc):
-                _no_ranges.add(self._endpoint)
-                raise RangeNotSupported(f"{self._endpoint} ignores Range") from None
+                PARTIAL_AS_200.add(self._endpoint)  # nothing was yielded yet: botocore's turn
+                async for block in self.fallback.get(bucket, key, if_match, byte_range):
+                    yield block
+                return
             raise
         start, end = res.range
         if end - start <= STREAM_CHUNK:  # small: one await instead of a stream's two
@@ -187,6 +193,19 @@ class ObstoreEngine(Engine):
             return
         async for block in res.stream(min_chunk_size=STREAM_CHUNK):
             yield block
+
+    async def get_into(
+        self,
+        bucket: str,
+        key: str,
+        if_match: str | None,
+        span: tuple[int, int],
+        fd: int,
+        digest: Digest | None = None,
+    ) -> int:
+        if self._botocore_reads(key, span):
+            return await self.fallback.get_into(bucket, key, if_match, span, fd, digest)
+        return await super().get_into(bucket, key, if_match, span, fd, digest)
 
     async def put(
         self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
