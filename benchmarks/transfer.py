@@ -231,12 +231,8 @@ def _cell(direction: str, run: dict[str, Any]) -> str:
 def _warm_up(
     variants: list[Variant], server: Any, conn: Any, data: Dataset, work: Path, url: str
 ) -> None:
-    """Run every variant once on a small prefix (imports, Prefect registration, page cache).
-
-    The data set is listed once too: ``rclone serve s3`` computes (and then caches) the MD5 of
-    every file the first time it is listed, 1.85 s for 4 x 256 MiB, which the first contender
-    of the first round would otherwise pay.
-    """
+    """Run every variant once on a small prefix (imports, Prefect registration, page cache);
+    list the data set, so no contender pays rclone's first MD5 of each file (1 GiB: 1.85 s)."""
     client = server.client()
     list_prefix(client, data.bucket, data.prefix)
     put_objects(client, data.bucket, "warm/", 32, 4096)
