@@ -27,6 +27,7 @@ from prefect_s3_concurrency.tasks.engines.ranged import InOrderDigest, spans_of
 from prefect_s3_concurrency.tasks.errors import IntegrityError
 from prefect_s3_concurrency.tasks.integrity import normalize_etag
 from prefect_s3_concurrency.tasks.models import S3Object
+from prefect_s3_concurrency.tasks.transfer import download_objects
 
 pytestmark = pytest.mark.integration
 MIB = 2**20
@@ -147,7 +148,30 @@ def test_corrupt_range_fails_and_leaves_nothing(
         with pytest.raises(IntegrityError, match="mismatch for c/big.bin"):
             _download(conn, bucket, obj, tmp_path / "out" / "big.bin")
         assert proxy.stats["corrupt"] >= 3  # every attempt read ranges, and each was caught
+        assert proxy.stats["ranged"] >= 3  # ... as ranged GETs, not one whole-object GET
     assert list((tmp_path / "out").iterdir()) == []  # no file, no temp file
+
+
+def test_many_large_objects_at_once_in_one_batch(s3_engine, moto_server, bucket_factory, tmp_path):
+    """More large objects in flight than the default thread pool has threads (a hasher
+    thread per object must not starve the writes it waits for)."""
+    bucket = bucket_factory(moto_server)
+    client = moto_server.client()
+    bodies = {f"m/o{i}.bin": os.urandom(16 * MIB + i) for i in range(8)}
+    objs = [_put(client, bucket, key, body) for key, body in bodies.items()]
+    assert all(len(o.etag) == 32 for o in objs)  # whole-object MD5s: in-order hashing
+    out = tmp_path / "out"
+    out.mkdir()
+    items = [(o, str(out / o.key.split("/")[-1])) for o in objs]
+
+    engine = open_engine(S3Connection(endpoint_url=moto_server.endpoint_url))
+    try:
+        result = download_objects(engine, bucket, items, root=str(out), in_flight=16)
+    finally:
+        engine.close()
+    assert (sorted(result.transferred), result.failed) == (sorted(bodies), {})
+    for key, body in bodies.items():
+        assert (out / key.split("/")[-1]).read_bytes() == body
 
 
 def test_flow_downloads_large_objects_by_ranges(

@@ -116,7 +116,12 @@ class Engine(abc.ABC):
         """
         offset = span[0]
         async for block in self.get(bucket, key, if_match, span):
-            offset += await asyncio.to_thread(write_at, fd, block, offset, digest)
+            write = asyncio.ensure_future(asyncio.to_thread(write_at, fd, block, offset, digest))
+            try:
+                offset += await asyncio.shield(write)
+            except asyncio.CancelledError:  # the caller closes fd next: let the write end first
+                await asyncio.wait([write])
+                raise
         return offset - span[0]
 
     @abc.abstractmethod

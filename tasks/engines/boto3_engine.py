@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -111,17 +113,30 @@ class Boto3Engine(Engine):
         fd: int,
         digest: Digest | None = None,
     ) -> int:
-        def run() -> int:  # the whole range on one worker thread: no event-loop hop per block
-            body = self._get_object(bucket, key, if_match, span)["Body"]
-            offset = span[0]
-            try:
-                for block in body.iter_chunks(CHUNK):
-                    offset += write_at(fd, block, offset, digest)
-            finally:
-                body.close()
-            return offset - span[0]
+        # The whole range on one worker thread (no event-loop hop per block), writing through
+        # its own duplicate of ``fd``: a thread still running after its download failed and
+        # closed ``fd`` stops at the next block, and never writes into a reused descriptor.
+        own, stop = os.dup(fd), threading.Event()
 
-        return await self._call(run)
+        def run() -> int:
+            try:
+                body = self._get_object(bucket, key, if_match, span)["Body"]
+                offset = span[0]
+                try:
+                    for block in body.iter_chunks(CHUNK):
+                        if stop.is_set():
+                            break
+                        offset += write_at(own, block, offset, digest)
+                finally:
+                    body.close()
+                return offset - span[0]
+            finally:
+                os.close(own)
+
+        try:
+            return await self._call(run)
+        finally:
+            stop.set()
 
     async def put(
         self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None

@@ -75,7 +75,7 @@ async def _download_once(
             try:
                 await ranges_into(
                     engine, bucket, obj, part.fd, _guess_part_size(obj), PART_CONCURRENCY,
-                    lambda: _check_file(part, obj),
+                    lambda: _file_matches(part, obj),
                 )  # fmt: skip
             except RangeNotSupported:
                 os.ftruncate(part.fd, 0)
@@ -93,12 +93,16 @@ async def _check_stream(engine: Engine, bucket: str, obj: S3Object, part: Partia
         await _check_file(part, obj)
 
 
-async def _check_file(part: PartialFile, obj: S3Object) -> None:
-    """Read the written temp file back (through its fd) and check it against the ETag."""
+async def _file_matches(part: PartialFile, obj: S3Object) -> bool | None:
+    """Read the written temp file back (through its fd) against the ETag (see etag_matches)."""
     path = Path(f"/proc/self/fd/{part.fd}")  # the open file itself, wherever its name went
     if not path.exists():
         path = part.path
-    if await asyncio.to_thread(etag_matches, path, obj.etag) is False:
+    return await asyncio.to_thread(etag_matches, path, obj.etag)
+
+
+async def _check_file(part: PartialFile, obj: S3Object) -> None:
+    if await _file_matches(part, obj) is False:
         raise IntegrityError(f"checksum mismatch for {obj.key}")
 
 

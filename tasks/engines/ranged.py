@@ -15,6 +15,7 @@ GIL), so the parts of one object, and the objects of one batch, hash in parallel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import threading
@@ -29,15 +30,17 @@ Span = tuple[int, int]
 
 
 class InOrderDigest:
-    """MD5 of a file whose ranges are written in any order, hashed in order on a thread.
+    """MD5 of a file whose ranges are written in any order, hashed in order on its own thread.
 
-    :meth:`run` (on a worker thread) waits for each range in turn, reads it back with
-    ``pread`` and hashes it; :meth:`done` marks a range written; :meth:`stop` ends a run
-    whose download failed.
+    :meth:`start` runs the hashing on a thread of its own (never a shared pool's: it waits
+    for the download, whose writes may need that pool); it waits for each range in turn,
+    reads it back with ``pread`` through its own duplicate of the fd (closed when it ends, so
+    it never reads a reused descriptor) and hashes it. :meth:`done` marks a range written;
+    :meth:`stop` ends a run whose download failed, within one read.
     """
 
     def __init__(self, fd: int, spans: list[Span]) -> None:
-        self._fd, self._spans = fd, spans
+        self._fd, self._spans = os.dup(fd), spans
         self._written: set[int] = set()
         self._stopped = False
         self._cond = threading.Condition()
@@ -54,22 +57,47 @@ class InOrderDigest:
             self._stopped = True
             self._cond.notify()
 
+    def start(self) -> asyncio.Future[str | None]:
+        """Run :meth:`run` on a new thread; its result as a future of the running loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str | None] = loop.create_future()
+
+        def settle(result: str | None, error: BaseException | None) -> None:
+            if not future.done():
+                future.set_exception(error) if error else future.set_result(result)
+
+        def main() -> None:
+            try:
+                result, error = self.run(), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
+
+        # a failed download does not await it: its error is then not worth a warning
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        threading.Thread(target=main, name="s3c-md5", daemon=True).start()
+        return future
+
     def run(self) -> str | None:
         """Hash every range in order; the hex MD5, or None if stopped first."""
         digest = hashlib.md5(usedforsecurity=False)
-        for index, (start, end) in enumerate(self._spans):
-            with self._cond:
-                while index not in self._written and not self._stopped:
-                    self._cond.wait()
-                if self._stopped:
-                    return None
-            while start < end:
-                block = os.pread(self._fd, min(CHUNK, end - start), start)
-                if not block:
-                    raise IntegrityError("file shorter than written")
-                digest.update(block)
-                start += len(block)
-        return digest.hexdigest()
+        try:
+            for index, (start, end) in enumerate(self._spans):
+                with self._cond:
+                    while index not in self._written and not self._stopped:
+                        self._cond.wait()
+                while start < end:
+                    if self._stopped:
+                        return None
+                    block = os.pread(self._fd, min(CHUNK, end - start), start)
+                    if not block:
+                        raise IntegrityError("file shorter than written")
+                    digest.update(block)
+                    start += len(block)
+            return digest.hexdigest()
+        finally:
+            os.close(self._fd)
 
 
 def spans_of(size: int, part_size: int) -> list[Span]:
@@ -89,7 +117,7 @@ async def ranges_into(
     fd: int,
     part_size: int,
     concurrency: int,
-    check_file: Callable[[], Awaitable[None]],
+    file_matches: Callable[[], Awaitable[bool | None]],
 ) -> None:
     """Download ``obj`` into ``fd`` as parallel ranged GETs and verify it (see module).
 
@@ -101,9 +129,10 @@ async def ranges_into(
         bucket: Source bucket.
         obj: The listed object (size and ETag).
         fd: The open temp file, truncated to ``obj.size`` here.
-        part_size: Bytes per ranged GET.
+        part_size: Bytes per ranged GET (a guess of the upload's part size).
         concurrency: Ranged GETs in flight for this object.
-        check_file: Coroutine function reading the file back against the ETag (other ETags).
+        file_matches: Reads the file back against the ETag (True, False, or None when no
+            known part size reproduces a multipart ETag).
 
     Raises:
         IntegrityError: If a range came back short or the checksum does not match.
@@ -113,6 +142,7 @@ async def ranges_into(
     os.ftruncate(fd, obj.size)
     per_part = _multipart_count(obj.etag) == len(spans)
     ordered = InOrderDigest(fd, spans) if is_md5_etag(obj.etag) else None
+    hashing = ordered.start() if ordered else None
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(index: int) -> bytes:
@@ -125,25 +155,25 @@ async def ranges_into(
             ordered.done(index)
         return digest.digest() if digest is not None else b""
 
-    hashing = asyncio.ensure_future(asyncio.to_thread(ordered.run)) if ordered else None
     try:
         digests = [await one(0)]
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(i)) for i in range(1, len(spans))]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(i)) for i in range(1, len(spans))]
+        except BaseExceptionGroup as failed:  # the first error, as download_one expects it
+            raise failed.exceptions[0] from None
         digests += [t.result() for t in tasks]
-    except BaseException:
-        if ordered is not None and hashing is not None:  # its thread reads fd: end it first
-            ordered.stop()
-            await asyncio.wait([hashing])
-            if not hashing.cancelled():
-                hashing.exception()  # retrieved: the download's own error is the one raised
-        raise
+        md5 = await hashing if hashing is not None else None
+    finally:
+        if ordered is not None:
+            ordered.stop()  # a no-op once it finished; it reads through its own fd anyway
     if per_part:
         combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
-        if f"{combined}-{len(spans)}" != obj.etag:
+        # a wrong guess of the part size cuts other parts: then the whole file must match
+        if f"{combined}-{len(spans)}" != obj.etag and await file_matches() is not True:
             raise IntegrityError(f"checksum mismatch for {obj.key}")
-    elif hashing is not None:
-        if await hashing != obj.etag:
+    elif ordered is not None:
+        if md5 != obj.etag:
             raise IntegrityError(f"MD5 mismatch for {obj.key}")
-    elif obj.etag:
-        await check_file()
+    elif obj.etag and await file_matches() is False:
+        raise IntegrityError(f"checksum mismatch for {obj.key}")
