@@ -29,6 +29,7 @@ from prefect_s3_concurrency.tasks.engines.base import Engine, RangeNotSupported,
 from prefect_s3_concurrency.tasks.engines.ranged import ranges_into
 from prefect_s3_concurrency.tasks.errors import IntegrityError, describe_error, local_io_error
 from prefect_s3_concurrency.tasks.integrity import (
+    COMMON_PART_SIZES,
     etag_matches,
     file_md5,
     is_md5_etag,
@@ -61,7 +62,7 @@ def _guess_part_size(obj: S3Object) -> int:
     """The part size that reproduces a multipart ETag's part count (8 MiB otherwise)."""
     _, _, count = obj.etag.rpartition("-")
     if count.isdigit() and int(count) > 1:
-        for size in (PART_SIZE, 16 * MIB, 5 * MIB, 64 * MIB, 15 * MIB, 50 * MIB, 100 * MIB):
+        for size in COMMON_PART_SIZES:
             if -(-obj.size // size) == int(count):
                 return size
     return PART_SIZE
