@@ -61,11 +61,7 @@ _BLOCK = 64 * 1024
 class FaultProxy:
     """Reverse proxy in front of an S3 endpoint that injects seeded faults.
 
-    Settings (``fault_rate``, ``kinds``, ``latency_s``, ``key_filter``,
-    ``always_fail_keys``, ``always_fail_kind``, ``drop_request_headers``) may be changed
-    while running. ``drop_request_headers`` (lower-case names) are not forwarded, e.g.
-    ``{"range"}`` makes the upstream look like a server that ignores ``Range`` (only for an
-    upstream that does not check signatures, such as moto).
+    Its settings (the attributes set in ``__init__``) may be changed while it runs.
     """
 
     def __init__(
@@ -99,7 +95,7 @@ class FaultProxy:
         self.key_filter = key_filter
         self.always_fail_keys: set[str] = set()
         self.always_fail_kind = "500"
-        self.drop_request_headers: set[str] = set()
+        self.drop_request_headers: set[str] = set()  # lower case; {"range"}: moto ignores Range
         self.upstream_timeout = 300.0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -131,8 +127,7 @@ class FaultProxy:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Snapshot of counters: connections, requests, ranged (with ``Range``), forwarded,
-        injected, per kind."""
+        """Counters: connections, requests, ranged (with Range), forwarded, injected, kinds."""
         with self._lock:
             return dict(self._stats)
 
@@ -176,10 +171,11 @@ class FaultProxy:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _decide(self, target: str) -> str | None:
+    def _decide(self, target: str, ranged: bool = False) -> str | None:
         """Count a request and pick its fault kind (None: forward normally)."""
         with self._lock:
             self._stats["requests"] += 1
+            self._stats["ranged"] += ranged
             if target in self.always_fail_keys:
                 kind = self.always_fail_kind
             elif (
@@ -242,10 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.server.proxy
         target = unquote(urlsplit(self.path).path).lstrip("/")
-        if "Range" in self.headers:
-            with proxy._lock:
-                proxy._stats["ranged"] += 1
-        kind = proxy._decide(target)
+        kind = proxy._decide(target, "Range" in self.headers)
         if proxy.latency_s > 0:
             time.sleep(proxy.latency_s)  # simulated network latency
         try:
