@@ -7,6 +7,7 @@ import logging
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from reliability_helpers import partials, task_retries
@@ -103,19 +104,20 @@ def full_disk(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         yield mnt
         subprocess.run(["umount", str(mnt)], check=True, timeout=10)
         return
-    import prefect_s3_concurrency.tasks.engines.objects as objects
+    from prefect_s3_concurrency.tasks.engines import base, boto3_engine, objects
 
-    real = objects._pwrite_all
+    real = base.write_at
     written: dict[int, int] = {}
 
-    def limited(fd: int, data: memoryview, offset: int) -> None:  # beyond 1 MiB: ENOSPC
-        written[fd] = max(written.get(fd, 0), offset + len(data))
+    def limited(fd: int, data: Any, offset: int, digest: Any = None) -> int:  # > 1 MiB: ENOSPC
+        written[fd] = max(written.get(fd, 0), offset + len(memoryview(data)))
         if written[fd] > 2**20:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(fd, data, offset)
+        return real(fd, data, offset, digest)
 
     mnt.mkdir()
-    monkeypatch.setattr(objects, "_pwrite_all", limited)
+    for module in (base, boto3_engine, objects):  # every place that writes downloaded bytes
+        monkeypatch.setattr(module, "write_at", limited)
     yield mnt
 
 
