@@ -46,14 +46,22 @@ def process_stat(pid: int) -> tuple[int, int] | None:
     return None if fields is None else (int(fields[1]), int(fields[19]))
 
 
-def _orphans(pgrp: int, since: int) -> dict[int, int]:
+def _wait_exited(pid: int, start: int, timeout: float = 2.0) -> None:
+    """Wait until ``pid`` is a zombie or gone: its children have been reparented by then (a
+    dying process closes its files, so the pipe reaches end-of-file, before that)."""
+    deadline = time.monotonic() + timeout
+    while (process_stat(pid) or (0, -1))[1] == start and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _orphans(pgrp: int, since: int, run: int) -> dict[int, int]:
     """Processes of process group ``pgrp`` started at or after ``since`` that were
-    reparented to the same reaper as this watchdog (children the run started just before it
-    died, too late for the last snapshot)."""
-    reaper, found = os.getppid(), {}
+    reparented to the same reaper as this watchdog, or are still the dead ``run``'s (children
+    the run started just before it died, too late for the last snapshot)."""
+    parents, found = {os.getppid(), run}, {}
     for entry in os.listdir("/proc"):
         fields = _fields(int(entry)) if entry.isdigit() else None
-        if fields and int(fields[1]) == reaper and int(fields[2]) == pgrp:
+        if fields and int(fields[1]) in parents and int(fields[2]) == pgrp:
             if int(fields[19]) >= since and int(entry) != os.getpid():
                 found[int(entry)] = int(fields[19])
     return found
@@ -115,7 +123,8 @@ def watch(parent: int, fd: int = 0) -> None:
         known.update(descendants(parent))
         known.pop(os.getpid(), None)
     if run is not None:
-        known.update(_orphans(int(run[2]), int(run[19])))
+        _wait_exited(parent, int(run[19]))
+        known.update(_orphans(int(run[2]), int(run[19]), parent))
     reap(known)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from prefect import flow
@@ -159,13 +160,25 @@ def test_runs_name_their_batches_and_reach_100(
 
 
 def _task_runs(flow_run_id) -> list:
+    """The flow run's task runs once the API has a final state for each: task-run states
+    reach the API as events, which the server records after the flow run has returned."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+
     async def read() -> list:
         async with get_client() as client:
             return await client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
             )
 
-    return run_coro_as_sync(read())
+    deadline = time.monotonic() + 30
+    while True:
+        runs = run_coro_as_sync(read())
+        recorded = all(r.state is not None and r.state.is_final() for r in runs)
+        if recorded or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)  # poll the API until the server has recorded every state
 
 
 @pytest.mark.integration
