@@ -24,6 +24,12 @@ def is_md5_etag(etag: str) -> bool:
     return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)
 
 
+def multipart_part_count(etag: str) -> int | None:
+    """The part count ``N`` of a multipart ETag (``<32 hex>-N``); None for any other ETag."""
+    head, sep, count = normalize_etag(etag).rpartition("-")
+    return int(count) if sep and count.isdigit() and len(head) == 32 else None
+
+
 def file_md5(path: Path) -> str:
     """Return the hex MD5 of a file, read in chunks."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -60,12 +66,12 @@ def etag_matches(
     etag = normalize_etag(etag)
     if is_md5_etag(etag):
         return file_md5(path) == etag
-    head, sep, count = etag.rpartition("-")
-    if not sep or not count.isdigit() or len(head) != 32:
+    count = multipart_part_count(etag)
+    if count is None:
         return None
     size = path.stat().st_size
     for part_size in dict.fromkeys(part_sizes):
-        if math.ceil(size / part_size) == int(count):
+        if math.ceil(size / part_size) == count:
             if multipart_etag(path, part_size) == etag:
                 return True
     return None

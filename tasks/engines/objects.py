@@ -34,6 +34,7 @@ from prefect_s3_concurrency.tasks.integrity import (
     file_md5,
     is_md5_etag,
     multipart_etag,
+    multipart_part_count,
     normalize_etag,
 )
 from prefect_s3_concurrency.tasks.models import LocalFile, S3Object
@@ -60,10 +61,10 @@ async def _stream_into(engine: Engine, bucket: str, obj: S3Object, part: Partial
 
 def _guess_part_size(obj: S3Object) -> int:
     """The part size that reproduces a multipart ETag's part count (8 MiB otherwise)."""
-    _, _, count = obj.etag.rpartition("-")
-    if count.isdigit() and int(count) > 1:
+    count = multipart_part_count(obj.etag)
+    if count is not None and count > 1:
         for size in COMMON_PART_SIZES:
-            if -(-obj.size // size) == int(count):
+            if -(-obj.size // size) == count:
                 return size
     return PART_SIZE
 

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from prefect_s3_concurrency.tasks.engines.base import Engine
 from prefect_s3_concurrency.tasks.errors import IntegrityError
-from prefect_s3_concurrency.tasks.integrity import CHUNK, is_md5_etag
+from prefect_s3_concurrency.tasks.integrity import CHUNK, is_md5_etag, multipart_part_count
 from prefect_s3_concurrency.tasks.models import S3Object
 
 Span = tuple[int, int]
@@ -105,11 +105,6 @@ def spans_of(size: int, part_size: int) -> list[Span]:
     return [(s, min(s + part_size, size)) for s in range(0, size, part_size)]
 
 
-def _multipart_count(etag: str) -> int | None:
-    head, sep, count = etag.rpartition("-")
-    return int(count) if sep and count.isdigit() and len(head) == 32 else None
-
-
 async def ranges_into(
     engine: Engine,
     bucket: str,
@@ -140,7 +135,7 @@ async def ranges_into(
     """
     spans = spans_of(obj.size, part_size)
     os.ftruncate(fd, obj.size)
-    per_part = _multipart_count(obj.etag) == len(spans)
+    per_part = multipart_part_count(obj.etag) == len(spans)
     ordered = InOrderDigest(fd, spans) if is_md5_etag(obj.etag) else None
     hashing = ordered.start() if ordered else None
     gate = asyncio.Semaphore(max(1, concurrency))
