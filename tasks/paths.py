@@ -24,10 +24,11 @@ MAX_NAME_BYTES = 255
 # Listings skip zero-byte keys ending with '/' (folder markers); one that holds data is
 # rejected with this reason instead of being dropped silently.
 FOLDER_MARKER = "key ends with '/' but holds data (a folder marker with content): not a file"
-# Temp files this project writes next to their destination; never treated as data.
+# Temp files this project writes next to their destination: ``.<name>.<8 hex>.s3c.partial``.
+# Only that exact shape (leading dot, random tag) is ours; any other ``*.s3c.partial`` file is
+# a user's data: uploaded like any file, never cleaned up or deleted.
 PARTIAL_SUFFIX = ".s3c.partial"
-# Our temp names, also with the ``.XXXXXXXX`` tail s3transfer adds to its own temp files.
-_PARTIAL_RE = re.compile(re.escape(PARTIAL_SUFFIX) + r"(\.[0-9A-Za-z]{8})?$")
+_PARTIAL_RE = re.compile(r"\..+\.[0-9a-f]{8}" + re.escape(PARTIAL_SUFFIX), re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,12 @@ def check_relative_key(rel: str) -> None:
 
 
 def is_partial_name(name: str) -> bool:
-    """Return True if ``name`` is one of this project's temp-file names (never data)."""
-    return _PARTIAL_RE.search(name) is not None
+    """Return True if ``name`` has the exact shape of this project's temp-file names.
+
+    ``.<name>.<8 hex>.s3c.partial`` only: ``thesis.s3c.partial`` or
+    ``backup.s3c.partial.Ab3dEf9h`` are a user's files, never taken for temp files.
+    """
+    return _PARTIAL_RE.fullmatch(name) is not None
 
 
 def partial_name(name: str, tag: str) -> str:

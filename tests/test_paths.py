@@ -75,7 +75,7 @@ def test_relative_key() -> None:
         "",
         "x" * 256,
         "/".join(["d" * 200] * 6),
-        "f.s3c.partial",
+        ".f.0a1b2c3d.s3c.partial",
     ],
 )
 def test_safe_local_path_rejects_unsafe_keys(tmp_path: Path, key: str) -> None:

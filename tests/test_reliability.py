@@ -20,7 +20,13 @@ from prefect_s3_concurrency.tasks.errors import (
     local_io_error,
 )
 from prefect_s3_concurrency.tasks.models import BatchResult
-from prefect_s3_concurrency.tasks.paths import MAX_NAME_BYTES, is_partial_name, partial_name
+from prefect_s3_concurrency.tasks.local_files import list_local_files
+from prefect_s3_concurrency.tasks.paths import (
+    MAX_NAME_BYTES,
+    check_relative_key,
+    is_partial_name,
+    partial_name,
+)
 from prefect_s3_concurrency.tasks.redact import MASK, install_log_redaction, redact, register_secret
 from prefect_s3_concurrency.tasks.s3 import BatchFailed, retry_unless_permanent
 from prefect_s3_concurrency.tasks.sync import delete_local, local_extras, remote_extras
@@ -85,7 +91,6 @@ def test_temp_names_and_long_names(tmp_path: Path) -> None:
     long = "é" * 127  # 254 bytes: a legal name, too long for a naive ".name.tag.suffix"
     tmp = partial_name(long, "abcd1234")
     assert len(tmp.encode()) <= MAX_NAME_BYTES and is_partial_name(tmp)
-    assert is_partial_name(".x.0a1b2c3d.s3c.partial.AbC12345")  # s3transfer's own temp tail
     assert not is_partial_name("report.partial") and not is_partial_name("a.s3c.partial.txt")
     s3 = _FakeS3([])
     download_object(s3, "b", OBJ, tmp_path / long)
@@ -96,7 +101,7 @@ def test_stale_temp_files_removed_live_ones_kept(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     stale = tmp_path / "sub" / ".a.txt.0badf00d.s3c.partial"
     stale.write_bytes(b"half")
-    s3t = tmp_path / ".b.bin.12345678.s3c.partial.A1b2C3d4"
+    s3t = tmp_path / ".b.bin.12345678.s3c.partial"
     s3t.write_bytes(b"half")
     outside = tmp_path.parent / f"{tmp_path.name}-outside.s3c.partial"
     outside.write_bytes(b"not ours")
@@ -108,6 +113,31 @@ def test_stale_temp_files_removed_live_ones_kept(tmp_path: Path) -> None:
     assert removed == [s3t.name, "sub/.a.txt.0badf00d.s3c.partial"]
     assert not stale.exists() and not s3t.exists() and outside.read_bytes() == b"not ours"
     assert remove_stale_partials(tmp_path) == [live_path.name]  # its writer is gone now
+
+
+USER_PARTIALS = [
+    "thesis.s3c.partial",  # no leading dot, no random tag
+    "sub/backup.s3c.partial.Ab3dEf9h",  # a tail after the suffix
+    ".notes.s3c.partial",  # leading dot but no tag
+    ".draft.ABCDEF12.s3c.partial",  # upper-case: our tags are lower-case hex
+    ".plan.0a1b2c3.s3c.partial",  # 7 characters
+]
+
+
+def test_user_files_named_like_temp_files_are_data(tmp_path: Path) -> None:
+    """Only ``.<name>.<8 hex>.s3c.partial`` is ours: a user's ``*.s3c.partial`` is data."""
+    for rel in USER_PARTIALS:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+        assert not is_partial_name(Path(rel).name)
+        check_relative_key(rel)  # a key of that name is not rejected either
+    ours = tmp_path / "sub" / ".x.txt.0a1b2c3d.s3c.partial"
+    ours.write_text("stale")
+    assert remove_stale_partials(tmp_path) == ["sub/.x.txt.0a1b2c3d.s3c.partial"]
+    assert all((tmp_path / rel).read_text() == rel for rel in USER_PARTIALS)
+    listed = sorted(rel for rel, _p, _s in list_local_files(tmp_path))
+    assert listed == sorted(USER_PARTIALS)  # uploaded like any file, so sync keeps their copy
+    assert local_extras(tmp_path, USER_PARTIALS) == []
 
 
 def test_local_io_errors_are_one_line_and_permanent(tmp_path: Path) -> None:

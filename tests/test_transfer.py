@@ -149,7 +149,7 @@ def test_upload_skips_identical_and_verifies(s3, tmp_path: Path) -> None:
     (root / "n e/st").mkdir(parents=True)
     (root / "n e/st/ü.txt").write_text("x")
     (root / "zero").write_bytes(b"")
-    (root / f".f{PARTIAL_SUFFIX}").write_text("temp")  # never uploaded
+    (root / f".f.0a1b2c3d{PARTIAL_SUFFIX}").write_text("temp")  # never uploaded
     url = parse_s3_url("s3://src/up")
     files, rejected = plan_uploads(list_local_files(root), url)
     assert rejected == {} and {f.key for f in files} == {"up/n e/st/ü.txt", "up/zero"}
