@@ -19,8 +19,8 @@ from prefect_s3_concurrency.tasks.errors import (
     is_permanent,
     local_io_error,
 )
-from prefect_s3_concurrency.tasks.models import BatchResult
 from prefect_s3_concurrency.tasks.local_files import list_local_files
+from prefect_s3_concurrency.tasks.models import BatchResult
 from prefect_s3_concurrency.tasks.paths import (
     MAX_NAME_BYTES,
     check_relative_key,
