@@ -68,6 +68,10 @@ class S3AccessError(S3PipelineError):
     """S3 refused or could not serve a request (missing bucket, credentials, endpoint)."""
 
 
+class ListingError(S3PipelineError):
+    """A listing reply that cannot be trusted: never read as "empty" or "the end"."""
+
+
 class IntegrityError(S3PipelineError):
     """A transferred object does not match its expected size or checksum."""
 

@@ -96,6 +96,8 @@ class FaultProxy:
         self.always_fail_keys: set[str] = set()
         self.always_fail_kind = "500"
         self.drop_request_headers: set[str] = set()  # lower case; {"range"}: moto ignores Range
+        # rewrite(method, path_and_query, body) -> new body: edits forwarded replies (listings)
+        self.rewrite: Callable[[str, str, bytes], bytes] | None = None
         self.upstream_timeout = 300.0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -253,7 +255,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_error("502")
                 self.close_connection = True  # the request body may be half read
                 return
-            if kind is None:
+            if kind is None and proxy.rewrite is not None:
+                self._send_rewritten(resp, proxy.rewrite)
+            elif kind is None:
                 self._relay_response(resp)
             else:
                 self._send_partial(resp, kind)
@@ -342,6 +346,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         if resp.will_close:
             self._drop_upstream()
+
+    def _send_rewritten(
+        self, resp: http.client.HTTPResponse, rewrite: Callable[[str, str, bytes], bytes]
+    ) -> None:
+        body = rewrite(self.command, self.path, resp.read())
+        if resp.will_close:
+            self._drop_upstream()
+        self._send_headers(resp, len(body) if _has_body(self.command, resp.status) else None)
+        if _has_body(self.command, resp.status):
+            self.wfile.write(body)
 
     def _send_partial(self, resp: http.client.HTTPResponse, kind: str) -> None:
         body = bytearray(resp.read())

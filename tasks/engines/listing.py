@@ -9,10 +9,13 @@ with the client's own credentials, region and endpoint (path-style for custom en
 ``encoding-type=url`` as botocore sends it, so every key survives XML), sent with urllib3 and
 parsed with :mod:`xml.etree.ElementTree`.
 
-Any trouble (an error reply, a truncated body, a client without credentials) returns None,
-and the caller lists with botocore instead, which retries and turns errors into clear
-one-line messages. Never used while moto's in-process
-``mock_aws`` is active: it patches botocore only, so a plain HTTP request would leave it.
+Any trouble (an error reply, a truncated body, a client without credentials) makes the
+caller list with botocore instead, which retries and turns errors into clear one-line
+messages. Elements are matched by local name, whatever XML namespace a server uses. A reply
+that is not a listing, a page that says "more" without a continuation token, or a token
+that repeats raises :class:`ListingError`: a listing is never cut short silently. Never used
+while moto's in-process ``mock_aws`` is active: it patches botocore only, so a plain HTTP
+request would leave it.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
+from prefect_s3_concurrency.tasks.errors import ListingError
 from prefect_s3_concurrency.tasks.integrity import normalize_etag
 from prefect_s3_concurrency.tasks.models import S3Object
 
-_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 _pool: urllib3.PoolManager | None = None
 _lock = threading.Lock()
 MAX_PAGES = 10**6
@@ -50,11 +53,21 @@ def _http() -> urllib3.PoolManager:
         return _pool
 
 
-def _text(node: ET.Element, name: str) -> str:
-    child = node.find(_NS + name)
-    if child is None:
-        child = node.find(name)  # servers that leave out the namespace
-    return child.text or "" if child is not None else ""
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]  # any namespace (S3's, s3rver's, none)
+
+
+def _children(node: ET.Element, name: str) -> list[ET.Element]:
+    return [child for child in node if _local(child.tag) == name]
+
+
+def _text(node: ET.Element, name: str, required: bool = False) -> str:
+    found = _children(node, name)
+    if not found:
+        if required:
+            raise ListingError(f"listing reply without <{name}>: not a ListObjectsV2 reply")
+        return ""
+    return found[0].text or ""
 
 
 def _bucket_url(client: Any, bucket: str) -> str:
@@ -81,21 +94,33 @@ def _page(client: Any, bucket: str, prefix: str, token: str | None) -> tuple[lis
     if resp.status != 200:
         raise ValueError(f"HTTP {resp.status}")
     root = ET.fromstring(resp.data)  # a truncated body raises ParseError
-    if root.tag.rsplit("}", 1)[-1] != "ListBucketResult":
-        raise ValueError(f"unexpected reply {root.tag}")
+    if _local(root.tag) != "ListBucketResult":
+        raise ValueError(f"unexpected reply {_local(root.tag)}")
     encoded = _text(root, "EncodingType") == "url"
     found = []
-    for item in root.iter(_NS + "Contents"):
-        key = _text(item, "Key")
+    for item in _children(root, "Contents"):
+        key = _text(item, "Key", required=True)
         found.append(
             S3Object(
                 unquote_plus(key) if encoded else key,
-                int(_text(item, "Size") or 0),
+                int(_text(item, "Size", required=True)),
                 normalize_etag(_text(item, "ETag")),
             )
         )
-    more = _text(root, "IsTruncated").lower() == "true"
-    return found, (_text(root, "NextContinuationToken") if more else "")
+    truncated = _text(root, "IsTruncated", required=True).strip().lower()
+    if truncated not in ("true", "false"):
+        raise ListingError(f"listing reply with IsTruncated={truncated!r}")
+    return found, _next_token(truncated == "true", _text(root, "NextContinuationToken"))
+
+
+def _next_token(more: bool, token: str | None) -> str:
+    """Return where the listing continues ("" at its end); "more" with no token is an error."""
+    if more and not token:
+        raise ListingError(
+            "the listing says it is truncated but gives no continuation token: "
+            "refusing to treat it as complete"
+        )
+    return token or "" if more else ""
 
 
 def _botocore_page(
@@ -105,11 +130,13 @@ def _botocore_page(
     if token:
         kwargs["ContinuationToken"] = token
     resp = client.list_objects_v2(**kwargs)
+    if "IsTruncated" not in resp:
+        raise ListingError("listing reply without IsTruncated: not a ListObjectsV2 reply")
     found = [
         S3Object(item["Key"], int(item["Size"]), normalize_etag(item.get("ETag")))
         for item in resp.get("Contents", [])
     ]
-    return found, (resp.get("NextContinuationToken") or "" if resp.get("IsTruncated") else "")
+    return found, _next_token(bool(resp["IsTruncated"]), resp.get("NextContinuationToken"))
 
 
 def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[S3Object]]:
@@ -127,6 +154,7 @@ def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[S3Object]
 
     fast = not _moto_mock_active() and hasattr(client, "_request_signer")
     token: str | None = None
+    seen: set[str] = set()
     for _ in range(MAX_PAGES):
         found: list[S3Object] | None = None
         if fast:
@@ -139,4 +167,10 @@ def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[S3Object]
         yield found
         if not next_token:
             return
+        if next_token in seen:
+            raise ListingError(
+                "the listing repeated a continuation token (it would never end): stopped"
+            )
+        seen.add(next_token)
         token = next_token
+    raise ListingError(f"the listing did not end after {MAX_PAGES:,} pages: stopped")
