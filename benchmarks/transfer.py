@@ -66,7 +66,7 @@ def make_variants(
     engines: Sequence[str] = ENGINES,
 ) -> list[Variant]:
     """The contenders: the project per engine and worker count, the baseline, s5cmd."""
-    from prefect_s3_concurrency.tasks.engines import resolve_engine
+    from prefect_s3_concurrency.s3.engines import resolve_engine
 
     default_engine = resolve_engine("auto")
     out = [
@@ -292,8 +292,8 @@ def run(
         The result written to ``transfer.json``.
     """
     from prefect_s3_concurrency.flows.transfer import DEFAULT_WORKERS
-    from prefect_s3_concurrency.tasks.client import S3Connection
-    from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
+    from prefect_s3_concurrency.s3.connection import S3Connection
+    from prefect_s3_concurrency.s3.local_server import LocalS3Server
 
     variants = [
         v

@@ -294,8 +294,8 @@ def project_upload(
 
 def reset_project_clients() -> None:
     """Forget cached S3 clients, so each flow run pays for creating its own (as a new run does)."""
-    from prefect_s3_concurrency.tasks.client import _cached_client
-    from prefect_s3_concurrency.tasks.engines import base, obstore_engine
+    from prefect_s3_concurrency.s3.connection import _cached_client
+    from prefect_s3_concurrency.s3.engines import base, obstore_engine
 
     _cached_client.cache_clear()
     obstore_engine._cached_store.cache_clear()

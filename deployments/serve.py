@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter
 
-from prefect_s3_concurrency.tasks.errors import S3PipelineError
+from prefect_s3_concurrency.errors import S3PipelineError
 
 PREFECT_YAML = "prefect.yaml"  # looked up in the current directory, as `prefect deploy` does
 SCHEDULE_KEYS = frozenset(

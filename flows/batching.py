@@ -19,12 +19,12 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
 from prefect.tasks import Task
 
+from prefect_s3_concurrency.errors import describe_error
 from prefect_s3_concurrency.flows.common import batch_of, task_outcome
 from prefect_s3_concurrency.flows.runners import submit
-from prefect_s3_concurrency.tasks.errors import describe_error
-from prefect_s3_concurrency.tasks.integrity import MIB
-from prefect_s3_concurrency.tasks.models import BatchResult
-from prefect_s3_concurrency.tasks.paths import make_batches
+from prefect_s3_concurrency.local.paths import make_batches
+from prefect_s3_concurrency.s3.integrity import MIB
+from prefect_s3_concurrency.s3.records import BatchResult
 
 T = TypeVar("T")
 MIN_BATCH_OBJECTS = 64  # a batch holds at least this many objects, or MIN_BATCH_BYTES

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prefect_s3_concurrency.cli_run import local_run_settings
+from prefect_s3_concurrency.cli.run import local_run_settings
 
 __all__ = ["local_run_settings", "run_cli"]
 

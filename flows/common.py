@@ -23,11 +23,11 @@ from pydantic import (
     WrapValidator,
 )
 
-from prefect_s3_concurrency.tasks.client import S3Connection, bucket_location
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, printable
-from prefect_s3_concurrency.tasks.paths import BUCKET_PATTERN, S3Url, parse_s3_url
+from prefect_s3_concurrency.errors import ConfigurationError, printable
+from prefect_s3_concurrency.local.paths import BUCKET_PATTERN, S3Url, parse_s3_url
+from prefect_s3_concurrency.s3.connection import S3Connection, bucket_location
+from prefect_s3_concurrency.s3.transfer import BatchResult
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
-from prefect_s3_concurrency.tasks.transfer import BatchResult
 
 
 def _valid_s3_url(value: str) -> str:

@@ -23,10 +23,10 @@ from typing import Any
 
 from prefect_s3_concurrency.flows.pipeline import square_objects
 from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.local_files import list_local_files
-from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
-from prefect_s3_concurrency.tasks.square import unlimited_int_digits
+from prefect_s3_concurrency.local.files import list_local_files
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.local_server import LocalS3Server
+from prefect_s3_concurrency.transforms.square import unlimited_int_digits
 
 
 def make_sample_files(root: Path, count: int, seed: int = 7) -> int:

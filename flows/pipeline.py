@@ -66,12 +66,20 @@ from prefect_s3_concurrency.flows.runners import (
     submit,
 )
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
-from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection
+from prefect_s3_concurrency.local.paths import make_batches
+from prefect_s3_concurrency.local.tempfiles import locked_scratch_dir
+from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
+from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight
+from prefect_s3_concurrency.s3.hints import exact_key_hint
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
-from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight
-from prefect_s3_concurrency.tasks.hints import exact_key_hint
-from prefect_s3_concurrency.tasks.paths import make_batches
-from prefect_s3_concurrency.tasks.pipeline import (
+from prefect_s3_concurrency.tasks.s3 import (
+    check_outputs_batch,
+    download_batch,
+    list_objects_task,
+    remove_stale_scratch_task,
+    upload_batch,
+)
+from prefect_s3_concurrency.transforms.planning import (
     MIB,
     ScratchBudget,
     StageClock,
@@ -81,17 +89,9 @@ from prefect_s3_concurrency.tasks.pipeline import (
     plan_work,
     plan_work_chunks,
 )
-from prefect_s3_concurrency.tasks.resume import output_metadata
-from prefect_s3_concurrency.tasks.s3 import (
-    check_outputs_batch,
-    download_batch,
-    list_objects_task,
-    remove_stale_scratch_task,
-    upload_batch,
-)
-from prefect_s3_concurrency.tasks.square import DEFAULT_MAX_LINE_BYTES
-from prefect_s3_concurrency.tasks.tempfiles import locked_scratch_dir
-from prefect_s3_concurrency.tasks.transforms import check_transform_name, load_transform
+from prefect_s3_concurrency.transforms.registry import check_transform_name, load_transform
+from prefect_s3_concurrency.transforms.resume import output_metadata
+from prefect_s3_concurrency.transforms.square import DEFAULT_MAX_LINE_BYTES
 
 SCRATCH_PREFIX = "square-objects-"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from prefect_s3_concurrency.errors import S3PipelineError, run_failure_message
 from prefect_s3_concurrency.flows.common import keyed_rows
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, run_failure_message
 
 
 class PipelineSummary(BaseModel):

@@ -19,7 +19,7 @@ from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.errors import ConfigurationError
 
 ALLOWED_ENV = "PREFECT_S3_DASK_ADDRESSES"
 DaskAddress = Annotated[

@@ -23,18 +23,24 @@ from prefect.task_runners import TaskRunner
 from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
+from prefect_s3_concurrency.errors import S3PipelineError, describe_error
 from prefect_s3_concurrency.flows.batching import RunProgress, batch_name
 from prefect_s3_concurrency.flows.common import batch_of, task_outcome
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineSummary
 from prefect_s3_concurrency.flows.runners import submit
-from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.local.paths import make_batches
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.transfer import BatchResult, LocalFile
 from prefect_s3_concurrency.tasks.cpu import report_of
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, describe_error
-from prefect_s3_concurrency.tasks.paths import make_batches
-from prefect_s3_concurrency.tasks.pipeline import MIB, Chunk, ScratchBudget, StageClock, WorkItem
-from prefect_s3_concurrency.tasks.resume import output_metadata
-from prefect_s3_concurrency.tasks.square import FileStats
-from prefect_s3_concurrency.tasks.transfer import BatchResult, LocalFile
+from prefect_s3_concurrency.transforms.planning import (
+    MIB,
+    Chunk,
+    ScratchBudget,
+    StageClock,
+    WorkItem,
+)
+from prefect_s3_concurrency.transforms.resume import output_metadata
+from prefect_s3_concurrency.transforms.square import FileStats
 
 DOWNLOADING_CHUNKS = 2  # chunks whose downloads may be queued at once (uploads queue behind)
 BATCH_MAX_BYTES = 256 * MIB

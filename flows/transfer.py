@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
+from prefect_s3_concurrency.errors import S3PipelineError, run_failure_message
 from prefect_s3_concurrency.flows.batching import (
     IN_FLIGHT_PER_WORKER,
     Batch,
@@ -42,18 +43,24 @@ from prefect_s3_concurrency.flows.common import (
     retrying,
 )
 from prefect_s3_concurrency.flows.runners import DaskAddress, io_runner
-from prefect_s3_concurrency.tasks.client import CredentialsBlock, S3Connection, get_s3_client
-from prefect_s3_concurrency.tasks.engines import EngineChoice, RequestsInFlight, batches_for
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, run_failure_message
-from prefect_s3_concurrency.tasks.hints import exact_key_hint
-from prefect_s3_concurrency.tasks.integrity import MIB
-from prefect_s3_concurrency.tasks.local_files import (
+from prefect_s3_concurrency.local.files import (
     plan_uploads,
     require_dir_parameter,
     scan_local_files,
     source_root,
 )
-from prefect_s3_concurrency.tasks.paths import S3Url, relative_key
+from prefect_s3_concurrency.local.paths import S3Url, relative_key
+from prefect_s3_concurrency.local.sync import local_extras, remote_extras
+from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection, get_s3_client
+from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight, batches_for
+from prefect_s3_concurrency.s3.hints import exact_key_hint
+from prefect_s3_concurrency.s3.integrity import MIB
+from prefect_s3_concurrency.s3.transfer import (
+    BatchResult,
+    S3Object,
+    iter_objects,
+    plan_downloads,
+)
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
     delete_objects_task,
@@ -61,13 +68,6 @@ from prefect_s3_concurrency.tasks.s3 import (
     list_objects_task,
     remove_stale_partials_task,
     upload_batch,
-)
-from prefect_s3_concurrency.tasks.sync import local_extras, remote_extras
-from prefect_s3_concurrency.tasks.transfer import (
-    BatchResult,
-    S3Object,
-    iter_objects,
-    plan_downloads,
 )
 
 

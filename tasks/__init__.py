@@ -1,1 +1,1 @@
-"""Prefect-free building blocks for concurrent S3 transfers, with thin ``@task`` wrappers."""
+"""Thin Prefect ``@task`` wrappers: S3 batches (:mod:`.s3`) and the CPU stage (:mod:`.cpu`)."""

@@ -1,6 +1,6 @@
 """Prefect wrappers for the CPU stage, and the settings that let process workers share an API.
 
-``square_chunk`` runs :func:`tasks.square.transform_files` on a chunk of *local* files, in a
+``square_chunk`` runs :func:`transforms.square.transform_files` on a chunk of *local* files, in a
 ``ProcessPoolTaskRunner`` worker (or, for small workloads, on a thread of the flow process).
 Arguments and the result are small (paths in, counts out); workers never touch S3.
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from prefect_s3_concurrency.tasks.errors import S3PipelineError
-from prefect_s3_concurrency.tasks.square import (
+from prefect_s3_concurrency.errors import S3PipelineError
+from prefect_s3_concurrency.transforms.square import (
     DEFAULT_MAX_LINE_BYTES,
     ChunkResult,
     transform_files,
@@ -113,7 +113,7 @@ def square_chunk(
 
     Args:
         jobs: Local files to read and write, with the S3 key used in stats and errors.
-        transform: A registered transform name (see :mod:`tasks.transforms`).
+        transform: A registered transform name (see :mod:`transforms.registry`).
         max_line_bytes: Longest input line accepted; a longer one fails its object.
 
     Returns:

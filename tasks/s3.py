@@ -1,4 +1,4 @@
-"""Thin Prefect ``@task`` wrappers over :mod:`tasks.transfer`.
+"""Thin Prefect ``@task`` wrappers over :mod:`s3.transfer`.
 
 A task handles a whole batch, so Prefect's per-task cost (~6 ms and some memory in the flow
 process) is paid once per batch, not once per object. A batch with failed objects raises
@@ -17,13 +17,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from prefect_s3_concurrency.tasks.client import S3Connection, get_s3_client
-from prefect_s3_concurrency.tasks.engines import in_flight_for, open_engine
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, is_permanent, printable
-from prefect_s3_concurrency.tasks.resume import find_current_outputs
-from prefect_s3_concurrency.tasks.sync import delete_keys, delete_local
-from prefect_s3_concurrency.tasks.tempfiles import remove_stale_partials, remove_stale_scratch
-from prefect_s3_concurrency.tasks.transfer import (
+from prefect_s3_concurrency.errors import S3PipelineError, is_permanent, printable
+from prefect_s3_concurrency.local.sync import delete_keys, delete_local
+from prefect_s3_concurrency.local.tempfiles import remove_stale_partials, remove_stale_scratch
+from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
+from prefect_s3_concurrency.s3.engines import in_flight_for, open_engine
+from prefect_s3_concurrency.s3.transfer import (
     BatchResult,
     LocalFile,
     S3Object,
@@ -31,6 +30,7 @@ from prefect_s3_concurrency.tasks.transfer import (
     list_objects,
     upload_files,
 )
+from prefect_s3_concurrency.transforms.resume import find_current_outputs
 
 
 class BatchFailed(S3PipelineError):

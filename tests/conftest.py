@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
+from prefect_s3_concurrency.s3.local_server import LocalS3Server
 
 _SAFE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -67,7 +67,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(autouse=True)
 def s3_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
     """The engine this test runs with (None: the default), set for ``engine="auto"``."""
-    from prefect_s3_concurrency.tasks.engines import ENGINE_ENV
+    from prefect_s3_concurrency.s3.engines import ENGINE_ENV
 
     name = getattr(request, "param", None)
     if name:

@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import (
 from prefect.logging.handlers import APILogWorker
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from prefect_s3_concurrency.tasks.paths import is_partial_name
+from prefect_s3_concurrency.local.paths import is_partial_name
 
 
 def tree_digests(root: Path) -> dict[str, str]:

@@ -23,8 +23,8 @@ from prefect_s3_concurrency.flows.batching import (
     run_batches,
     spread,
 )
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.models import BatchResult
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.records import BatchResult
 
 CHUNK_RE = re.compile(r"^(download|square|upload) chunk \d+/\d+: \d+ objects?, \d+\.\d MiB$")
 NAME_RE = re.compile(r"^(download|upload) \d+(/\d+)?: \d+ objects?, \d+\.\d MiB$")

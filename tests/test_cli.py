@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from prefect_s3_concurrency import cli, cli_output
-from prefect_s3_concurrency.cli_options import (
+from prefect_s3_concurrency.cli import commands as cli
+from prefect_s3_concurrency.cli import output as cli_output
+from prefect_s3_concurrency.cli.options import (
     ConnectionOptions,
     CopyOptions,
     SquareOptions,
@@ -21,7 +22,7 @@ from prefect_s3_concurrency.cli_options import (
 )
 from prefect_s3_concurrency.flows.pipeline import square_objects
 from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
-from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.s3.connection import S3Connection
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("cp", "sync", "square", "serve", "local-s3", "bench")
@@ -224,7 +225,7 @@ def test_serve_lists_and_needs_a_server(
     assert all(name in out for name in ("s3-download", "s3-upload", "s3-square"))
     assert cli.main(["serve", "--prefect-file", str(ROOT / "nope.yaml"), "--list"]) == 2
     assert "nope.yaml" in one_error(capsys.readouterr().err)
-    monkeypatch.setattr("prefect_s3_concurrency.cli_server.configured_api_url", lambda: None)
+    monkeypatch.setattr("prefect_s3_concurrency.cli.server.configured_api_url", lambda: None)
     assert cli.main(["serve"]) == 2
     assert "PREFECT_API_URL is not set" in one_error(capsys.readouterr().err)
 

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from prefect_s3_concurrency import cli
+from prefect_s3_concurrency.cli import commands as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -237,9 +237,9 @@ def test_square_on_worker_processes_without_a_prefect_server_is_quiet(
 
 def test_client_does_not_retry_until_the_endpoint_answered(monkeypatch) -> None:
     """The first listing of a closed endpoint fails at once (it took ~18 s of retries)."""
-    from prefect_s3_concurrency.tasks.client import S3Connection, get_s3_client
-    from prefect_s3_concurrency.tasks.errors import S3AccessError
-    from prefect_s3_concurrency.tasks.transfer import list_objects
+    from prefect_s3_concurrency.errors import S3AccessError
+    from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
+    from prefect_s3_concurrency.s3.transfer import list_objects
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -252,8 +252,8 @@ def test_client_does_not_retry_until_the_endpoint_answered(monkeypatch) -> None:
 
 
 def test_endpoint_probe_names_an_unknown_host() -> None:
-    from prefect_s3_concurrency.cli_run import check_endpoint
-    from prefect_s3_concurrency.tasks.errors import S3AccessError
+    from prefect_s3_concurrency.cli.run import check_endpoint
+    from prefect_s3_concurrency.errors import S3AccessError
 
     with pytest.raises(S3AccessError, match=r"^cannot reach the S3 endpoint at http://no-such-"):
         check_endpoint("http://no-such-host.invalid:9000")

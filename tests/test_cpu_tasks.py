@@ -9,6 +9,9 @@ import pytest
 from prefect import flow
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
+from prefect_s3_concurrency.errors import ConfigurationError
+from prefect_s3_concurrency.local.paths import parse_s3_url
+from prefect_s3_concurrency.s3.transfer import S3Object
 from prefect_s3_concurrency.tasks.cpu import (
     ChunkFailed,
     ChunkReport,
@@ -17,9 +20,7 @@ from prefect_s3_concurrency.tasks.cpu import (
     shared_api_settings,
     square_chunk,
 )
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
-from prefect_s3_concurrency.tasks.paths import parse_s3_url
-from prefect_s3_concurrency.tasks.pipeline import (
+from prefect_s3_concurrency.transforms.planning import (
     MIB,
     Chunk,
     ScratchBudget,
@@ -30,7 +31,6 @@ from prefect_s3_concurrency.tasks.pipeline import (
     plan_work_chunks,
     union_seconds,
 )
-from prefect_s3_concurrency.tasks.transfer import S3Object
 
 
 def _objects(sizes: dict[str, int]) -> list[S3Object]:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from prefect_s3_concurrency import S3Connection, download_prefix, square_objects
+from prefect_s3_concurrency.errors import ConfigurationError
 from prefect_s3_concurrency.flows.runners import ALLOWED_ENV
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
 
 pytestmark = pytest.mark.integration
 distributed = pytest.importorskip("distributed")

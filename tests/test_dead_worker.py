@@ -7,7 +7,7 @@ from prefect.artifacts import Artifact
 
 from prefect_s3_concurrency.flows.pipeline import square_objects
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed
-from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.s3.connection import S3Connection
 
 pytestmark = pytest.mark.integration
 

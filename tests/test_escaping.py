@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from prefect_s3_concurrency.flows.common import keyed_rows
-from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.errors import (
+from prefect_s3_concurrency.errors import (
     IntegrityError,
     describe_error,
     printable,
     run_failure_message,
 )
-from prefect_s3_concurrency.tasks.models import BatchResult
+from prefect_s3_concurrency.flows.common import keyed_rows
+from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.records import BatchResult
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
 
 HOSTILE = "p/\x1b[2J\x1b[31mred\r\nFAKE: all good\x07"
@@ -51,7 +51,7 @@ def test_messages_stay_one_line() -> None:
 def test_any_log_record_is_defused(caplog: pytest.LogCaptureFixture) -> None:
     """A log call anywhere (botocore, a retry warning) cannot move the cursor or clear the
     screen: the record factory escapes control characters other than tab and newline."""
-    from prefect_s3_concurrency.tasks import client  # noqa: F401 - installs the factory
+    from prefect_s3_concurrency.s3 import connection  # noqa: F401 - installs the factory
 
     with caplog.at_level(logging.WARNING, logger="some.library"):
         logging.getLogger("some.library").warning("retrying %s", "k\x1b[2Jx\ry")

@@ -25,7 +25,7 @@ from botocore.exceptions import (
 )
 from faultproxy import FAULT_KINDS, FaultProxy
 
-from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
+from prefect_s3_concurrency.s3.local_server import LocalS3Server
 
 BODY_ERRORS = (ResponseStreamingError, IncompleteReadError)  # short or reset GET bodies
 

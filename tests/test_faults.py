@@ -35,11 +35,11 @@ from reliability_helpers import (
 )
 
 from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix, upload_directory
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.paths import is_partial_name
+from prefect_s3_concurrency.local.paths import is_partial_name
+from prefect_s3_concurrency.s3.connection import S3Connection
 
 pytestmark = pytest.mark.integration
-TRANSFER_LOGGER = "prefect_s3_concurrency.tasks.transfer"
+TRANSFER_LOGGER = "prefect_s3_concurrency.s3.transfer"
 MIB = 2**20
 FIGURES: dict[str, dict[str, Any]] = {}
 

@@ -10,9 +10,9 @@ from prefect_aws import AwsCredentials, S3Bucket
 from reliability_helpers import flow_logs
 
 from prefect_s3_concurrency import download_prefix, square_objects, upload_directory
+from prefect_s3_concurrency.errors import ConfigurationError
 from prefect_s3_concurrency.flows.common import EmptySourceError, resolve_location
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.s3.connection import S3Connection
 
 FLOWS = [download_prefix, upload_directory, square_objects]
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from prefect_s3_concurrency.tasks.square import BadLineError, transform_file
+from prefect_s3_concurrency.transforms.square import BadLineError, transform_file
 
 MIB = 2**20
 # Runs in a fresh interpreter, so ru_maxrss (the peak) reflects this one call only.
 _MEASURE = """
 import json, resource, sys
-from prefect_s3_concurrency.tasks.square import BadLineError, transform_file
+from prefect_s3_concurrency.transforms.square import BadLineError, transform_file
 transform_file(sys.argv[3], sys.argv[2] + ".warm")  # imports and buffers, before measuring
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:

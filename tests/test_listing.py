@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from faultproxy import FaultProxy
 
-from prefect_s3_concurrency.tasks.engines import listing
-from prefect_s3_concurrency.tasks.errors import ListingError
-from prefect_s3_concurrency.tasks.transfer import iter_objects
+from prefect_s3_concurrency.errors import ListingError
+from prefect_s3_concurrency.s3.engines import listing
+from prefect_s3_concurrency.s3.transfer import iter_objects
 
 pytestmark = pytest.mark.integration
 KEYS = ["p/a.txt", "p/b.txt", "p/c/d.txt"]
@@ -110,7 +110,7 @@ def test_sync_deletes_nothing_on_a_listing_without_token(
 ) -> None:
     """The reported data loss: a truncated page without a token once made sync delete files."""
     from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix
-    from prefect_s3_concurrency.tasks.client import S3Connection
+    from prefect_s3_concurrency.s3.connection import S3Connection
 
     proxy, bucket = seeded
     proxy.rewrite = _listings_only(_truncated_without_token)

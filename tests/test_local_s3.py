@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server, find_rclone
+from prefect_s3_concurrency.s3.local_server import LocalS3Server, find_rclone
 
 pytestmark = pytest.mark.integration
 

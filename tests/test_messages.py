@@ -7,12 +7,12 @@ import logging
 import pytest
 from botocore.exceptions import ClientError, FlexibleChecksumError
 
+from prefect_s3_concurrency.errors import ConfigurationError, describe_error
 from prefect_s3_concurrency.flows.pipeline import square_objects
 from prefect_s3_concurrency.flows.transfer import download_prefix
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error
-from prefect_s3_concurrency.tasks.paths import parse_s3_url
-from prefect_s3_concurrency.tasks.transfer import download_objects, list_objects
+from prefect_s3_concurrency.local.paths import parse_s3_url
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.transfer import download_objects, list_objects
 
 
 @pytest.mark.parametrize("url", ["s3://bucket//a", "s3://bucket///"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_s3_concurrency.tasks.watchdog import descendants, process_stat
+from prefect_s3_concurrency.runtime.watchdog import descendants, process_stat
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]

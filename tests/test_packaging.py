@@ -31,7 +31,7 @@ def test_wheel_holds_exactly_one_top_level_package(wheel: Path) -> None:
     tops = {n.split("/", 1)[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"prefect_s3_concurrency"}
     assert "prefect_s3_concurrency/py.typed" in names
-    for sub in ("flows/transfer.py", "tasks/transfer.py", "deployments/serve.py"):
+    for sub in ("flows/transfer.py", "s3/transfer.py", "tasks/s3.py", "deployments/serve.py"):
         assert f"prefect_s3_concurrency/{sub}" in names
     assert not [n for n in names if "/tests/" in n or "benchmarks" in n or "conftest" in n]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -1,4 +1,4 @@
-"""Unit tests for the pure helpers in tasks.paths and tasks.integrity."""
+"""Unit tests for the pure helpers in local.paths and s3.integrity."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, UnsafeKeyError
-from prefect_s3_concurrency.tasks.integrity import (
-    etag_matches,
-    file_md5,
-    is_md5_etag,
-    multipart_etag,
-    normalize_etag,
-)
-from prefect_s3_concurrency.tasks.paths import (
+from prefect_s3_concurrency.errors import ConfigurationError, UnsafeKeyError
+from prefect_s3_concurrency.local.paths import (
     make_batches,
     matches_filters,
     parse_s3_url,
     relative_key,
     safe_local_path,
+)
+from prefect_s3_concurrency.s3.integrity import (
+    etag_matches,
+    file_md5,
+    is_md5_etag,
+    multipart_etag,
+    normalize_etag,
 )
 
 

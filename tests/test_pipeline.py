@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from prefect.artifacts import Artifact
 
+from prefect_s3_concurrency.errors import ConfigurationError
 from prefect_s3_concurrency.flows.pipeline import square_objects
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
-from prefect_s3_concurrency.tasks.square import unlimited_int_digits
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.transforms.square import unlimited_int_digits
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_parameters_are_validated(bad, message) -> None:
 
 
 def test_cli_maps_arguments_to_the_flow(monkeypatch) -> None:
-    from prefect_s3_concurrency import cli
+    from prefect_s3_concurrency.cli import commands as cli
 
     calls = []
     monkeypatch.setattr(cli, "run_flow", lambda call: calls.append(call) or 0)
@@ -234,7 +234,7 @@ def test_cli_maps_arguments_to_the_flow(monkeypatch) -> None:
 EPHEMERAL_RUN = """
 import json, os, sys
 from prefect_s3_concurrency.flows.pipeline import square_objects
-from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.s3.connection import S3Connection
 s = square_objects(sys.argv[1], sys.argv[2], cpu_workers=2, min_process_mib=0,
                    min_chunk_mib=0.001, connection=S3Connection(endpoint_url=sys.argv[3]))
 print("SUMMARY " + json.dumps(dict(s.model_dump(), pid=os.getpid())))

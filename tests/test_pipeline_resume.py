@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-import prefect_s3_concurrency.tasks.transfer as transfer
+import prefect_s3_concurrency.s3.transfer as transfer
 from prefect_s3_concurrency.flows.pipeline import SCRATCH_PREFIX, square_objects
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.resume import metadata_matches, output_metadata
-from prefect_s3_concurrency.tasks.tempfiles import (
+from prefect_s3_concurrency.local.tempfiles import (
     SCRATCH_MARKER,
     locked_scratch_dir,
     remove_stale_scratch,
 )
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.transforms.resume import metadata_matches, output_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,7 +186,7 @@ def test_metadata_match_is_case_insensitive_and_needs_an_etag() -> None:
 HOLD_SCRATCH = """
 import sys
 from pathlib import Path
-from prefect_s3_concurrency.tasks.tempfiles import locked_scratch_dir
+from prefect_s3_concurrency.local.tempfiles import locked_scratch_dir
 with locked_scratch_dir("square-objects-", Path(sys.argv[1])) as path:
     print(path, flush=True)
     sys.stdin.read()

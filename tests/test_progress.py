@@ -1,13 +1,13 @@
-"""The in-process progress hook (tasks.progress) and the transfer loop reporting into it."""
+"""The in-process progress hook (runtime.progress) and the transfer loop reporting into it."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-from prefect_s3_concurrency.tasks import progress
-from prefect_s3_concurrency.tasks.models import S3Object
-from prefect_s3_concurrency.tasks.transfer import download_objects, plan_downloads
+from prefect_s3_concurrency.runtime import progress
+from prefect_s3_concurrency.s3.records import S3Object
+from prefect_s3_concurrency.s3.transfer import download_objects, plan_downloads
 
 
 class Counter:
@@ -76,7 +76,7 @@ def test_transfer_loop_reports_done_and_skipped_but_not_failed(tmp_path: Path, m
         if obj.key == "p/b":
             raise OSError("boom")
 
-    monkeypatch.setattr("prefect_s3_concurrency.tasks.transfer.download_one", fail_b)
+    monkeypatch.setattr("prefect_s3_concurrency.s3.transfer.download_one", fail_b)
     counter = Counter()
     with progress.listening(counter):
         result = download_objects(None, "bkt", items, skip_existing=False)

@@ -19,15 +19,15 @@ import pytest
 from faultproxy import FaultProxy
 from prefect_aws import AwsCredentials
 
+from prefect_s3_concurrency.errors import IntegrityError
 from prefect_s3_concurrency.flows.transfer import download_prefix
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.engines import base, obstore_engine, open_engine, resolve_engine
-from prefect_s3_concurrency.tasks.engines.objects import download_one
-from prefect_s3_concurrency.tasks.engines.ranged import InOrderDigest, spans_of
-from prefect_s3_concurrency.tasks.errors import IntegrityError
-from prefect_s3_concurrency.tasks.integrity import normalize_etag
-from prefect_s3_concurrency.tasks.models import S3Object
-from prefect_s3_concurrency.tasks.transfer import download_objects
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.engines import base, obstore_engine, open_engine, resolve_engine
+from prefect_s3_concurrency.s3.engines.objects import download_one
+from prefect_s3_concurrency.s3.engines.ranged import InOrderDigest, spans_of
+from prefect_s3_concurrency.s3.integrity import normalize_etag
+from prefect_s3_concurrency.s3.records import S3Object
+from prefect_s3_concurrency.s3.transfer import download_objects
 
 pytestmark = pytest.mark.integration
 MIB = 2**20

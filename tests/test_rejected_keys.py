@@ -7,7 +7,7 @@ import pytest
 from prefect_s3_concurrency.flows.pipeline import square_objects
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed
 from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix
-from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.s3.connection import S3Connection
 
 MARKER = "key ends with '/' but holds data (a folder marker with content): not a file"
 

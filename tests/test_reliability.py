@@ -12,31 +12,36 @@ import pytest
 from botocore.exceptions import IncompleteReadError
 from reliability_helpers import partials
 
-from prefect_s3_concurrency.tasks.errors import (
+from prefect_s3_concurrency.errors import (
     IntegrityError,
     LocalIOError,
     describe_error,
     is_permanent,
     local_io_error,
 )
-from prefect_s3_concurrency.tasks.local_files import list_local_files
-from prefect_s3_concurrency.tasks.models import BatchResult
-from prefect_s3_concurrency.tasks.paths import (
+from prefect_s3_concurrency.local.files import list_local_files
+from prefect_s3_concurrency.local.paths import (
     MAX_NAME_BYTES,
     check_relative_key,
     is_partial_name,
     partial_name,
 )
-from prefect_s3_concurrency.tasks.redact import MASK, install_log_redaction, redact, register_secret
-from prefect_s3_concurrency.tasks.s3 import BatchFailed, retry_unless_permanent
-from prefect_s3_concurrency.tasks.sync import delete_local, local_extras, remote_extras
-from prefect_s3_concurrency.tasks.tempfiles import open_partial, remove_stale_partials
-from prefect_s3_concurrency.tasks.transfer import (
+from prefect_s3_concurrency.local.sync import delete_local, local_extras, remote_extras
+from prefect_s3_concurrency.local.tempfiles import open_partial, remove_stale_partials
+from prefect_s3_concurrency.runtime.redact import (
+    MASK,
+    install_log_redaction,
+    redact,
+    register_secret,
+)
+from prefect_s3_concurrency.s3.records import BatchResult
+from prefect_s3_concurrency.s3.transfer import (
     BODY_ATTEMPTS,
     S3Object,
     download_object,
     download_objects,
 )
+from prefect_s3_concurrency.tasks.s3 import BatchFailed, retry_unless_permanent
 
 DATA = b"0123456789" * 100
 

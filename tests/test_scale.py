@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from prefect.settings import get_current_settings
 
-from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
+from prefect_s3_concurrency.s3.local_server import LocalS3Server
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent

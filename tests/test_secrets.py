@@ -29,8 +29,8 @@ from prefect_processes import REPO, base_env
 from reliability_helpers import flow_logs
 
 from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.redact import MASK
+from prefect_s3_concurrency.runtime.redact import MASK
+from prefect_s3_concurrency.s3.connection import S3Connection
 
 pytestmark = pytest.mark.integration
 TOKEN = "FwoGZXIvYXdzEJr-session-TOKEN-" + uuid.uuid4().hex

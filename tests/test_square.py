@@ -1,4 +1,4 @@
-"""Tests for tasks.square: the Prefect-free squaring core (no Prefect, no S3)."""
+"""Tests for transforms.square: the Prefect-free squaring core (no Prefect, no S3)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from prefect_s3_concurrency.tasks.square import (
+from prefect_s3_concurrency.transforms.registry import TRANSFORMS_ENV
+from prefect_s3_concurrency.transforms.square import (
     BadLineError,
     ChunkResult,
     FileStats,
@@ -26,7 +27,6 @@ from prefect_s3_concurrency.tasks.square import (
     transform_files,
     unlimited_int_digits,
 )
-from prefect_s3_concurrency.tasks.transforms import TRANSFORMS_ENV
 
 
 @pytest.fixture

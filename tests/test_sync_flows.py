@@ -14,7 +14,7 @@ from reliability_helpers import partials, task_retries
 
 from prefect_s3_concurrency.flows.cli import run_cli
 from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix, upload_directory
-from prefect_s3_concurrency.tasks.client import S3Connection
+from prefect_s3_concurrency.s3.connection import S3Connection
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def full_disk(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         yield mnt
         subprocess.run(["umount", str(mnt)], check=True, timeout=10)
         return
-    from prefect_s3_concurrency.tasks.engines import base, boto3_engine, objects
+    from prefect_s3_concurrency.s3.engines import base, boto3_engine, objects
 
     real = base.write_at
     written: dict[int, int] = {}

@@ -1,4 +1,4 @@
-"""S3 logic of tasks.transfer against moto (in-process mock_aws)."""
+"""S3 logic of s3.transfer against moto (in-process mock_aws)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from prefect_s3_concurrency.tasks.errors import S3AccessError
-from prefect_s3_concurrency.tasks.local_files import list_local_files, plan_uploads
-from prefect_s3_concurrency.tasks.paths import PARTIAL_SUFFIX, parse_s3_url
-from prefect_s3_concurrency.tasks.transfer import (
+from prefect_s3_concurrency.errors import S3AccessError
+from prefect_s3_concurrency.local.files import list_local_files, plan_uploads
+from prefect_s3_concurrency.local.paths import PARTIAL_SUFFIX, parse_s3_url
+from prefect_s3_concurrency.s3.transfer import (
     LocalFile,
     S3Object,
     check_bucket,

@@ -12,10 +12,10 @@ import pytest
 from prefect.artifacts import Artifact
 from prefect_aws import AwsCredentials, MinIOCredentials
 
+from prefect_s3_concurrency.errors import ConfigurationError, S3AccessError
 from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix, upload_directory
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3AccessError
-from prefect_s3_concurrency.tasks.local_files import list_local_files
+from prefect_s3_concurrency.local.files import list_local_files
+from prefect_s3_concurrency.s3.connection import S3Connection
 
 pytestmark = pytest.mark.integration
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from prefect_s3_concurrency.flows.pipeline import square_objects
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.square import square
-from prefect_s3_concurrency.tasks.transforms import (
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.transforms.registry import (
     TRANSFORMS_ENV,
     TransformError,
     load_transform,
     registered_transforms,
 )
+from prefect_s3_concurrency.transforms.square import square
 
 
 @pytest.mark.parametrize("spec", ["os:_exit", "time:sleep", "builtins:print", "subprocess:run"])

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from prefect_s3_concurrency.errors import ConfigurationError
 from prefect_s3_concurrency.flows.transfer import TransferFailed, upload_directory
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
-from prefect_s3_concurrency.tasks.local_files import LINK_SKIPPED, scan_local_files
+from prefect_s3_concurrency.local.files import LINK_SKIPPED, scan_local_files
+from prefect_s3_concurrency.s3.connection import S3Connection
 
 
 def _keys(client, bucket: str, prefix: str = "") -> dict[str, bytes]:

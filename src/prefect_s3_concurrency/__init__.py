@@ -25,9 +25,9 @@ _EXPORTS = {
     "PipelineSummary": "prefect_s3_concurrency.flows.pipeline_summary",
     "PipelineFailed": "prefect_s3_concurrency.flows.pipeline_summary",
     "TransferSummary": "prefect_s3_concurrency.flows.common",
-    "S3Connection": "prefect_s3_concurrency.tasks.client",
-    "S3PipelineError": "prefect_s3_concurrency.tasks.errors",
-    "ConfigurationError": "prefect_s3_concurrency.tasks.errors",
+    "S3Connection": "prefect_s3_concurrency.s3.connection",
+    "S3PipelineError": "prefect_s3_concurrency.errors",
+    "ConfigurationError": "prefect_s3_concurrency.errors",
 }
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from prefect_s3_concurrency.errors import ConfigurationError, S3PipelineError
     from prefect_s3_concurrency.flows.common import TransferSummary
     from prefect_s3_concurrency.flows.pipeline import square_objects
     from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
@@ -53,8 +54,7 @@ if TYPE_CHECKING:
         download_prefix,
         upload_directory,
     )
-    from prefect_s3_concurrency.tasks.client import S3Connection
-    from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
+    from prefect_s3_concurrency.s3.connection import S3Connection
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """Plain functions that list, download and upload batches of S3 objects (no Prefect here).
 
 The per-object work (verification, atomic writes, body retries, multipart) is written once in
-:mod:`tasks.engines.objects`, on top of an engine (:mod:`tasks.engines`). A batch runs on one
+:mod:`s3.engines.objects`, on top of an engine (:mod:`s3.engines`). A batch runs on one
 event loop with ``requests_in_flight`` objects in flight; the functions here accept either an
 engine or a botocore client (wrapped in the boto3 engine).
 """
@@ -22,10 +22,20 @@ from obstore.exceptions import GenericError
 from s3transfer.exceptions import RetriesExceededError
 from urllib3.exceptions import HTTPError as URLLib3Error
 
-from prefect_s3_concurrency.tasks import progress
-from prefect_s3_concurrency.tasks.engines import Boto3Engine, Engine
-from prefect_s3_concurrency.tasks.engines.listing import list_pages
-from prefect_s3_concurrency.tasks.engines.objects import (
+from prefect_s3_concurrency.errors import (
+    IntegrityError,
+    S3PipelineError,
+    translate_boto_error,
+)
+from prefect_s3_concurrency.local.paths import (
+    matches_filters,
+    relative_key,
+    safe_local_path,
+)
+from prefect_s3_concurrency.runtime import progress
+from prefect_s3_concurrency.s3.engines import Boto3Engine, Engine
+from prefect_s3_concurrency.s3.engines.listing import list_pages
+from prefect_s3_concurrency.s3.engines.objects import (
     BODY_ATTEMPTS,
     MULTIPART_THRESHOLD,
     PART_CONCURRENCY,
@@ -36,17 +46,7 @@ from prefect_s3_concurrency.tasks.engines.objects import (
     remote_matches,
     upload_one,
 )
-from prefect_s3_concurrency.tasks.errors import (
-    IntegrityError,
-    S3PipelineError,
-    translate_boto_error,
-)
-from prefect_s3_concurrency.tasks.models import BatchResult, LocalFile, S3Object
-from prefect_s3_concurrency.tasks.paths import (
-    matches_filters,
-    relative_key,
-    safe_local_path,
-)
+from prefect_s3_concurrency.s3.records import BatchResult, LocalFile, S3Object
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ RETRYABLE_BODY_ERRORS = (
     GenericError, TimeoutError,
 )  # fmt: skip
 log = logging.getLogger(__name__)
-__all__ = [  # the records live in tasks.models; re-exported here for callers
+__all__ = [  # the records live in s3.records; re-exported here for callers
     "BODY_ATTEMPTS", "BatchResult", "LocalFile", "MULTIPART_THRESHOLD", "PART_CONCURRENCY",
     "PART_SIZE", "S3Object", "download_objects", "iter_objects", "list_objects",
     "plan_downloads", "upload_files",
@@ -211,7 +211,7 @@ async def _each_object(
 
 
 def download_object(client: Any, bucket: str, obj: S3Object, target: Path) -> None:
-    """Download one object atomically and verify it (see :mod:`tasks.engines.objects`).
+    """Download one object atomically and verify it (see :mod:`s3.engines.objects`).
 
     Raises:
         IntegrityError: If size or checksum still do not match after the last attempt.
@@ -271,7 +271,7 @@ def _same_size(path: str, size: int) -> bool:
 
 
 def upload_file(client: Any, bucket: str, item: LocalFile) -> None:
-    """Upload one file and verify what S3 stored (see :mod:`tasks.engines.objects`).
+    """Upload one file and verify what S3 stored (see :mod:`s3.engines.objects`).
 
     Raises:
         IntegrityError: If the stored size or ETag do not match the local file.

@@ -14,20 +14,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, S3PipelineError
-from prefect_s3_concurrency.tasks.integrity import MIB
-from prefect_s3_concurrency.tasks.paths import (
+from prefect_s3_concurrency.errors import ConfigurationError, S3PipelineError
+from prefect_s3_concurrency.local.paths import (
     MAX_KEY_BYTES,
     S3Url,
     check_relative_key,
     relative_key,
 )
-from prefect_s3_concurrency.tasks.square import (
+from prefect_s3_concurrency.s3.integrity import MIB
+from prefect_s3_concurrency.s3.transfer import S3Object
+from prefect_s3_concurrency.transforms.square import (
     MB_PER_CPU_SECOND_20_DIGITS,
     estimate_cpu_seconds,
     plan_chunks,
 )
-from prefect_s3_concurrency.tasks.transfer import S3Object
 
 # Upper bound of output/input size for squaring: d digits -> at most 2d digits, so a
 # "<d digits>\n" line becomes at most 2d + 1 bytes. A chunk holds its input plus at most

@@ -1,6 +1,6 @@
 """Large downloads: parallel ranged GETs written at their offsets, verified as they land.
 
-Each range is fetched by the engine's :meth:`~tasks.engines.base.Engine.get_into`, which
+Each range is fetched by the engine's :meth:`~s3.engines.base.Engine.get_into`, which
 writes the bytes at their offsets and feeds a digest on a worker thread (MD5 releases the
 GIL), so the parts of one object, and the objects of one batch, hash in parallel:
 
@@ -21,10 +21,10 @@ import os
 import threading
 from collections.abc import Awaitable, Callable
 
-from prefect_s3_concurrency.tasks.engines.base import Engine
-from prefect_s3_concurrency.tasks.errors import IntegrityError
-from prefect_s3_concurrency.tasks.integrity import CHUNK, is_md5_etag, multipart_part_count
-from prefect_s3_concurrency.tasks.models import S3Object
+from prefect_s3_concurrency.errors import IntegrityError
+from prefect_s3_concurrency.s3.engines.base import Engine
+from prefect_s3_concurrency.s3.integrity import CHUNK, is_md5_etag, multipart_part_count
+from prefect_s3_concurrency.s3.records import S3Object
 
 Span = tuple[int, int]
 
@@ -117,7 +117,7 @@ async def ranges_into(
     """Download ``obj`` into ``fd`` as parallel ranged GETs and verify it (see module).
 
     The first range goes alone: a server that ignores ``Range`` is found there
-    (:class:`~tasks.engines.base.RangeNotSupported`) before anything else is asked.
+    (:class:`~s3.engines.base.RangeNotSupported`) before anything else is asked.
 
     Args:
         engine: The batch's engine.

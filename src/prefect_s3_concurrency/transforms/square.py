@@ -32,8 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, printable
-from prefect_s3_concurrency.tasks.transforms import (
+from prefect_s3_concurrency.errors import S3PipelineError, printable
+from prefect_s3_concurrency.transforms.registry import (
     TransformError,
     TransformImportError,
     _one_line,
@@ -41,7 +41,7 @@ from prefect_s3_concurrency.tasks.transforms import (
     square,
 )
 
-__all__ = [  # the transform registry lives in tasks.transforms; re-exported for callers
+__all__ = [  # the transform registry lives in transforms.registry; re-exported for callers
     "BadLineError", "ChunkResult", "FileStats", "TransformError", "TransformImportError",
     "load_transform", "square", "transform_file", "transform_files",
 ]  # fmt: skip

@@ -3,7 +3,7 @@
 Subcommands: ``cp``, ``sync``, ``square``, ``serve``, ``local-s3`` and ``bench``. Options may come
 anywhere after the subcommand; ``--json``, ``--verbose`` and ``--heartbeats`` may also come
 before it. Exit codes: 0 done, 1 some objects failed or were rejected, 2 usage or configuration
-error (see :mod:`prefect_s3_concurrency.cli_run`).
+error (see :mod:`prefect_s3_concurrency.cli.run`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from cyclopts import App, CycloptsError, Parameter
 
 from prefect_s3_concurrency import __version__
-from prefect_s3_concurrency.cli_options import (
+from prefect_s3_concurrency.cli.options import (
     ConnectionOptions,
     CopyOptions,
     OutputOptions,
@@ -24,8 +24,8 @@ from prefect_s3_concurrency.cli_options import (
     TransferOptions,
     flow_kwargs,
 )
-from prefect_s3_concurrency.cli_output import print_error
-from prefect_s3_concurrency.cli_run import (
+from prefect_s3_concurrency.cli.output import print_error
+from prefect_s3_concurrency.cli.run import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -33,8 +33,8 @@ from prefect_s3_concurrency.cli_run import (
     report_failure,
     run_flow,
 )
-from prefect_s3_concurrency.cli_tools import register
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, describe_error
+from prefect_s3_concurrency.cli.tools import register
+from prefect_s3_concurrency.errors import ConfigurationError, describe_error
 
 GLOBAL_FLAGS = ("--json", "--verbose", "--heartbeats")  # also accepted before the subcommand
 
@@ -64,7 +64,7 @@ def _direction(src: str, dst: str) -> str:
     Raises:
         ConfigurationError: If both or neither are S3 URLs, or a URL is invalid.
     """
-    from prefect_s3_concurrency.tasks.paths import parse_s3_url
+    from prefect_s3_concurrency.local.paths import parse_s3_url
 
     if _is_s3(src) and _is_s3(dst):
         raise ConfigurationError(
@@ -167,7 +167,7 @@ def square(
     worker processes. A bad line fails only its object. Outputs made from the same input and
     transform by an earlier run are kept, so a re-run resumes.
     """
-    from prefect_s3_concurrency.tasks.paths import parse_s3_url
+    from prefect_s3_concurrency.local.paths import parse_s3_url
 
     try:
         parse_s3_url(src)

@@ -1,7 +1,7 @@
 """The engine interface: the few S3 calls a transfer needs, as coroutines.
 
 Everything else (planning, key safety, temp files and rename, verification, skip/resume,
-retries, summaries, sync) is written once on top of it (:mod:`tasks.engines.objects`). An
+retries, summaries, sync) is written once on top of it (:mod:`s3.engines.objects`). An
 engine is made for one batch task and used from that batch's event loop; the clients or
 stores it wraps are cached per process and shared.
 """
@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Protocol
 
 from typing_extensions import Buffer  # what get() yields: anything with the buffer protocol
 
-from prefect_s3_concurrency.tasks.errors import S3PipelineError
-from prefect_s3_concurrency.tasks.models import S3Object
+from prefect_s3_concurrency.errors import S3PipelineError
+from prefect_s3_concurrency.s3.records import S3Object
 
 
 @dataclass(frozen=True)

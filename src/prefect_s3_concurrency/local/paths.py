@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, UnsafeKeyError
+from prefect_s3_concurrency.errors import ConfigurationError, UnsafeKeyError
 
 T = TypeVar("T")
 

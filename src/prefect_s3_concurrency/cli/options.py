@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from cyclopts import Group, Parameter, validators
 
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.errors import ConfigurationError
 
 TRANSFER = Group("Transfer", sort_key=1)
 CONNECTION = Group("S3 connection", sort_key=2)
@@ -201,7 +201,7 @@ class ConnectionOptions:
         """
         from pydantic import ValidationError
 
-        from prefect_s3_concurrency.tasks.client import S3Connection
+        from prefect_s3_concurrency.s3.connection import S3Connection
 
         fields = {
             "endpoint_url": self.endpoint_url, "credentials_block": self.credentials,

@@ -1,6 +1,6 @@
 """The obstore engine: Rust ``object_store`` behind asyncio, with the GIL released.
 
-Stores are built from the same settings as the boto3 client (:mod:`tasks.client`): the
+Stores are built from the same settings as the boto3 client (:mod:`s3.connection`): the
 endpoint and region boto3 resolved (explicit ``endpoint_url``, the block's client parameters,
 ``AWS_ENDPOINT_URL*``, profiles), path-style addressing for custom endpoints, and the very
 credentials that client's boto3 session resolved (keys, session token, profile,
@@ -30,11 +30,11 @@ import obstore as obs
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
-from prefect_s3_concurrency.tasks.client import S3Connection
-from prefect_s3_concurrency.tasks.engines.base import Buffer, Digest, Engine, ObjectInfo
-from prefect_s3_concurrency.tasks.engines.boto3_engine import Boto3Engine
-from prefect_s3_concurrency.tasks.integrity import normalize_etag
-from prefect_s3_concurrency.tasks.models import S3Object
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.engines.base import Buffer, Digest, Engine, ObjectInfo
+from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
+from prefect_s3_concurrency.s3.integrity import normalize_etag
+from prefect_s3_concurrency.s3.records import S3Object
 
 STREAM_CHUNK = 1024 * 1024
 _STANDARD_ATTRIBUTES = {

@@ -1,4 +1,4 @@
-"""Transfer engines: which library moves the bytes. See :mod:`tasks.engines.base`.
+"""Transfer engines: which library moves the bytes. See :mod:`s3.engines.base`.
 
 * ``obstore``: Rust ``object_store`` (async, releases the GIL); many requests in flight per
   batch task on one event loop. The default.
@@ -19,10 +19,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from prefect_s3_concurrency.tasks.client import S3Connection, get_s3_client
-from prefect_s3_concurrency.tasks.engines.base import Engine, ObjectInfo, RangeNotSupported
-from prefect_s3_concurrency.tasks.engines.boto3_engine import Boto3Engine
-from prefect_s3_concurrency.tasks.engines.objects import PART_CONCURRENCY
+from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
+from prefect_s3_concurrency.s3.engines.base import Engine, ObjectInfo, RangeNotSupported
+from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
+from prefect_s3_concurrency.s3.engines.objects import PART_CONCURRENCY
 
 EngineName = Literal["auto", "obstore", "boto3"]
 EngineChoice = Annotated[
@@ -103,6 +103,6 @@ def open_engine(
     client = get_s3_client(conn, max(pool_size, in_flight))
     if real == "boto3":
         return Boto3Engine(client, threads=max(in_flight, PART_CONCURRENCY))
-    from prefect_s3_concurrency.tasks.engines.obstore_engine import ObstoreEngine
+    from prefect_s3_concurrency.s3.engines.obstore_engine import ObstoreEngine
 
     return ObstoreEngine(conn, client, Boto3Engine(client, threads=PART_CONCURRENCY))

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from prefect_s3_concurrency.tasks.errors import describe_error
+from prefect_s3_concurrency.errors import describe_error
 
 META_SOURCE_ETAG = "source-etag"
 META_TRANSFORM = "transform"

@@ -12,7 +12,7 @@ into three groups, so nothing is dropped silently:
   as failures: a subtree it could not list must never look "absent" to a sync.
 
 This project's temp files (``*.s3c.partial``) are never listed. Paths in reasons and keys
-of the dicts go through :func:`~tasks.errors.printable`, so control characters and
+of the dicts go through :func:`~errors.printable`, so control characters and
 undecodable bytes are shown escaped.
 """
 
@@ -24,15 +24,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect_s3_concurrency.tasks import progress
-from prefect_s3_concurrency.tasks.errors import ConfigurationError, LocalIOError, printable
-from prefect_s3_concurrency.tasks.models import LocalFile
-from prefect_s3_concurrency.tasks.paths import (
+from prefect_s3_concurrency.errors import ConfigurationError, LocalIOError, printable
+from prefect_s3_concurrency.local.paths import (
     MAX_KEY_BYTES,
     S3Url,
     is_partial_name,
     matches_filters,
 )
+from prefect_s3_concurrency.runtime import progress
+from prefect_s3_concurrency.s3.records import LocalFile
 
 LINK_SKIPPED = "symbolic link not followed (follow_symlinks=True uploads its target)"
 NOT_UTF8 = "file name is not valid UTF-8, so it cannot be an S3 key"

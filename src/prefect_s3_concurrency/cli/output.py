@@ -78,7 +78,7 @@ def progress_wanted(enabled: bool, stdout: Any = None, stderr: Any = None) -> bo
 
 
 class ProgressBar:
-    """A rich progress bar (objects, bytes, rate, ETA) fed by ``tasks.progress``.
+    """A rich progress bar (objects, bytes, rate, ETA) fed by ``runtime.progress``.
 
     The planned totals grow as the flow plans its batches; until then (and for flows that
     plan none, like ``square``) the bar shows counts and the rate without an ETA.
@@ -129,11 +129,11 @@ class ProgressBar:
 
 @contextmanager
 def progress_display(enabled: bool, description: str) -> Iterator[ProgressBar | None]:
-    """Show a progress bar fed by ``tasks.progress`` while the block runs, if ``enabled``."""
+    """Show a progress bar fed by ``runtime.progress`` while the block runs, if ``enabled``."""
     if not enabled:
         yield None
         return
-    from prefect_s3_concurrency.tasks import progress
+    from prefect_s3_concurrency.runtime import progress
 
     bar = ProgressBar(description)
     with bar.progress, progress.listening(bar):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prefect_s3_concurrency.tasks.client import S3Connection, get_s3_client
-from prefect_s3_concurrency.tasks.errors import printable
-from prefect_s3_concurrency.tasks.paths import S3Url
+from prefect_s3_concurrency.errors import printable
+from prefect_s3_concurrency.local.paths import S3Url
+from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
 
 
 def exact_key_hint(conn: S3Connection, url: S3Url) -> str:

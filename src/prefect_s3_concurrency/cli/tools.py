@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
-from prefect_s3_concurrency.cli_output import print_error, print_note
-from prefect_s3_concurrency.cli_run import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
+from prefect_s3_concurrency.cli.output import print_error, print_note
+from prefect_s3_concurrency.cli.run import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from prefect_s3_concurrency.errors import ConfigurationError
 
 BUCKET_HINT = (
     'create more buckets through the S3 API, e.g. python -c "import boto3; '
@@ -48,7 +48,7 @@ def serve(
     Registers them on the Prefect server of PREFECT_API_URL (with their schedules) and runs
     their flow runs as subprocesses until Ctrl-C. Trigger runs from the UI.
     """
-    from prefect_s3_concurrency.cli_server import KEEP_RUNS_HINT, configured_api_url
+    from prefect_s3_concurrency.cli.server import KEEP_RUNS_HINT, configured_api_url
     from prefect_s3_concurrency.deployments import serve as serving
 
     if not list_ and not configured_api_url():
@@ -125,8 +125,8 @@ def local_s3(
     For trying the flows, serve and deploy with no cloud account: prints the endpoint URL, the
     credentials and the environment variables to export.
     """
-    from prefect_s3_concurrency.tasks.local_s3 import LocalS3Server
-    from prefect_s3_concurrency.tasks.paths import parse_s3_url
+    from prefect_s3_concurrency.local.paths import parse_s3_url
+    from prefect_s3_concurrency.s3.local_server import LocalS3Server
 
     try:
         for name in bucket or ():

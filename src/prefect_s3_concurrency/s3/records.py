@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prefect_s3_concurrency.tasks.errors import describe_error, is_permanent
+from prefect_s3_concurrency.errors import describe_error, is_permanent
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
-from prefect_s3_concurrency.tasks.errors import ListingError
-from prefect_s3_concurrency.tasks.integrity import normalize_etag
-from prefect_s3_concurrency.tasks.models import S3Object
+from prefect_s3_concurrency.errors import ListingError
+from prefect_s3_concurrency.s3.integrity import normalize_etag
+from prefect_s3_concurrency.s3.records import S3Object
 
 _pool: urllib3.PoolManager | None = None
 _lock = threading.Lock()
@@ -150,7 +150,7 @@ def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[S3Object]
         bucket: Bucket name.
         prefix: Key prefix.
     """
-    from prefect_s3_concurrency.tasks.engines import _moto_mock_active
+    from prefect_s3_concurrency.s3.engines import _moto_mock_active
 
     fast = not _moto_mock_active() and hasattr(client, "_request_signer")
     token: str | None = None

@@ -1,10 +1,10 @@
 """One object at a time, written once for every engine: verify, write atomically, retry.
 
-Downloads go to a locked temp file created through :mod:`tasks.safe_write` (no symlink on
+Downloads go to a locked temp file created through :mod:`local.safe_write` (no symlink on
 the way is followed, at write time), are checked for size and checksum while they stream
 (MD5, or the per-part MD5s of a multipart ETag), and are renamed into place. Objects from
 :data:`MULTIPART_THRESHOLD` are fetched as parallel ranged GETs written at their offsets and
-hashed on worker threads (:mod:`tasks.engines.ranged`); a server that answers a Range with
+hashed on worker threads (:mod:`s3.engines.ranged`); a server that answers a Range with
 the whole object is detected on the first part and read in one streamed GET instead, from
 then on (``rclone serve s3``'s 200 that carries just the range and its ``Content-Range`` is
 taken as the partial reply it is).
@@ -25,10 +25,11 @@ import os
 import random
 from pathlib import Path
 
-from prefect_s3_concurrency.tasks.engines.base import Engine, RangeNotSupported, write_at
-from prefect_s3_concurrency.tasks.engines.ranged import ranges_into
-from prefect_s3_concurrency.tasks.errors import IntegrityError, describe_error, local_io_error
-from prefect_s3_concurrency.tasks.integrity import (
+from prefect_s3_concurrency.errors import IntegrityError, describe_error, local_io_error
+from prefect_s3_concurrency.local.safe_write import PartialFile, open_partial_at
+from prefect_s3_concurrency.s3.engines.base import Engine, RangeNotSupported, write_at
+from prefect_s3_concurrency.s3.engines.ranged import ranges_into
+from prefect_s3_concurrency.s3.integrity import (
     COMMON_PART_SIZES,
     etag_matches,
     file_md5,
@@ -37,15 +38,14 @@ from prefect_s3_concurrency.tasks.integrity import (
     multipart_part_count,
     normalize_etag,
 )
-from prefect_s3_concurrency.tasks.models import LocalFile, S3Object
-from prefect_s3_concurrency.tasks.safe_write import PartialFile, open_partial_at
+from prefect_s3_concurrency.s3.records import LocalFile, S3Object
 
 MIB = 2**20
 MULTIPART_THRESHOLD = 16 * MIB
 PART_SIZE = 8 * MIB
 PART_CONCURRENCY = 8  # ranged GETs / part PUTs in flight per large object
 BODY_ATTEMPTS = 3
-log = logging.getLogger("prefect_s3_concurrency.tasks.transfer")
+log = logging.getLogger("prefect_s3_concurrency.s3.transfer")
 
 
 async def _stream_into(engine: Engine, bucket: str, obj: S3Object, part: PartialFile) -> str:

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from prefect_s3_concurrency.tasks.engines.base import (
+from prefect_s3_concurrency.errors import translate_boto_error
+from prefect_s3_concurrency.s3.engines.base import (
     IGNORES_RANGE,
     Buffer,
     Digest,
@@ -22,9 +23,8 @@ from prefect_s3_concurrency.tasks.engines.base import (
     RangeNotSupported,
     write_at,
 )
-from prefect_s3_concurrency.tasks.errors import translate_boto_error
-from prefect_s3_concurrency.tasks.integrity import CHUNK, normalize_etag
-from prefect_s3_concurrency.tasks.models import S3Object
+from prefect_s3_concurrency.s3.integrity import CHUNK, normalize_etag
+from prefect_s3_concurrency.s3.records import S3Object
 
 T = TypeVar("T")
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes

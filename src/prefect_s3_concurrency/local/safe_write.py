@@ -1,6 +1,6 @@
 """Write-time path safety: every component opened relative to a directory fd, no symlinks.
 
-The planner (:func:`tasks.paths.safe_local_path`) checks a key's path when the run starts;
+The planner (:func:`local.paths.safe_local_path`) checks a key's path when the run starts;
 the check must also hold when the file is written, since anything under ``dest_dir`` may
 change meanwhile (a directory swapped for a symlink to ``/etc``). :func:`open_partial_at`
 walks from ``root`` one component at a time with ``O_NOFOLLOW | O_DIRECTORY``, creating
@@ -17,9 +17,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect_s3_concurrency.tasks.errors import UnsafeKeyError
-from prefect_s3_concurrency.tasks.paths import partial_name
-from prefect_s3_concurrency.tasks.tempfiles import _try_lock
+from prefect_s3_concurrency.errors import UnsafeKeyError
+from prefect_s3_concurrency.local.paths import partial_name
+from prefect_s3_concurrency.local.tempfiles import _try_lock
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

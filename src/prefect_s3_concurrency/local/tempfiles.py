@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from prefect_s3_concurrency.tasks.paths import is_partial_name, partial_name
+from prefect_s3_concurrency.local.paths import is_partial_name, partial_name
 
 try:
     import fcntl

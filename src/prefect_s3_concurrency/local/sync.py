@@ -5,7 +5,7 @@ Deletion is opt-in (``delete_extra``) and conservative:
 * only files/objects *under the destination* that pass the same include/exclude globs are
   candidates (excluded ones are kept, as in ``rclone sync``);
 * this project's temp files (``*.s3c.partial``) are never candidates: stale ones are removed
-  by :mod:`tasks.tempfiles`, live ones belong to a running download; nor are symbolic links
+  by :mod:`local.tempfiles`, live ones belong to a running download; nor are symbolic links
   or folder-marker keys (ending with ``/``);
 * a destination directory that cannot be listed fails the run (no partial listing);
 * local deletion unlinks single files (a symlink itself, never its target) after checking
@@ -20,10 +20,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect_s3_concurrency.tasks.errors import describe_error, local_io_error, translate_boto_error
-from prefect_s3_concurrency.tasks.local_files import list_local_files
-from prefect_s3_concurrency.tasks.models import S3Object
-from prefect_s3_concurrency.tasks.paths import check_relative_key, matches_filters, relative_key
+from prefect_s3_concurrency.errors import describe_error, local_io_error, translate_boto_error
+from prefect_s3_concurrency.local.files import list_local_files
+from prefect_s3_concurrency.local.paths import check_relative_key, matches_filters, relative_key
+from prefect_s3_concurrency.s3.records import S3Object
 
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 

@@ -15,21 +15,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prefect_s3_concurrency.cli_options import OutputOptions, option_name
-from prefect_s3_concurrency.cli_output import (
+from prefect_s3_concurrency.cli.options import OutputOptions, option_name
+from prefect_s3_concurrency.cli.output import (
     print_error,
     print_note,
     print_summary,
     progress_display,
     progress_wanted,
 )
-from prefect_s3_concurrency.tasks.errors import (
+from prefect_s3_concurrency.errors import (
     ConfigurationError,
     S3AccessError,
     S3PipelineError,
     describe_error,
 )
-from prefect_s3_concurrency.tasks.watchdog import start_watchdog
+from prefect_s3_concurrency.runtime.watchdog import start_watchdog
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 WORKER_CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"  # read by logging.yml overrides
@@ -222,7 +222,7 @@ def report_failure(exc: BaseException, output: OutputOptions) -> int:
 
 def run_flow(call: FlowCall) -> int:
     """Run ``call``: validate, start or find the Prefect API, run, print; return the exit code."""
-    from prefect_s3_concurrency.cli_server import KEEP_RUNS_HINT, PrefectApi
+    from prefect_s3_concurrency.cli.server import KEEP_RUNS_HINT, PrefectApi
 
     api = PrefectApi()
     start_watchdog()  # a SIGKILL of this process must not leave its server or workers alive

@@ -14,8 +14,8 @@ from prefect_aws import AwsCredentials, MinIOCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from prefect_s3_concurrency.tasks.errors import ConfigurationError
-from prefect_s3_concurrency.tasks.redact import install_log_redaction, register_secret
+from prefect_s3_concurrency.errors import ConfigurationError
+from prefect_s3_concurrency.runtime.redact import install_log_redaction, register_secret
 
 install_log_redaction()  # botocore DEBUG logs would otherwise show signatures and tokens
 BLOCK_TYPES = ("aws-credentials", "minio-credentials", "s3-bucket")

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable
 from importlib import metadata
 
-from prefect_s3_concurrency.tasks.errors import S3PipelineError, printable
+from prefect_s3_concurrency.errors import S3PipelineError, printable
 
 TRANSFORMS_ENV = "PREFECT_S3_TRANSFORMS"
 ENTRY_POINT_GROUP = "prefect_s3_concurrency.transforms"

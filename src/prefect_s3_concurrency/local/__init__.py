@@ -1,0 +1,1 @@
+"""The local side: safe key-to-path mapping, atomic writes, temp files, scans and sync."""

@@ -1,0 +1,1 @@
+"""Process-wide services: progress reporting, log redaction, the orphan watchdog."""

@@ -1,0 +1,1 @@
+"""Talking to S3: connections, transfer engines, checksums, per-object and batch transfers."""

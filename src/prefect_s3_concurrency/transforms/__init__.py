@@ -1,0 +1,1 @@
+"""Transforms of the pipeline: the registry, the squaring kernel, planning and resume."""
