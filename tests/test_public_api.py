@@ -43,7 +43,8 @@ def _top_level_imports() -> set[str]:
 def _declared() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     specs = [*project["dependencies"], *project["optional-dependencies"]["dask"]]
-    return {re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in specs}
+    names = (re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0] for spec in specs)
+    return {name.lower().replace("_", "-") for name in names}
 
 
 def test_every_direct_import_is_a_declared_dependency() -> None:
