@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from .bodies import AwsChunkedDecoder, HoldBack
 from .exchange import Headers, Reply, Request, Rule, s3_error
+from .resign import refresh_body_digests, resign
 
 __all__ = ["S3Proxy"]
 
@@ -39,7 +40,11 @@ class S3Proxy:
     """Reverse proxy in front of an S3 endpoint, steered by ``rules`` (settable any time)."""
 
     def __init__(
-        self, upstream_url: str, rules: Iterable[Rule] = (), upstream_timeout: float = 300.0
+        self,
+        upstream_url: str,
+        rules: Iterable[Rule] = (),
+        upstream_timeout: float = 300.0,
+        credentials: dict[str, str] | None = None,
     ) -> None:
         """Configure (but do not start) the proxy.
 
@@ -47,6 +52,8 @@ class S3Proxy:
             upstream_url: ``http://host:port`` of the real S3 server.
             rules: Rules in order: the first sees requests first and replies last.
             upstream_timeout: Socket timeout towards the upstream, in seconds.
+            credentials: Access key -> secret key, to sign again the requests whose
+                headers or body a rule edited (for an upstream that checks signatures).
         """
         parts = urlsplit(upstream_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -55,6 +62,7 @@ class S3Proxy:
         self.upstream = (parts.hostname, parts.port or 80)
         self.rules: list[Rule] = list(rules)
         self.upstream_timeout = upstream_timeout
+        self.credentials = dict(credentials or {})
         self.connections = 0  # client connections accepted
         self.lock = threading.Lock()
         self._server: _Server | None = None
@@ -222,6 +230,10 @@ class _Handler(BaseHTTPRequestHandler):
             edited = req.edit_body(req.body or b"")
             req.headers.pop("Transfer-Encoding")
             req.headers.set("Content-Length", str(len(edited)))
+            if edited != req.body:
+                refresh_body_digests(req.headers, edited)
+        if req.headers.items() != req.original and self.server.proxy.credentials:
+            resign(req.method, req.path, req.headers, self.server.proxy.credentials)
         has_body = edited is None and (
             "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
         )

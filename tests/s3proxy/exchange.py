@@ -116,6 +116,7 @@ class Request:
     edit_body: Callable[[bytes], bytes] | None = None  # read whole, edit, then forward
     observers: list[Callable[[bytes], None]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    original: list[tuple[str, str]] = field(default_factory=list)  # headers as received
 
     @classmethod
     def parse(cls, method: str, path: str, headers: Headers) -> Request:
@@ -128,6 +129,7 @@ class Request:
             method=method, path=path, headers=headers, bucket=bucket, key=key, query=query,
             op=_operation(method, key, query, headers),
             body_length=int(length) if length and length.isdigit() else None,
+            original=headers.items(),
         )  # fmt: skip
 
     @property
