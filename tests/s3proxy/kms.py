@@ -39,10 +39,20 @@ class KmsEtags(Rule):
             + str(uuid.uuid5(uuid.NAMESPACE_URL, "s3proxy-kms"))
         )
         self._real: dict[str, str] = {}  # ETag as handed out -> upstream ETag
+        self._completed: dict[str, str] = {}  # bucket/key -> ETag its complete handed out
         self._lock = threading.Lock()
 
-    def fake(self, real: str) -> str:
-        """The ETag a client sees for upstream ETag ``real`` (remembered for the way back)."""
+    def fake(self, real: str, target: str = "") -> str:
+        """The ETag a client sees for upstream ETag ``real`` (remembered for the way back).
+
+        An upstream that reads back a completed multipart object with another ETag than
+        its complete gave (rclone: the MD5 of the data) gets the complete's, as S3 does.
+        """
+        with self._lock:
+            completed = self._completed.get(target)
+            if completed is not None and "-" not in real:
+                self._real[completed] = real
+                return completed
         quoted = len(real) >= 2 and real[0] == real[-1] == '"'
         bare = real[1:-1] if quoted else real
         _, dash, parts = bare.partition("-")
@@ -87,10 +97,11 @@ class KmsEtags(Rule):
             reply.become(failed)
         etag = reply.headers.get("ETag")
         if etag:
-            reply.headers.set("ETag", self.fake(etag))
+            reply.headers.set("ETag", self.fake(etag, req.target))
         if reply.body is not None and req.op in _XML_ETAGS:
-            body = xmlutil.map_elements(xmlutil.text(reply.body), "ETag", self.fake)
-            reply.body = body.encode("utf-8", "surrogateescape")
+            reply.body = self._fake_xml(req, reply.body).encode("utf-8", "surrogateescape")
+        if reply.ok and req.op in ("put", "copy", "delete", "complete"):
+            self._remember(req, reply)
         if reply.ok and req.op in _SSE_OPS and not xmlutil.is_error(reply.body):
             reply.headers.set("x-amz-server-side-encryption", "aws:kms")
             reply.headers.set("x-amz-server-side-encryption-aws-kms-key-id", self.key_id)
@@ -98,6 +109,29 @@ class KmsEtags(Rule):
     @property
     def _key(self) -> str:
         return f"kms:{id(self)}"
+
+    def _fake_xml(self, req: Request, body: bytes) -> str:
+        text = xmlutil.text(body)
+        if req.op != "list":
+            return xmlutil.map_elements(text, "ETag", self.fake)
+        url_encoded = req.query.get("encoding-type") == "url"
+
+        def contents(block: str) -> str:
+            target = f"{req.bucket}/{xmlutil.listed_key(block, url_encoded)}"
+            return xmlutil.map_elements(block, "ETag", lambda etag: self.fake(etag, target))
+
+        return xmlutil.map_blocks(text, "Contents", contents)
+
+    def _remember(self, req: Request, reply: Reply) -> None:
+        """Note the ETag a complete handed out; forget it when the object changes."""
+        etag = None
+        if req.op == "complete" and not xmlutil.is_error(reply.body):
+            etag = xmlutil.element(xmlutil.text(reply.body or b""), "ETag")
+        with self._lock:
+            if etag:
+                self._completed[req.target] = etag
+            else:
+                self._completed.pop(req.target, None)
 
     def _real_parts(self, body: bytes) -> bytes:
         """A complete's body with the part ETags handed out replaced by the upstream's."""
