@@ -10,6 +10,8 @@ import base64
 import hashlib
 import http.client
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -370,3 +372,61 @@ def test_counting_requests_in_flight(upstream, proxy, bucket_factory) -> None:
     assert (stats["get"], stats["ranged"], stats["list"], stats["requests"]) == (7, 1, 1, 8)
     counting.reset()
     assert counting["requests"] == 0 and counting["max_in_flight"] == 0
+
+
+@pytest.fixture(scope="session")
+def aws_cli() -> Path:
+    """The aws CLI (v1, from PyPI) in a venv of its own: it pins botocore exactly."""
+    venv = REPO / ".venv-awscli"
+    aws = venv / "bin" / "aws"
+    if not aws.exists():
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", "awscli"],
+                check=True, timeout=900, capture_output=True,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            pytest.skip(f"cannot install awscli into {venv} with pip: {exc}")
+    return aws
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _aws(aws: Path, server: Any, tmp_path: Path, *args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key,
+        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
+    )  # fmt: skip
+    done = subprocess.run(
+        [str(aws), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"aws {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+
+
+def test_aws_cli_copies_through_strict_proxy(
+    aws_cli, rclone_s3, rclone_proxy, bucket_factory, tmp_path: Path
+) -> None:
+    kms, eu = bucket_factory(rclone_s3, "cli-kms"), bucket_factory(rclone_s3, "cli-eu")
+    rclone_proxy.rules = [StrictS3(kms_buckets={kms}, bucket_regions={eu: "eu-west-1"})]
+    source = tmp_path / "up"
+    files = {"a.txt": b"alpha\n", "dir/b.bin": os.urandom(70_000), "dir/sub/empty": b"",
+             "big.bin": os.urandom(9 * MiB)}  # fmt: skip  # big: over the 8 MiB threshold
+    for name, data in files.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+    endpoint = ["--endpoint-url", rclone_proxy.endpoint_url]
+    for bucket, region in ((kms, "us-east-1"), (eu, "eu-west-1")):
+        target = f"s3://{bucket}/tree/"
+        _aws(aws_cli, rclone_s3, tmp_path, "s3", "cp", "--recursive", "--only-show-errors",
+             str(source), target, *endpoint, "--region", region)  # fmt: skip
+        down = tmp_path / f"down-{bucket}"
+        _aws(aws_cli, rclone_s3, tmp_path, "s3", "cp", "--recursive", "--only-show-errors",
+             target, str(down), *endpoint, "--region", region)  # fmt: skip
+        assert _tree(down) == files
+    head = _client(rclone_s3, rclone_proxy).head_object(Bucket=kms, Key="tree/big.bin")
+    assert head["ServerSideEncryption"] == "aws:kms" and head["ETag"].endswith('-2"')

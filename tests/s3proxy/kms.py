@@ -48,17 +48,16 @@ class KmsEtags(Rule):
         An upstream that reads back a completed multipart object with another ETag than
         its complete gave (rclone: the MD5 of the data) gets the complete's, as S3 does.
         """
+        real = _quoted(real)  # S3 quotes every ETag (rclone's listings do not)
         with self._lock:
             completed = self._completed.get(target)
             if completed is not None and "-" not in real:
                 self._real[completed] = real
                 return completed
-        quoted = len(real) >= 2 and real[0] == real[-1] == '"'
-        bare = real[1:-1] if quoted else real
+        bare = real[1:-1]
         _, dash, parts = bare.partition("-")
         fake = hashlib.md5(b"kms:" + bare.encode(), usedforsecurity=False).hexdigest()
-        fake += f"-{parts}" if dash else ""
-        fake = f'"{fake}"' if quoted else fake
+        fake = f'"{fake}-{parts}"' if dash else f'"{fake}"'
         with self._lock:
             self._real[fake] = real
         return fake
@@ -146,7 +145,7 @@ class KmsEtags(Rule):
         """
         if req.op not in ("get", "head") or not reply.ok:
             return None
-        etag = reply.headers.get("ETag")
+        etag = _quoted(reply.headers.get("ETag") or "")
         wanted = req.state.get(f"{self._key}:If-Match")
         if wanted is not None and wanted != etag:
             return s3_error(
@@ -159,3 +158,8 @@ class KmsEtags(Rule):
             headers = Headers(kv for kv in reply.headers if kv[0].lower() != "content-length")
             return Reply(304, headers, b"", "Not Modified", made_by=type(self).__name__)
         return None
+
+
+def _quoted(etag: str) -> str:
+    """``etag`` in double quotes, as S3 sends ETags."""
+    return etag if len(etag) >= 2 and etag[0] == etag[-1] == '"' else f'"{etag}"'
