@@ -271,23 +271,64 @@ def test_archived_and_sse_c_objects(upstream, proxy, bucket_factory) -> None:
         client.head_object(Bucket=bucket, Key="secret")
 
 
-@pytest.mark.parametrize(
-    ("headers", "code"),
-    [
-        ({"ChecksumCRC32C": base64.b64encode(b"\0\0\0\1").decode()}, "BadDigest"),
-        ({"ContentMD5": base64.b64encode(hashlib.md5(b"other").digest()).decode()}, "BadDigest"),
-        ({"ContentMD5": "bm90IGFuIG1kNQ=="}, "InvalidDigest"),
-    ],
-)
-def test_bad_checksums_are_refused(upstream, proxy, bucket_factory, headers, code) -> None:
+BAD_DIGESTS = [
+    ({"ChecksumCRC32C": base64.b64encode(b"\0\0\0\1").decode()}, "BadDigest"),
+    ({"ChecksumSHA256": base64.b64encode(hashlib.sha256(b"x").digest()).decode()}, "BadDigest"),
+    ({"ContentMD5": base64.b64encode(hashlib.md5(b"other").digest()).decode()}, "BadDigest"),
+    ({"ContentMD5": "bm90IGFuIG1kNQ=="}, "InvalidDigest"),
+    ({"ChecksumCRC32": "not base64"}, "InvalidRequest"),
+]
+
+
+def test_bad_checksums_are_refused(upstream, proxy, bucket_factory) -> None:
     bucket = bucket_factory(upstream, "cks")
     proxy.rules = [StrictS3()]
     client = _client(upstream, proxy, request_checksum_calculation="when_required")
-    with pytest.raises(ClientError) as info:
-        client.put_object(Bucket=bucket, Key="k", Body=b"payload", **headers)
-    assert _error(info)[:1] == (400,) and _error(info)[1]["Code"] == code
-    with pytest.raises(ClientError, match="404"):  # the upstream never stored it
-        upstream.client().head_object(Bucket=bucket, Key="k")
+    for headers, code in BAD_DIGESTS:
+        with pytest.raises(ClientError) as info:
+            client.put_object(Bucket=bucket, Key="k", Body=b"payload", **headers)
+        assert _error(info)[0] == 400 and _error(info)[1]["Code"] == code, headers
+    good = base64.b64encode(checksums.crc32c(b"payload").to_bytes(4, "big")).decode()
+    client.put_object(Bucket=bucket, Key="ok", Body=b"payload", ChecksumCRC32C=good)
+    listed = upstream.client().list_objects_v2(Bucket=bucket)["Contents"]
+    assert [o["Key"] for o in listed] == ["ok"]  # the upstream never stored a refused one
+
+
+def _put_aws_chunked(server: Any, proxy: S3Proxy, path: str, data: bytes, crc32: str) -> int:
+    """PUT ``data`` aws-chunked (two chunks) with an ``x-amz-checksum-crc32`` trailer."""
+    half = len(data) // 2
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (data[:half], data[half:]))
+    body += b"0\r\nx-amz-checksum-crc32:%s\r\n\r\n" % crc32.encode()
+    headers = {
+        "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "Content-Encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-crc32",
+        "x-amz-decoded-content-length": str(len(data)), "Content-Length": str(len(body)),
+    }  # fmt: skip
+    request = AWSRequest("PUT", proxy.endpoint_url + path, headers=headers, data=body)
+    S3SigV4Auth(Credentials(server.access_key, server.secret_key), "s3", "us-east-1").add_auth(
+        request
+    )
+    conn = http.client.HTTPConnection(proxy.endpoint_url.removeprefix("http://"), timeout=10)
+    conn.request("PUT", path, body=body, headers=dict(request.headers.items()))
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_aws_chunked_trailer_checksum(rclone_s3, rclone_proxy, bucket_factory) -> None:
+    # Only the proxy's part: neither rclone nor moto decodes such bodies (they store the
+    # framing); botocore sends trailers over https only, so clients here do not either.
+    bucket = bucket_factory(rclone_s3, "trl")
+    rclone_proxy.rules = [StrictS3()]
+    data = os.urandom(200_000)
+    good = base64.b64encode(checksums.crc32(data).to_bytes(4, "big")).decode()
+    assert _put_aws_chunked(rclone_s3, rclone_proxy, f"/{bucket}/bad", data, "AAAAAA==") == 400
+    assert _put_aws_chunked(rclone_s3, rclone_proxy, f"/{bucket}/good", data, good) == 200
+    client = _client(rclone_s3, rclone_proxy)
+    assert client.head_object(Bucket=bucket, Key="good", ChecksumMode="ENABLED")[
+        "ChecksumCRC32"
+    ] == good
+    assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == ["good"]
 
 
 def _crc64(data: bytes) -> str:
@@ -354,8 +395,9 @@ def test_throttle_answers_slowdown_above_the_rate(upstream, proxy, bucket_factor
 
 def test_counting_requests_in_flight(upstream, proxy, bucket_factory) -> None:
     bucket = bucket_factory(upstream, "cnt")
+    direct = upstream.client()
     for i in range(6):
-        upstream.client().put_object(Bucket=bucket, Key=f"k{i}", Body=b"x" * i)
+        direct.put_object(Bucket=bucket, Key=f"k{i}", Body=b"x" * i)
     counting = Counting()
     proxy.rules = [counting, Faults(latency_s=0.2)]  # requests overlap while they wait
     client = _client(upstream, proxy, max_pool_connections=6)
