@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from email.message import Message
+from typing import BinaryIO
 
-__all__ = ["AwsChunkedDecoder", "HoldBack"]
+from .exchange import Request
+
+__all__ = ["AwsChunkedDecoder", "HoldBack", "payload_sink", "relay_body"]
 
 _MAX_LINE = 64 * 1024
+_BLOCK = 64 * 1024
 
 
 class AwsChunkedDecoder:
@@ -89,3 +94,76 @@ class HoldBack:
         if self._pending and self._send is not None:
             self._send(self._pending)
         self._pending = b""
+
+
+def payload_sink(req: Request) -> Callable[[bytes], None] | None:
+    """Where a request's body bytes go for the rules (None: nobody looks at them).
+
+    The payload (aws-chunked bodies decoded) goes to ``req.observers``, to ``req.body``
+    when a rule asked for it, and is counted in ``req.received``; trailers end up in
+    ``req.trailers``.
+    """
+    if not req.observers and not req.buffer_body:
+        return None
+    buffered: list[bytes] = []
+    if req.buffer_body:
+        req.body = b""
+
+    def deliver(piece: bytes) -> None:
+        req.received += len(piece)
+        if req.buffer_body:
+            buffered.append(piece)
+            req.body = b"".join(buffered) if len(buffered) > 1 else piece
+        for observe in req.observers:
+            observe(piece)
+
+    encoding = req.headers.get("Content-Encoding", "") or ""
+    sha = req.headers.get("x-amz-content-sha256", "") or ""
+    if "aws-chunked" in encoding.lower() or sha.startswith("STREAMING-"):
+        decoder = AwsChunkedDecoder(deliver)
+        req.trailers = decoder.trailers
+        return decoder.feed
+    return deliver
+
+
+def relay_body(
+    rfile: BinaryIO,
+    headers: Message,
+    send: Callable[[bytes], object],
+    sink: Callable[[bytes], None] | None,
+) -> None:
+    """Copy a request body verbatim from ``rfile`` to ``send``; its data to ``sink`` too.
+
+    ``Transfer-Encoding: chunked`` framing goes to ``send`` only; without it, the body is
+    ``Content-Length`` bytes (none if absent).
+    """
+
+    def both(data: bytes) -> None:
+        send(data)
+        if sink is not None:
+            sink(data)
+
+    if headers.get("Transfer-Encoding", "").lower() != "chunked":
+        _copy(rfile, both, int(headers.get("Content-Length") or 0))
+        return
+    while True:
+        line = rfile.readline(65537)
+        send(line)
+        size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            while (trailer := rfile.readline(65537)) not in (b"\r\n", b"\n", b""):
+                send(trailer)
+            send(b"\r\n")
+            return
+        _copy(rfile, both, size)
+        _copy(rfile, send, 2)
+
+
+def _copy(src: BinaryIO, send: Callable[[bytes], object], size: int) -> None:
+    """Copy exactly ``size`` bytes from ``src`` to ``send``."""
+    while size > 0:
+        block = src.read(min(size, _BLOCK))
+        if not block:
+            raise ConnectionError("client closed the connection mid-body")
+        send(block)
+        size -= len(block)

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from .bodies import AwsChunkedDecoder, HoldBack
+from .bodies import HoldBack, payload_sink, relay_body
 from .exchange import Headers, Reply, Request, Rule, s3_error
 from .resign import refresh_body_digests, resign
 
@@ -81,7 +81,7 @@ class S3Proxy:
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not running: call start() first")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> S3Proxy:
         """Listen on a free 127.0.0.1 port and serve in a background thread."""
@@ -274,53 +274,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return reply
         return None
 
-    def _payload_sink(self, req: Request) -> Callable[[bytes], None] | None:
-        """Where payload bytes go for the rules (None: nobody looks at them)."""
-        if not req.observers and not req.buffer_body:
-            return None
-        buffered: list[bytes] = []
-
-        def deliver(piece: bytes) -> None:
-            req.received += len(piece)
-            if req.buffer_body:
-                buffered.append(piece)
-                req.body = b"".join(buffered) if len(buffered) > 1 else piece
-            for observe in req.observers:
-                observe(piece)
-
-        encoding = req.headers.get("Content-Encoding", "") or ""
-        sha = req.headers.get("x-amz-content-sha256", "") or ""
-        if "aws-chunked" in encoding.lower() or sha.startswith("STREAMING-"):
-            decoder = AwsChunkedDecoder(deliver)
-            req.trailers = decoder.trailers
-            return decoder.feed
-        if req.buffer_body:
-            req.body = b""
-        return deliver
-
     def _relay_body(self, req: Request, send: Callable[[bytes], object], decode: bool) -> None:
         """Copy the request body verbatim to ``send``, and the payload to the rules."""
-        sink = self._payload_sink(req) if decode else None
-
-        def both(data: bytes) -> None:
-            send(data)
-            if sink is not None:
-                sink(data)
-
-        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-            _copy(self.rfile, both, int(self.headers.get("Content-Length") or 0))
-            return
-        while True:
-            line = self.rfile.readline(65537)
-            send(line)
-            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while (trailer := self.rfile.readline(65537)) not in (b"\r\n", b"\n", b""):
-                    send(trailer)
-                send(b"\r\n")
-                return
-            _copy(self.rfile, both, size)
-            _copy(self.rfile, send, 2)
+        sink = payload_sink(req) if decode else None
+        relay_body(self.rfile, self.headers, send, sink)  # type: ignore[arg-type]
 
     def _skip_body(self, req: Request) -> None:
         """Drop the body of a request a rule answered (unsent if the client still waits)."""
@@ -413,16 +370,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.settimeout(2.0)
             while self.connection.recv(_BLOCK):
                 pass
-
-
-def _copy(src: object, send: Callable[[bytes], object], size: int) -> None:
-    """Copy exactly ``size`` bytes from file-like ``src`` to ``send``."""
-    while size > 0:
-        block = src.read(min(size, _BLOCK))  # type: ignore[attr-defined]
-        if not block:
-            raise ConnectionError("client closed the connection mid-body")
-        send(block)
-        size -= len(block)
 
 
 def _has_body(method: str, status: int) -> bool:

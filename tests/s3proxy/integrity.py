@@ -61,6 +61,7 @@ class Checksums(Rule):
         self.verify = verify
         self.add_default_crc64nvme = add_default_crc64nvme
         self.objects: dict[str, tuple[str, str, str]] = {}  # target -> algorithm, value, type
+        self._etags: dict[str, str] = {}  # target -> ETag it had when read first
         self._uploads: dict[str, _Upload] = {}
         self._lock = threading.Lock()
 
@@ -123,7 +124,12 @@ class Checksums(Rule):
             wanted.add(_DEFAULT)
         digests = {algorithm: Digest(algorithm) for algorithm in wanted}
         req.state[self._key] = _Payload(claims, md5, digests)
-        req.observe(lambda piece: [d.update(piece) for d in digests.values()])
+
+        def update(piece: bytes) -> None:
+            for digest in digests.values():
+                digest.update(piece)
+
+        req.observe(update)
         return None
 
     def _upload(self, req: Request) -> _Upload | None:
@@ -190,6 +196,7 @@ class Checksums(Rule):
         value = payload.claims.get(algorithm) or payload.digests[algorithm].b64()
         with self._lock:
             self.objects[req.target] = (algorithm, value, "FULL_OBJECT")
+            self._etags[req.target] = reply.headers.get("ETag") or ""
         reply.headers.setdefault(_PREFIX + algorithm, value)
         reply.headers.setdefault("x-amz-checksum-type", "FULL_OBJECT")
 
@@ -227,6 +234,7 @@ class Checksums(Rule):
         final = req.state.get(self._key)
         with self._lock:
             self._uploads.pop(req.query.get("uploadId", ""), None)
+            self._etags.pop(req.target, None)
             if final is not None:
                 self.objects[req.target] = final
             else:
@@ -250,6 +258,7 @@ class Checksums(Rule):
         source = unquote(urlsplit(req.headers.get("x-amz-copy-source") or "").path).lstrip("/")
         with self._lock:
             stored = self.objects.get(source)
+            self._etags.pop(req.target, None)
             if stored is not None:
                 self.objects[req.target] = stored
             else:
@@ -262,6 +271,12 @@ class Checksums(Rule):
             return
         with self._lock:
             stored = self.objects.get(req.target)
+            # An object replaced behind the proxy's back (straight on the upstream) has
+            # another ETag than when it was first read: its checksum is not known then.
+            etag = reply.headers.get("ETag") or ""
+            if stored is not None and self._etags.setdefault(req.target, etag) != etag:
+                del self.objects[req.target], self._etags[req.target]
+                stored = None
         if stored is not None:
             algorithm, value, kind = stored
             reply.headers.set(_PREFIX + algorithm, value)
