@@ -113,6 +113,11 @@ def test_kms_bucket_round_trip(upstream, proxy, bucket_factory, tmp_path: Path) 
     client.download_file(bucket, "small", str(tmp_path / "small.out"))
     assert (tmp_path / "big.out").read_bytes() == big
     assert (tmp_path / "small.out").read_bytes() == small
+    parts = [big[i : i + 5 * MiB] for i in range(0, len(big), 5 * MiB)]
+    digests = b"".join(checksums.crc32(p).to_bytes(4, "big") for p in parts)
+    checked = client.head_object(Bucket=bucket, Key="big", ChecksumMode="ENABLED")
+    assert checked["ChecksumCRC32"] == f"{_b64(checksums.crc32(digests), 4)}-3"  # s3transfer
+    assert checked["ChecksumType"] == "COMPOSITE"
     etag = heads["big"]["ETag"]
     ranged = client.get_object(Bucket=bucket, Key="big", IfMatch=etag, Range="bytes=0-9")
     assert ranged["Body"].read() == big[:10] and ranged["ETag"] == etag
@@ -331,8 +336,12 @@ def test_aws_chunked_trailer_checksum(rclone_s3, rclone_proxy, bucket_factory) -
     assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == ["good"]
 
 
+def _b64(value: int, size: int) -> str:
+    return base64.b64encode(value.to_bytes(size, "big")).decode()
+
+
 def _crc64(data: bytes) -> str:
-    return base64.b64encode(checksums.crc64nvme(data).to_bytes(8, "big")).decode()
+    return _b64(checksums.crc64nvme(data), 8)
 
 
 def test_default_and_full_object_crc64nvme(upstream, proxy, bucket_factory) -> None:

@@ -6,10 +6,13 @@
   malformed value. The upstream never gets the whole body of a refused request.
 * The checksum is stored per ``bucket/key`` and returned on HEAD/GET with
   ``x-amz-checksum-mode: ENABLED`` (plus ``x-amz-checksum-type``), unless the upstream
-  returned one itself. Multipart uploads: CreateMultipartUpload's
-  ``x-amz-checksum-algorithm``/``x-amz-checksum-type`` decide between a FULL_OBJECT
-  checksum (the part CRCs combined; a CompleteMultipartUpload header is verified against
-  it) and a COMPOSITE one (the checksum of the part checksums, ``-<parts>``).
+  returned one of another algorithm itself (rclone keeps the checksum headers of a PUT as
+  metadata; moto stores and returns them, but neither verifies them, and moto's value
+  for a multipart upload lacks the ``-<parts>`` and the type). Multipart uploads:
+  CreateMultipartUpload's ``x-amz-checksum-algorithm``/``x-amz-checksum-type`` decide
+  between a FULL_OBJECT checksum (the part CRCs combined; a CompleteMultipartUpload
+  header is verified against it) and a COMPOSITE one (the checksum of the part
+  checksums, then ``-<parts>``).
 * ``add_default_crc64nvme``: an upload without any checksum gets a full-object CRC64NVME,
   as S3 has done since 2025.
 """
@@ -266,8 +269,7 @@ class Checksums(Rule):
 
     def _head_done(self, req: Request, reply: Reply) -> None:
         mode = (req.headers.get("x-amz-checksum-mode") or "").upper()
-        whole = not req.ranged and "partNumber" not in req.query
-        if mode != "ENABLED" or not whole or _has_checksum(reply.headers):
+        if mode != "ENABLED" or req.ranged or "partNumber" in req.query:
             return
         with self._lock:
             stored = self.objects.get(req.target)
@@ -277,10 +279,12 @@ class Checksums(Rule):
             if stored is not None and self._etags.setdefault(req.target, etag) != etag:
                 del self.objects[req.target], self._etags[req.target]
                 stored = None
-        if stored is not None:
-            algorithm, value, kind = stored
-            reply.headers.set(_PREFIX + algorithm, value)
-            reply.headers.set("x-amz-checksum-type", kind)
+        known = _checksums(reply.headers)
+        if stored is None or (known and stored[0] not in known):
+            return  # the upstream's own checksum of another algorithm stands
+        algorithm, value, kind = stored  # moto's multipart value lacks "-<parts>" and type
+        reply.headers.set(_PREFIX + algorithm, value)
+        reply.headers.set("x-amz-checksum-type", kind)
 
     _get_done = _head_done
 
@@ -298,8 +302,7 @@ def _md5(text: str) -> bytes | None:
     return raw if len(raw) == 16 else None
 
 
-def _has_checksum(headers: Headers) -> bool:
-    return any(
-        name.lower().startswith(_PREFIX) and name.lower()[len(_PREFIX) :] in ALGORITHMS
-        for name, _value in headers
-    )
+def _checksums(headers: Headers) -> set[str]:
+    """Algorithms of the ``x-amz-checksum-<algorithm>`` headers present."""
+    names = {name.lower() for name, _value in headers}
+    return {a for a in ALGORITHMS if _PREFIX + a in names}
