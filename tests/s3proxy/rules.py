@@ -19,7 +19,8 @@ class Counting(Rule):
     """Counts requests per S3 operation, ranged GETs, error replies and requests in flight.
 
     A request is in flight from the moment this rule sees it until its reply was sent (or
-    the exchange failed); ``max_in_flight`` is the most requests in flight at once.
+    the exchange failed); ``max_in_flight`` is the most requests in flight at once. It
+    counts what reaches it: put it first to count requests an earlier rule answers too.
     """
 
     def __init__(self) -> None:
