@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from prefect_s3_concurrency.local.files import (
     scan_local_files,
     source_root,
 )
+from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import S3Url, relative_key
 from prefect_s3_concurrency.local.sync import local_extras, remote_extras
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection, get_s3_client
@@ -59,7 +61,6 @@ from prefect_s3_concurrency.s3.transfer import (
     BatchResult,
     S3Object,
     iter_objects,
-    plan_downloads,
 )
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
@@ -162,11 +163,16 @@ def _download_batches(
 ) -> Iterator[Batch]:
     """List the source page by page and yield download batches as they fill."""
     client = get_s3_client(conn, cut.workers)
+    planner = DownloadPlanner(url.folder, dest)
     emitted = 0
-    for page in iter_objects(client, url.bucket, url.folder, *globs):
-        listing.objects += len(page)
-        listing.keep.update(relative_key(o.key, url.folder) for o in page)
-        items, rejected = plan_downloads(page, url.folder, dest)
+    for page in chain(iter_objects(client, url.bucket, url.folder, *globs), [None]):
+        if page is None:  # the listing has ended: the keys through a symlink now
+            items, rejected = planner.finish()
+            listing.keep |= planner.keep
+        else:
+            listing.objects += len(page)
+            listing.keep.update(relative_key(o.key, url.folder) for o in page)
+            items, rejected = planner.plan(page)
         summary.rejected.update(rejected)
         progress.add_total(len(items))
         for batch in cut.add(items):

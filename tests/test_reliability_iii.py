@@ -1,0 +1,64 @@
+"""Reliability III (issue 16): symlinks in a sync destination, keys across listing pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import prefect_s3_concurrency.flows.transfer as transfer_flows
+from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix
+from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.records import S3Object
+from prefect_s3_concurrency.s3.transfer import plan_downloads
+from prefect_s3_concurrency.transforms.square import transform_files
+
+
+def _linked_dest(tmp_path: Path) -> Path:
+    dest = tmp_path / "dest"
+    (dest / "real").mkdir(parents=True)
+    (dest / "link").symlink_to(dest / "real", target_is_directory=True)
+    return dest
+
+
+@pytest.mark.integration
+def test_sync_through_a_symlinked_directory_deletes_nothing_it_wrote(
+    rclone_s3, rclone_block, bucket_factory, tmp_path
+) -> None:
+    bucket = bucket_factory(rclone_s3)
+    rclone_s3.client().put_object(Bucket=bucket, Key="p/link/x", Body=b"via link")
+    dest = _linked_dest(tmp_path)
+    (dest / "real" / "old").write_text("extra")
+    conn = S3Connection(credentials_block=rclone_block)
+    for _ in range(2):  # every run: written, then never taken for an extra
+        summary = download_prefix(
+            f"s3://{bucket}/p", str(dest), delete_extra=True, connection=conn
+        )
+        assert (dest / "real" / "x").read_bytes() == b"via link"
+        assert "real/x" not in summary.deleted
+    assert not (dest / "real" / "old").exists()  # a real extra is still deleted
+
+
+@pytest.mark.integration
+def test_two_keys_one_file_across_listing_pages(
+    rclone_s3, rclone_block, bucket_factory, tmp_path, monkeypatch
+) -> None:
+    bucket = bucket_factory(rclone_s3)
+    client = rclone_s3.client()
+    for key, body in {"p/link/x": b"linked", "p/m": b"between", "p/real/x": b"direct"}.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    listed = transfer_flows.iter_objects
+
+    def one_key_pages(*args, **kwargs) -> Iterator[list[S3Object]]:
+        for page in listed(*args, **kwargs):  # pages of one key: the keys are pages apart
+            yield from ([o] for o in page)
+
+    monkeypatch.setattr(transfer_flows, "iter_objects", one_key_pages)
+    dest = _linked_dest(tmp_path)
+    conn = S3Connection(credentials_block=rclone_block)
+    with pytest.raises(TransferFailed) as failed:
+        download_prefix(f"s3://{bucket}/p", str(dest), connection=conn)
+    summary = failed.value.summary
+    assert list(summary.rejected) == ["p/link/x"] and "same file" in summary.rejected["p/link/x"]
+    assert summary.objects == 2 and (dest / "real" / "x").read_bytes() == b"direct"
