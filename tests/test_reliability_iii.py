@@ -62,3 +62,46 @@ def test_two_keys_one_file_across_listing_pages(
     summary = failed.value.summary
     assert list(summary.rejected) == ["p/link/x"] and "same file" in summary.rejected["p/link/x"]
     assert summary.objects == 2 and (dest / "real" / "x").read_bytes() == b"direct"
+
+
+PASSWORD = "s3cret-Pa55word"
+WITH_PASSWORD = f"http://admin:{PASSWORD}@127.0.0.1:9"
+
+
+def test_an_endpoint_url_with_a_password_is_refused_by_the_cli(
+    monkeypatch, capsys, tmp_path
+) -> None:
+    from prefect_s3_concurrency.cli import commands as cli
+
+    runs: list[object] = []
+    monkeypatch.setattr(cli, "run_flow", lambda call: runs.append(call) or 0)
+    for command in ("cp", "square"):
+        dest = str(tmp_path) if command == "cp" else "s3://out-bkt/o"
+        code = cli.main([command, "s3://bkt/p", dest, "--endpoint-url", WITH_PASSWORD, "--json"])
+        out, err = capsys.readouterr()
+        assert code == 2 and runs == [] and PASSWORD not in out + err and "admin" not in err
+        assert err.startswith("error: invalid value for --endpoint-url: ") and err.count("\n") == 1
+
+
+def test_an_endpoint_url_with_a_password_fails_parameter_validation(caplog) -> None:
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.schema_tools import validate
+
+    from prefect_s3_concurrency.flows.pipeline import square_objects
+
+    params = {"source": "s3://bkt/p", "dest_dir": "out", "connection": {"endpoint_url": ""}}
+    schema = download_prefix.parameters.model_dump(by_alias=True)
+    for url, ok in [(WITH_PASSWORD, False), (f"https://{PASSWORD}@h/x", False),
+                    ("http://127.0.0.1:9000/a@b", True)]:  # fmt: skip
+        params["connection"]["endpoint_url"] = url  # type: ignore[index]
+        errors = validate(params, schema, raise_on_error=False)  # what the API checks
+        assert (errors == []) is ok, errors
+        if not ok:
+            with pytest.raises(ParameterTypeError) as info:
+                download_prefix.validate_parameters(params)
+            assert PASSWORD not in str(info.value) and "user name or password" in str(info.value)
+    square = square_objects.parameters.model_dump(by_alias=True)
+    for url, ok in [(WITH_PASSWORD, False), ("http://127.0.0.1:9", True)]:
+        run = {"source": "s3://bkt/p", "dest": "s3://out/p", "connection": {"endpoint_url": url}}
+        assert (validate(run, square, raise_on_error=False) == []) is ok
+    assert all(PASSWORD not in r.getMessage() for r in caplog.records)  # Prefect's own log
