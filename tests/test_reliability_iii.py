@@ -64,6 +64,18 @@ def test_two_keys_one_file_across_listing_pages(
     assert summary.objects == 2 and (dest / "real" / "x").read_bytes() == b"direct"
 
 
+def test_a_transform_that_exits_fails_its_object_only(tmp_path: Path) -> None:
+    """``sys.exit(3)`` in a transform (registered test transform ``exit13``) is a failure."""
+    jobs = []
+    for key, data in [("a", b"2\n"), ("b", b"1\n13\n"), ("c", b"3\n")]:
+        (tmp_path / key).write_bytes(data)
+        jobs.append((key, str(tmp_path / key), str(tmp_path / "out" / key)))
+    result = transform_files(jobs, "exit13")
+    assert [s.key for s in result.ok] == ["a", "c"]
+    assert result.failed == {"b": "b: SystemExit: 3"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c"]
+
+
 PASSWORD = "s3cret-Pa55word"
 WITH_PASSWORD = f"http://admin:{PASSWORD}@127.0.0.1:9"
 
