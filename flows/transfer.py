@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
-from prefect_s3_concurrency.errors import S3PipelineError, run_failure_message
+from prefect_s3_concurrency.errors import S3PipelineError, printable, run_failure_message
 from prefect_s3_concurrency.flows.batching import (
     IN_FLIGHT_PER_WORKER,
     Batch,
@@ -132,6 +132,16 @@ def _may_delete(
     else:
         return True
     return False
+
+
+def log_left_alone(rels: list[str]) -> None:
+    """Say once which local files sync leaves alone: no S3 key could have their names."""
+    if rels:
+        more = f" (+{len(rels) - 5} more)" if len(rels) > 5 else ""
+        get_run_logger().warning(
+            "left alone %d local file(s) whose names no S3 key can have: %s%s", len(rels),
+            ", ".join(printable(r) for r in rels[:5]), more,
+        )  # fmt: skip
 
 
 def _record_deletes(summary: TransferSummary, done: tuple[list[str], dict[str, str]]) -> None:
@@ -267,7 +277,8 @@ def download_prefix(
     hint = "" if listing.objects else exact_key_hint(conn, url)
     check_not_empty(listing.objects, str(url), fail_if_empty, hint)
     if delete_extra:
-        extras = local_extras(dest, listing.keep, include or (), exclude or ())
+        extras, left_alone = local_extras(dest, listing.keep, include or (), exclude or ())
+        log_left_alone(left_alone)
         if _may_delete(summary, extras, listing.objects, allow_rejected):
             _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start

@@ -76,6 +76,27 @@ def test_a_transform_that_exits_fails_its_object_only(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c"]
 
 
+@pytest.mark.integration
+def test_sync_leaves_local_names_no_key_can_have_alone(
+    rclone_s3, rclone_block, bucket_factory, tmp_path, caplog
+) -> None:
+    bucket = bucket_factory(rclone_s3)
+    rclone_s3.client().put_object(Bucket=bucket, Key="p/a.txt", Body=b"a")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    odd = ["back\\slash.txt", "C:notes.txt"]
+    for name in [*odd, "extra.txt"]:
+        (dest / name).write_text("mine")
+    summary = download_prefix(
+        f"s3://{bucket}/p", str(dest), delete_extra=True,
+        connection=S3Connection(credentials_block=rclone_block),
+    )  # fmt: skip
+    assert summary.deleted == ["extra.txt"] and not summary.failed
+    assert all((dest / name).read_text() == "mine" for name in odd)
+    notes = [r.getMessage() for r in caplog.records if "left alone" in r.getMessage()]
+    assert len(notes) == 1 and "2 local file(s)" in notes[0], notes
+
+
 PASSWORD = "s3cret-Pa55word"
 WITH_PASSWORD = f"http://admin:{PASSWORD}@127.0.0.1:9"
 
