@@ -97,6 +97,15 @@ def test_sync_leaves_local_names_no_key_can_have_alone(
     assert len(notes) == 1 and "2 local file(s)" in notes[0], notes
 
 
+def test_a_local_path_over_the_system_limit_is_rejected_alone(tmp_path: Path) -> None:
+    dest = tmp_path.joinpath(*["d" * 250] * 14)  # about 3,600 bytes: a key adds the rest
+    dest.mkdir(parents=True)
+    long_key = "p/" + "/".join(["e" * 250] * 3)
+    items, rejected = plan_downloads([S3Object(long_key, 1), S3Object("p/ok", 1)], "p/", dest)
+    assert [o.key for o, _ in items] == ["p/ok"]
+    assert rejected == {long_key: "local path longer than 4,095 bytes"}
+
+
 PASSWORD = "s3cret-Pa55word"
 WITH_PASSWORD = f"http://admin:{PASSWORD}@127.0.0.1:9"
 

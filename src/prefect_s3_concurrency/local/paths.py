@@ -21,6 +21,7 @@ _BUCKET_RE = re.compile(f"^{BUCKET_PATTERN}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4095  # Linux PATH_MAX (4,096) less the terminating NUL
 # Listings skip zero-byte keys ending with '/' (folder markers); one that holds data is
 # rejected with this reason instead of being dropped silently.
 FOLDER_MARKER = "key ends with '/' but holds data (a folder marker with content): not a file"
@@ -146,13 +147,16 @@ def safe_local_path(dest_dir: Path, rel: str) -> Path:
         The absolute target path.
 
     Raises:
-        UnsafeKeyError: If the key is unsafe or resolves outside ``dest_dir`` (symlinks included).
+        UnsafeKeyError: If the key is unsafe, resolves outside ``dest_dir`` (symlinks
+            included) or makes a path longer than the system's limit.
     """
     check_relative_key(rel)
     root = os.path.realpath(dest_dir)
     target = os.path.realpath(os.path.join(root, *rel.split("/")))
     if not target.startswith(root + os.sep):
         raise UnsafeKeyError("resolves outside the destination directory")
+    if len(os.fsencode(target)) > MAX_PATH_BYTES:  # no stat or open would ever reach it
+        raise UnsafeKeyError(f"local path longer than {MAX_PATH_BYTES:,} bytes")
     return Path(target)
 
 
