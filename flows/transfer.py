@@ -16,7 +16,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
-from prefect_s3_concurrency.errors import S3PipelineError, printable, run_failure_message
+from prefect_s3_concurrency.errors import (
+    ListingError,
+    S3PipelineError,
+    printable,
+    run_failure_message,
+)
 from prefect_s3_concurrency.flows.batching import (
     IN_FLIGHT_PER_WORKER,
     Batch,
@@ -160,6 +165,17 @@ class _Listing:
     batches: int | None = None  # total batch count, once the listing has ended
 
 
+def _pages(
+    client: Any, url: S3Url, globs: tuple[Sequence[str], Sequence[str]], summary: TransferSummary
+) -> Iterator[list[S3Object]]:
+    """The listing's pages; one that fails after the first is a failure of the run (it names
+    the listing), so the objects listed so far are still transferred and nothing deleted."""
+    try:
+        yield from iter_objects(client, url.bucket, url.folder, *globs)
+    except ListingError as exc:
+        summary.failed[f"{url} (listing)"] = str(exc)
+
+
 def _download_batches(
     conn: S3Connection,
     url: S3Url,
@@ -175,7 +191,7 @@ def _download_batches(
     client = get_s3_client(conn, cut.workers)
     planner = DownloadPlanner(url.folder, dest)
     emitted = 0
-    for page in chain(iter_objects(client, url.bucket, url.folder, *globs), [None]):
+    for page in chain(_pages(client, url, globs, summary), [None]):
         if page is None:  # the listing has ended: the keys through a symlink now
             items, rejected = planner.finish()
             listing.keep |= planner.keep
@@ -197,7 +213,8 @@ def _download_batches(
 def _record_result(summary: TransferSummary, result: BatchResult) -> None:
     """Copy a merged batch result into the run summary."""
     summary.objects, summary.bytes = len(result.transferred), result.bytes
-    summary.skipped, summary.failed = len(result.skipped), result.failed
+    summary.skipped = len(result.skipped)
+    summary.failed.update(result.failed)  # after any listing failure
     summary.planned = result.transferred if summary.dry_run else []
 
 

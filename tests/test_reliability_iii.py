@@ -147,3 +147,57 @@ def test_an_endpoint_url_with_a_password_fails_parameter_validation(caplog) -> N
         run = {"source": "s3://bkt/p", "dest": "s3://out/p", "connection": {"endpoint_url": url}}
         assert (validate(run, square, raise_on_error=False) == []) is ok
     assert all(PASSWORD not in r.getMessage() for r in caplog.records)  # Prefect's own log
+
+
+@pytest.mark.integration
+def test_a_server_error_on_listing_page_two_fails_the_run_and_deletes_nothing(
+    rclone_s3, rclone_block, bucket_factory, tmp_path, monkeypatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    import prefect_s3_concurrency.s3.transfer as transfer
+    from prefect_s3_concurrency.cli.run import exit_code_for
+
+    bucket = bucket_factory(rclone_s3)
+    rclone_s3.client().put_object(Bucket=bucket, Key="p/a.txt", Body=b"a")
+    listed = transfer.list_pages
+
+    def page_two_fails(*args, **kwargs):  # the 500 that outlasted botocore's retries
+        yield next(iter(listed(*args, **kwargs)))
+        raise ClientError(
+            {"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}},
+            "ListObjectsV2",
+        )
+
+    monkeypatch.setattr(transfer, "list_pages", page_two_fails)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "maybe-listed-on-page-2.txt").write_text("mine")
+    with pytest.raises(TransferFailed) as failed:
+        download_prefix(f"s3://{bucket}/p", str(dest), delete_extra=True,
+                        connection=S3Connection(credentials_block=rclone_block))  # fmt: skip
+    summary = failed.value.summary
+    assert exit_code_for(failed.value) == 1 and summary.deleted == [] and summary.objects == 1
+    reason = summary.failed[f"s3://{bucket}/p (listing)"]
+    assert "page 1" in reason and "InternalError" in reason, reason
+    assert (dest / "maybe-listed-on-page-2.txt").read_text() == "mine"
+
+
+def test_an_unreachable_dask_scheduler_is_a_configuration_error(monkeypatch) -> None:
+    import socket
+    import time
+
+    from prefect_s3_concurrency.cli.run import exit_code_for
+    from prefect_s3_concurrency.errors import ConfigurationError
+    from prefect_s3_concurrency.flows.runners import allow_dask_address, io_runner
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("PREFECT_S3_DASK_ADDRESSES", "")
+    allow_dask_address(address)
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match=f"cannot reach the Dask scheduler at {address}"):
+        io_runner(4, address)
+    assert time.monotonic() - started < 5
+    assert exit_code_for(ConfigurationError("x")) == 2

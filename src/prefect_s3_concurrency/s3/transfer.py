@@ -24,6 +24,7 @@ from urllib3.exceptions import HTTPError as URLLib3Error
 
 from prefect_s3_concurrency.errors import (
     IntegrityError,
+    ListingError,
     S3PipelineError,
     translate_boto_error,
 )
@@ -85,9 +86,13 @@ def iter_objects(
 
     Raises:
         S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
+        ListingError: For a reply that cannot be trusted, or a page after the first that
+            failed (after the client's retries).
     """
+    pages = 0
     try:
         for page in list_pages(client, bucket, folder):
+            pages += 1
             yield sorted(
                 (
                     o for o in page
@@ -96,10 +101,14 @@ def iter_objects(
                 ),
                 key=lambda o: o.key,
             )  # fmt: skip
-    except S3PipelineError:
-        raise
     except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
-        raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
+        error = exc if isinstance(exc, S3PipelineError) else translate_boto_error(
+            exc, bucket, client.meta.endpoint_url
+        )
+        if not pages or isinstance(error, ListingError):
+            raise error from None
+        # The bucket was reachable: a later page that fails is a failed run, not a setting.
+        raise ListingError(f"listing stopped after page {pages}: {error}") from None
 
 
 def list_objects(
