@@ -201,3 +201,28 @@ def test_an_unreachable_dask_scheduler_is_a_configuration_error(monkeypatch) -> 
         io_runner(4, address)
     assert time.monotonic() - started < 5
     assert exit_code_for(ConfigurationError("x")) == 2
+
+
+def test_cosmetics_worker_consoles_quoted_exports_empty_segments(capsys) -> None:
+    import os
+    import shlex
+    from types import SimpleNamespace
+
+    from prefect_s3_concurrency.cli.run import WORKER_CONSOLE_LEVEL, command_line_logs
+    from prefect_s3_concurrency.cli.tools import _print_server
+    from prefect_s3_concurrency.errors import UnsafeKeyError
+    from prefect_s3_concurrency.local.paths import check_relative_key
+
+    os.environ.pop(WORKER_CONSOLE_LEVEL, None)
+    with command_line_logs(verbose=False):  # a failed chunk's worker logs ERROR + traceback
+        assert os.environ[WORKER_CONSOLE_LEVEL] == "CRITICAL"
+    server = SimpleNamespace(endpoint_url="http://127.0.0.1:1", access_key="a b", region="r",
+                             secret_key="it's$x", root="srv")  # fmt: skip
+    _print_server(server, [])
+    exports = [ln.split("export ", 1)[1] for ln in capsys.readouterr().out.splitlines()
+               if "export " in ln]  # fmt: skip
+    parsed = dict(shlex.split(e)[0].split("=", 1) for e in exports)
+    assert parsed["AWS_SECRET_ACCESS_KEY"] == "it's$x" and parsed["AWS_ACCESS_KEY_ID"] == "a b"
+    for rel in ["/double.txt", "a//b.txt"]:  # "k//double.txt" under the prefix "k/"
+        with pytest.raises(UnsafeKeyError, match="^empty path segment"):
+            check_relative_key(rel)

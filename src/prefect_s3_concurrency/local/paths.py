@@ -93,8 +93,9 @@ def check_relative_key(rel: str) -> None:
         rel: Key relative to the source prefix.
 
     Raises:
-        UnsafeKeyError: For empty keys and keys ending with ``/``, absolute, drive-letter,
-            backslash, NUL, ``.``/``..`` or empty segments, and over-long names.
+        UnsafeKeyError: For empty keys and keys ending with ``/``, empty segments (``//``
+            or a leading ``/``), drive-letter, backslash, NUL, ``.``/``..`` segments, and
+            over-long names.
     """
     if not rel or rel.endswith("/"):  # only keys ending with '/' holding data get here
         raise UnsafeKeyError(FOLDER_MARKER)
@@ -102,14 +103,16 @@ def check_relative_key(rel: str) -> None:
         raise UnsafeKeyError("NUL character in key")
     if "\\" in rel:
         raise UnsafeKeyError("backslash in key")
-    if rel.startswith("/"):
-        raise UnsafeKeyError("absolute path")
+    if rel.startswith("/"):  # "k//x.txt" under "k/", or "/etc/x" under no prefix
+        raise UnsafeKeyError("empty path segment ('//' in the key, or a leading '/')")
     if _DRIVE_RE.match(rel):
         raise UnsafeKeyError("drive-letter path")
     if len(rel.encode("utf-8")) > MAX_KEY_BYTES:
         raise UnsafeKeyError("key longer than 1024 bytes")
     for part in rel.split("/"):
-        if part in ("", ".", ".."):
+        if not part:
+            raise UnsafeKeyError("empty path segment ('//' in the key)")
+        if part in (".", ".."):
             raise UnsafeKeyError(f"path segment {part!r} is not allowed")
         if len(part.encode("utf-8")) > MAX_NAME_BYTES:
             raise UnsafeKeyError("path segment longer than 255 bytes")
