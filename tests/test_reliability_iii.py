@@ -226,3 +226,29 @@ def test_cosmetics_worker_consoles_quoted_exports_empty_segments(capsys) -> None
     for rel in ["/double.txt", "a//b.txt"]:  # "k//double.txt" under the prefix "k/"
         with pytest.raises(UnsafeKeyError, match="^empty path segment"):
             check_relative_key(rel)
+
+
+def test_the_process_pool_template_lets_no_run_set_env_or_command() -> None:
+    import json
+
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect.utilities.schema_tools import validate
+    from prefect.workers.process import ProcessJobConfiguration
+
+    root = Path(__file__).resolve().parents[1]
+    path = "deployments/process-pool-template.json"
+    assert "--base-job-template $(POOL_TEMPLATE)" in (root / "Makefile").read_text()
+    assert f"POOL_TEMPLATE := {path}" in (root / "Makefile").read_text()
+    template = json.loads((root / path).read_text())
+    WorkPoolCreate(name="s3-pipelines", type="process", base_job_template=template)
+    override = {"env": {"PREFECT_S3_DASK_ADDRESSES": "tcp://10.6.6.6:8786"}, "command": "sh -c x"}
+    for values in [override, {"env.PREFECT_S3_DASK_ADDRESSES": "tcp://10.6.6.6:8786"}]:
+        # The API validates a run's job variables against the pool's schema: refused.
+        assert validate(values, template["variables"], raise_on_error=False, preprocess=True)
+        # And a worker given them anyway ignores them.
+        config = run_coro_as_sync(
+            ProcessJobConfiguration.from_template_and_values(template, values)
+        )
+        assert "PREFECT_S3_DASK_ADDRESSES" not in config.env and config.command is None
+    assert not validate({"working_dir": "/srv/runs"}, template["variables"], raise_on_error=False)
