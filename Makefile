@@ -74,9 +74,15 @@ serve: install
 	PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect-s3 serve
 
 # Register prefect.yaml's deployments on the $(POOL) process work pool, then run `make worker`.
+# The pool's base job template lets no run set `env` or `command` (PREFECT_S3_DASK_ADDRESSES and
+# the command stay the worker's); an existing pool gets it too.
+POOL_TEMPLATE := deployments/process-pool-template.json
 deploy: install
-	PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 \
-	|| PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect work-pool create $(POOL) --type process
+	if PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1; \
+	then PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect work-pool update $(POOL) \
+	  --base-job-template $(POOL_TEMPLATE); \
+	else PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect work-pool create $(POOL) --type process \
+	  --base-job-template $(POOL_TEMPLATE); fi
 	cd $(CURDIR) && PWD=$(CURDIR) PREFECT_API_URL=$(LOCAL_API) $(BIN)/prefect deploy --all --no-prompt
 
 worker: install

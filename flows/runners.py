@@ -12,7 +12,9 @@ address it was given, since whoever runs it already runs code on this machine.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import Task
@@ -22,6 +24,7 @@ from pydantic import Field
 from prefect_s3_concurrency.errors import ConfigurationError
 
 ALLOWED_ENV = "PREFECT_S3_DASK_ADDRESSES"
+CONNECT_TIMEOUT = 5.0  # seconds to reach a Dask scheduler
 DaskAddress = Annotated[
     str | None,
     Field(
@@ -42,17 +45,41 @@ def allow_dask_address(address: str) -> None:
     os.environ[ALLOWED_ENV] = ",".join(sorted(allowed_dask_addresses() | {address}))
 
 
+def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail within ``timeout`` seconds if nothing accepts connections at ``address``.
+
+    Raises:
+        ConfigurationError: Naming the address, if it is not ``tcp://host:port`` or the
+            scheduler cannot be reached (Dask's client would wait 30 s, then fail vaguely).
+    """
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if parts.scheme != "tcp" or not host or not port:
+        raise ConfigurationError(f"Dask scheduler {address!r} is not a tcp://host:port address")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        message = f"cannot reach the Dask scheduler at {address}: {reason}"
+        raise ConfigurationError(message) from None
+
+
 def dask_runner(address: str) -> TaskRunner[Any]:
     """A ``DaskTaskRunner`` connected to the scheduler at ``address``.
 
     Raises:
-        ConfigurationError: If the address is not allowed here, or prefect-dask is missing.
+        ConfigurationError: If the address is not allowed here or cannot be reached, or
+            prefect-dask is missing.
     """
     if address not in allowed_dask_addresses():
         raise ConfigurationError(
             f"Dask scheduler {address!r} is not allowed here: add it to {ALLOWED_ENV} in the "
             "environment of the worker that runs this flow"
         )
+    check_scheduler(address)
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:

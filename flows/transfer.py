@@ -9,13 +9,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
-from prefect_s3_concurrency.errors import S3PipelineError, run_failure_message
+from prefect_s3_concurrency.errors import (
+    ListingError,
+    S3PipelineError,
+    printable,
+    run_failure_message,
+)
 from prefect_s3_concurrency.flows.batching import (
     IN_FLIGHT_PER_WORKER,
     Batch,
@@ -49,6 +55,7 @@ from prefect_s3_concurrency.local.files import (
     scan_local_files,
     source_root,
 )
+from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import S3Url, relative_key
 from prefect_s3_concurrency.local.sync import local_extras, remote_extras
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection, get_s3_client
@@ -59,7 +66,6 @@ from prefect_s3_concurrency.s3.transfer import (
     BatchResult,
     S3Object,
     iter_objects,
-    plan_downloads,
 )
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
@@ -133,6 +139,16 @@ def _may_delete(
     return False
 
 
+def log_left_alone(rels: list[str]) -> None:
+    """Say once which local files sync leaves alone: no S3 key could have their names."""
+    if rels:
+        more = f" (+{len(rels) - 5} more)" if len(rels) > 5 else ""
+        get_run_logger().warning(
+            "left alone %d local file(s) whose names no S3 key can have: %s%s", len(rels),
+            ", ".join(printable(r) for r in rels[:5]), more,
+        )  # fmt: skip
+
+
 def _record_deletes(summary: TransferSummary, done: tuple[list[str], dict[str, str]]) -> None:
     deleted, failed = done
     summary.deleted = deleted
@@ -149,6 +165,17 @@ class _Listing:
     batches: int | None = None  # total batch count, once the listing has ended
 
 
+def _pages(
+    client: Any, url: S3Url, globs: tuple[Sequence[str], Sequence[str]], summary: TransferSummary
+) -> Iterator[list[S3Object]]:
+    """The listing's pages; one that fails after the first is a failure of the run (it names
+    the listing), so the objects listed so far are still transferred and nothing deleted."""
+    try:
+        yield from iter_objects(client, url.bucket, url.folder, *globs)
+    except ListingError as exc:
+        summary.failed[f"{url} (listing)"] = str(exc)
+
+
 def _download_batches(
     conn: S3Connection,
     url: S3Url,
@@ -162,11 +189,16 @@ def _download_batches(
 ) -> Iterator[Batch]:
     """List the source page by page and yield download batches as they fill."""
     client = get_s3_client(conn, cut.workers)
+    planner = DownloadPlanner(url.folder, dest)
     emitted = 0
-    for page in iter_objects(client, url.bucket, url.folder, *globs):
-        listing.objects += len(page)
-        listing.keep.update(relative_key(o.key, url.folder) for o in page)
-        items, rejected = plan_downloads(page, url.folder, dest)
+    for page in chain(_pages(client, url, globs, summary), [None]):
+        if page is None:  # the listing has ended: the keys through a symlink now
+            items, rejected = planner.finish()
+            listing.keep |= planner.keep
+        else:
+            listing.objects += len(page)
+            listing.keep.update(relative_key(o.key, url.folder) for o in page)
+            items, rejected = planner.plan(page)
         summary.rejected.update(rejected)
         progress.add_total(len(items))
         for batch in cut.add(items):
@@ -181,7 +213,8 @@ def _download_batches(
 def _record_result(summary: TransferSummary, result: BatchResult) -> None:
     """Copy a merged batch result into the run summary."""
     summary.objects, summary.bytes = len(result.transferred), result.bytes
-    summary.skipped, summary.failed = len(result.skipped), result.failed
+    summary.skipped = len(result.skipped)
+    summary.failed.update(result.failed)  # after any listing failure
     summary.planned = result.transferred if summary.dry_run else []
 
 
@@ -261,7 +294,8 @@ def download_prefix(
     hint = "" if listing.objects else exact_key_hint(conn, url)
     check_not_empty(listing.objects, str(url), fail_if_empty, hint)
     if delete_extra:
-        extras = local_extras(dest, listing.keep, include or (), exclude or ())
+        extras, left_alone = local_extras(dest, listing.keep, include or (), exclude or ())
+        log_left_alone(left_alone)
         if _may_delete(summary, extras, listing.objects, allow_rejected):
             _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start

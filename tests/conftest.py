@@ -32,7 +32,7 @@ _SAFE_ENV = {
     # configuration of the process (inherited by spawned pool workers), never by a parameter.
     "PREFECT_S3_TRANSFORMS": (
         "cube=pipeline_transforms:cube,die13=pipeline_transforms:die_on_13,"
-        "hang=pipeline_transforms:hang"
+        "hang=pipeline_transforms:hang,exit13=pipeline_transforms:exit_on_13"
     ),
 }
 

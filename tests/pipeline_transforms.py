@@ -24,3 +24,12 @@ def hang(n: int) -> int:
 
     threading.Event().wait()
     return n
+
+
+def exit_on_13(n: int) -> int:
+    """Square ``n``, but call ``sys.exit(3)`` on 13 (a transform that exits)."""
+    if n == 13:
+        import sys
+
+        sys.exit(3)
+    return n * n

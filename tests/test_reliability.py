@@ -142,7 +142,7 @@ def test_user_files_named_like_temp_files_are_data(tmp_path: Path) -> None:
     assert all((tmp_path / rel).read_text() == rel for rel in USER_PARTIALS)
     listed = sorted(rel for rel, _p, _s in list_local_files(tmp_path))
     assert listed == sorted(USER_PARTIALS)  # uploaded like any file, so sync keeps their copy
-    assert local_extras(tmp_path, USER_PARTIALS) == []
+    assert local_extras(tmp_path, USER_PARTIALS) == ([], [])
 
 
 def test_local_io_errors_are_one_line_and_permanent(tmp_path: Path) -> None:
@@ -181,8 +181,8 @@ def test_local_extras_and_delete_stay_inside(tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("outside")
     (root / "escape").symlink_to(tmp_path)  # a directory symlink out of the destination
-    extras = local_extras(root, {"keep.txt"}, exclude=["*.log"])
-    assert extras == ["d/old2.txt", "old.txt"]
+    extras, left_alone = local_extras(root, {"keep.txt"}, exclude=["*.log"])
+    assert extras == ["d/old2.txt", "old.txt"] and left_alone == []
     deleted, failed = delete_local(root, [*extras, "escape/victim.txt", "../victim.txt"])
     assert deleted == extras and set(failed) == {"escape/victim.txt", "../victim.txt"}
     assert victim.read_text() == "outside" and (root / "x.log").exists()

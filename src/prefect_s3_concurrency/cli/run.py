@@ -99,14 +99,15 @@ def command_line_logs(verbose: bool) -> Iterator[None]:
     The handlers also write to the current ``sys.stderr`` meanwhile: they keep the stream of
     the moment Prefect configured logging, which may have been replaced since. Worker
     processes started meanwhile (``square``) get ``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``
-    =WARNING unless it is set, so their consoles keep to warnings and errors too.
+    =CRITICAL unless it is set: their tasks' outcomes come back to this process, which prints
+    them (a failed chunk's worker traceback is for the UI, not the terminal).
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
     log_filter = _CommandLineLogs(verbose)
     saved = [(h, h.formatter, h.console.file) for h in handlers]
-    worker_level = None if verbose or WORKER_CONSOLE_LEVEL in os.environ else "WARNING"
+    worker_level = None if verbose or WORKER_CONSOLE_LEVEL in os.environ else "CRITICAL"
     if worker_level:
         os.environ[WORKER_CONSOLE_LEVEL] = worker_level
     for handler, formatter, _ in saved:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import shlex
 import signal
 import sys
 import threading
@@ -96,10 +97,11 @@ def _print_server(server: Any, buckets: Sequence[str]) -> None:
     for item, value in rows:
         print(f"  {item:<16} {value}")
     print("use it from a shell (copy and paste):")
-    print(f"  export AWS_ENDPOINT_URL={server.endpoint_url}")
-    print(f"  export AWS_ACCESS_KEY_ID={server.access_key}")
-    print(f"  export AWS_SECRET_ACCESS_KEY={server.secret_key}")
-    print(f"  export AWS_DEFAULT_REGION={server.region}")
+    for name, value in [
+        ("AWS_ENDPOINT_URL", server.endpoint_url), ("AWS_ACCESS_KEY_ID", server.access_key),
+        ("AWS_SECRET_ACCESS_KEY", server.secret_key), ("AWS_DEFAULT_REGION", server.region),
+    ]:  # fmt: skip
+        print(f"  export {name}={shlex.quote(str(value))}")
     print(BUCKET_HINT)
     print("press Ctrl-C to stop", flush=True)
 

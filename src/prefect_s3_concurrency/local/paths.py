@@ -21,6 +21,7 @@ _BUCKET_RE = re.compile(f"^{BUCKET_PATTERN}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4095  # Linux PATH_MAX (4,096) less the terminating NUL
 # Listings skip zero-byte keys ending with '/' (folder markers); one that holds data is
 # rejected with this reason instead of being dropped silently.
 FOLDER_MARKER = "key ends with '/' but holds data (a folder marker with content): not a file"
@@ -92,8 +93,9 @@ def check_relative_key(rel: str) -> None:
         rel: Key relative to the source prefix.
 
     Raises:
-        UnsafeKeyError: For empty keys and keys ending with ``/``, absolute, drive-letter,
-            backslash, NUL, ``.``/``..`` or empty segments, and over-long names.
+        UnsafeKeyError: For empty keys and keys ending with ``/``, empty segments (``//``
+            or a leading ``/``), drive-letter, backslash, NUL, ``.``/``..`` segments, and
+            over-long names.
     """
     if not rel or rel.endswith("/"):  # only keys ending with '/' holding data get here
         raise UnsafeKeyError(FOLDER_MARKER)
@@ -101,14 +103,16 @@ def check_relative_key(rel: str) -> None:
         raise UnsafeKeyError("NUL character in key")
     if "\\" in rel:
         raise UnsafeKeyError("backslash in key")
-    if rel.startswith("/"):
-        raise UnsafeKeyError("absolute path")
+    if rel.startswith("/"):  # "k//x.txt" under "k/", or "/etc/x" under no prefix
+        raise UnsafeKeyError("empty path segment ('//' in the key, or a leading '/')")
     if _DRIVE_RE.match(rel):
         raise UnsafeKeyError("drive-letter path")
     if len(rel.encode("utf-8")) > MAX_KEY_BYTES:
         raise UnsafeKeyError("key longer than 1024 bytes")
     for part in rel.split("/"):
-        if part in ("", ".", ".."):
+        if not part:
+            raise UnsafeKeyError("empty path segment ('//' in the key)")
+        if part in (".", ".."):
             raise UnsafeKeyError(f"path segment {part!r} is not allowed")
         if len(part.encode("utf-8")) > MAX_NAME_BYTES:
             raise UnsafeKeyError("path segment longer than 255 bytes")
@@ -146,13 +150,16 @@ def safe_local_path(dest_dir: Path, rel: str) -> Path:
         The absolute target path.
 
     Raises:
-        UnsafeKeyError: If the key is unsafe or resolves outside ``dest_dir`` (symlinks included).
+        UnsafeKeyError: If the key is unsafe, resolves outside ``dest_dir`` (symlinks
+            included) or makes a path longer than the system's limit.
     """
     check_relative_key(rel)
     root = os.path.realpath(dest_dir)
     target = os.path.realpath(os.path.join(root, *rel.split("/")))
     if not target.startswith(root + os.sep):
         raise UnsafeKeyError("resolves outside the destination directory")
+    if len(os.fsencode(target)) > MAX_PATH_BYTES:  # no stat or open would ever reach it
+        raise UnsafeKeyError(f"local path longer than {MAX_PATH_BYTES:,} bytes")
     return Path(target)
 
 

@@ -5,8 +5,8 @@ Deletion is opt-in (``delete_extra``) and conservative:
 * only files/objects *under the destination* that pass the same include/exclude globs are
   candidates (excluded ones are kept, as in ``rclone sync``);
 * this project's temp files (``*.s3c.partial``) are never candidates: stale ones are removed
-  by :mod:`local.tempfiles`, live ones belong to a running download; nor are symbolic links
-  or folder-marker keys (ending with ``/``);
+  by :mod:`local.tempfiles`, live ones belong to a running download; nor are symbolic links,
+  folder-marker keys (ending with ``/``) or local files whose names no key could have;
 * a destination directory that cannot be listed fails the run (no partial listing);
 * local deletion unlinks single files (a symlink itself, never its target) after checking
   that the containing directory resolves inside the destination; directories stay;
@@ -20,7 +20,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect_s3_concurrency.errors import describe_error, local_io_error, translate_boto_error
+from prefect_s3_concurrency.errors import (
+    UnsafeKeyError,
+    describe_error,
+    local_io_error,
+    translate_boto_error,
+)
 from prefect_s3_concurrency.local.files import list_local_files
 from prefect_s3_concurrency.local.paths import check_relative_key, matches_filters, relative_key
 from prefect_s3_concurrency.s3.records import S3Object
@@ -30,17 +35,34 @@ DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
 def local_extras(
     root: Path, keep: Iterable[str], include: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> list[str]:
-    """Return relative paths of files under ``root`` that pass the globs and are not in ``keep``.
+) -> tuple[list[str], list[str]]:
+    """Find files under ``root`` that pass the globs and are not in ``keep``.
+
+    A file whose name no key could have (``back\\slash.txt``, ``C:notes.txt``: see
+    :func:`~local.paths.check_relative_key`) is not the sync's business: never an extra.
 
     Args:
         root: Destination directory.
         keep: Relative paths the source has.
         include: Globs a candidate must match (any), as for the transfer.
         exclude: Globs that protect matching files.
+
+    Returns:
+        The extras, and the files left alone because no key could name them.
     """
     wanted = set(keep)
-    return [rel for rel, _p, _s in list_local_files(root, include, exclude) if rel not in wanted]
+    extras: list[str] = []
+    left_alone: list[str] = []
+    for rel, _p, _s in list_local_files(root, include, exclude):
+        if rel in wanted:
+            continue
+        try:
+            check_relative_key(rel)
+        except UnsafeKeyError:
+            left_alone.append(rel)
+        else:
+            extras.append(rel)
+    return extras, left_alone
 
 
 def remote_extras(

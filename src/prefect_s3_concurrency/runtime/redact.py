@@ -10,6 +10,7 @@ depending on which loggers are configured. It masks:
 * ``Authorization``, ``X-Amz-Security-Token`` and ``X-Amz-Signature``/``Signature=``
   values, in header dicts, header lines and query strings;
 * the SigV4 ``Signature:`` line botocore logs;
+* a URL's ``user:password@`` part;
 * any secret registered with :func:`register_secret` (the client factory registers the
   secret access key and session token of every client it builds), wherever it appears.
 
@@ -38,6 +39,8 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
      rf"\1{MASK}"),
     # botocore.auth: "Signature:\n<64 hex>"
     (re.compile(r"(?i)(signature:\s*)[0-9a-f]{40,}"), rf"\1{MASK}"),
+    # a URL's user name and password: http://user:pass@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s'\"]+@"), rf"\1{MASK}@"),
 ]  # fmt: skip
 _secrets: set[str] = set()
 _lock = threading.Lock()

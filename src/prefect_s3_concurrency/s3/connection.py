@@ -28,6 +28,24 @@ if TYPE_CHECKING:
 _LOADER = create_loader()
 
 
+# "user:password@" in a URL: never accepted, since Prefect stores a run's parameters.
+URL_CREDENTIALS = (
+    "the endpoint URL must not contain a user name or password (user:password@host): "
+    "give credentials with --credentials or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+)
+
+
+# The same rule in the parameter schema, which a deployment's API checks before it stores a
+# run: http(s), and no '@' before the path.
+ENDPOINT_PATTERN = r"^https?://[^/?#@]*([/?#].*)?$"
+
+
+def refuse_url_credentials(url: str | None) -> None:
+    """Raise ValueError (naming no part of ``url``) if ``url`` carries ``user[:password]@``."""
+    if url and "@" in url.partition("://")[2].split("/", 1)[0].split("?", 1)[0]:
+        raise ValueError(URL_CREDENTIALS)
+
+
 class S3Connection(BaseModel):
     """How to reach S3. Every field is optional: by default boto3's own chain is used.
 
@@ -51,7 +69,8 @@ class S3Connection(BaseModel):
     )
     credentials: SkipJsonSchema[CredentialsBlock | None] = Field(default=None, exclude=True)
     endpoint_url: str | None = Field(
-        default=None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000."
+        default=None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.",
+        json_schema_extra={"pattern": ENDPOINT_PATTERN},  # the API refuses a run's password
     )
     region: str | None = Field(default=None, description="AWS region, e.g. us-east-1.")
     retry_mode: Literal["standard", "adaptive"] = Field(
@@ -64,6 +83,7 @@ class S3Connection(BaseModel):
     @field_validator("endpoint_url")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
+        refuse_url_credentials(value)
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"endpoint_url must start with http:// or https://, got {value!r}")
         return value or None

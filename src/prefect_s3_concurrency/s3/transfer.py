@@ -24,14 +24,12 @@ from urllib3.exceptions import HTTPError as URLLib3Error
 
 from prefect_s3_concurrency.errors import (
     IntegrityError,
+    ListingError,
     S3PipelineError,
     translate_boto_error,
 )
-from prefect_s3_concurrency.local.paths import (
-    matches_filters,
-    relative_key,
-    safe_local_path,
-)
+from prefect_s3_concurrency.local.links import DownloadPlanner
+from prefect_s3_concurrency.local.paths import matches_filters, relative_key
 from prefect_s3_concurrency.runtime import progress
 from prefect_s3_concurrency.s3.engines import Boto3Engine, Engine
 from prefect_s3_concurrency.s3.engines.listing import list_pages
@@ -88,9 +86,13 @@ def iter_objects(
 
     Raises:
         S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
+        ListingError: For a reply that cannot be trusted, or a page after the first that
+            failed (after the client's retries).
     """
+    pages = 0
     try:
         for page in list_pages(client, bucket, folder):
+            pages += 1
             yield sorted(
                 (
                     o for o in page
@@ -99,10 +101,14 @@ def iter_objects(
                 ),
                 key=lambda o: o.key,
             )  # fmt: skip
-    except S3PipelineError:
-        raise
     except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
-        raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
+        error = exc if isinstance(exc, S3PipelineError) else translate_boto_error(
+            exc, bucket, client.meta.endpoint_url
+        )
+        if not pages or isinstance(error, ListingError):
+            raise error from None
+        # The bucket was reachable: a later page that fails is a failed run, not a setting.
+        raise ListingError(f"listing stopped after page {pages}: {error}") from None
 
 
 def list_objects(
@@ -329,30 +335,11 @@ def plan_downloads(
 ) -> tuple[list[tuple[S3Object, str]], dict[str, str]]:
     """Pair each object with its safe local path; return the pairs and the rejected keys.
 
-    Keys that resolve to one file (through a symlink already inside ``dest``, or a
-    case-insensitive file system) are rejected, except the one whose path has no symlink.
+    Keys that resolve to one file (through a symlink inside ``dest``) are rejected, except
+    the one whose path has no symlink (see :class:`~local.links.DownloadPlanner`, which
+    plans a streamed listing page by page).
     """
-    items: list[tuple[S3Object, str]] = []
-    rejected: dict[str, str] = {}
-    by_path: dict[str, list[tuple[S3Object, bool]]] = {}
-    root = os.path.realpath(dest)
-    for obj in objects:
-        rel = relative_key(obj.key, folder)
-        try:
-            path = str(safe_local_path(dest, rel))
-        except S3PipelineError as exc:
-            rejected[obj.key] = str(exc)
-            continue
-        direct = path == os.path.join(root, *rel.split("/"))
-        by_path.setdefault(os.path.normcase(path), []).append((obj, direct))
-        items.append((obj, path))
-    for group in by_path.values():
-        if len(group) > 1:
-            keep = [o for o, direct in group if direct]
-            for obj, _ in group:
-                if len(keep) != 1 or obj is not keep[0]:
-                    rejected[obj.key] = "resolves to the same file as another key (symlink)"
-    kept = [i for i in items if i[0].key not in rejected]
-    progress.expect(len(kept), sum(obj.size for obj, _ in kept))
-    return kept, rejected
-
+    planner = DownloadPlanner(folder, dest)
+    items, rejected = planner.plan(objects)
+    linked, refused = planner.finish()
+    return items + linked, {**rejected, **refused}

@@ -279,8 +279,9 @@ def transform_files(
 
     The transform spec is resolved once up front; a bad spec raises :class:`TransformError`
     (a configuration error fails the whole chunk). Any exception while processing one
-    object (bad line, unreadable file, transform raising) is recorded in ``failed`` and the
-    chunk continues.
+    object (bad line, unreadable file, transform raising, even ``SystemExit`` or another
+    ``BaseException``; only ``KeyboardInterrupt`` stops the chunk) is recorded in ``failed``
+    and the chunk continues.
     """
     started = time.perf_counter()
     load_transform(transform)
@@ -295,8 +296,10 @@ def transform_files(
             )
         except (BadLineError, TransformError) as exc:
             failed[key] = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a transform's own error fails its object only
-            failed[key] = f"{key}: {type(exc).__name__}: {_one_line(exc)}"
+        except KeyboardInterrupt:  # Ctrl-C reaches the workers too: it stops the run
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a transform's own error, SystemExit too,
+            failed[key] = f"{key}: {type(exc).__name__}: {_one_line(exc)}"  # fails its object
     return ChunkResult(ok, failed, os.getpid(), time.perf_counter() - started)
 
 
