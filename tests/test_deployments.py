@@ -147,10 +147,9 @@ def test_serve_specs_agree_with_prefect_deploy() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    with PrefectServer(tmp_path_factory.mktemp("prefect-home")) as srv:
-        TIMINGS["server start-up s"] = srv.startup_seconds
-        yield srv
+def server(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
+    TIMINGS["server start-up s"] = prefect_server.startup_seconds
+    yield prefect_server
     ARTIFACTS.mkdir(exist_ok=True)
     report = {k: round(v, 2) for k, v in TIMINGS.items()}
     (ARTIFACTS / "deployment-timings.json").write_text(json.dumps(report, indent=2))
