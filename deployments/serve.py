@@ -153,7 +153,8 @@ def parse_triggers(configs: Any, deployment_name: str, where: str) -> list[Any]:
     triggers = []
     for i, config in enumerate(configs, start=1):
         rest = {k: v for k, v in config.items() if k != "parameters"}
-        spec = dict(apply_values(rest, {}, remove_notset=False))
+        templated = apply_values(rest, {}, remove_notset=False)
+        spec: dict[str, Any] = dict(templated) if isinstance(templated, dict) else {}
         if "parameters" in config:
             spec["parameters"] = config["parameters"]
         spec.setdefault("name", f"{deployment_name}__automation_{i}")
