@@ -204,6 +204,19 @@ def test_deploy_all_registers_every_deployment_as_written(
             assert got == want
 
 
+def test_deploy_all_registers_the_triggers_disabled(
+    server: PrefectServer, deployed: dict[str, Any]
+) -> None:
+    with server.client() as client:
+        automations = client.read_automations()
+    for entry in DEPLOYMENTS:
+        dep = deployed[entry["name"]]
+        mine = [a for a in automations if any(
+            getattr(x, "deployment_id", None) == dep.id for x in a.actions)]  # fmt: skip
+        assert sorted(a.name for a in mine) == sorted(t["name"] for t in entry.get("triggers", []))
+        assert not any(a.enabled for a in mine)  # shipped disabled, like the schedules
+
+
 def test_active_interval_schedule_creates_scheduled_runs(
     server: PrefectServer, deployed: dict[str, Any]
 ) -> None:

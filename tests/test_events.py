@@ -51,6 +51,10 @@ def upload(**fields: Any) -> TransferSummary:
     return TransferSummary(**{**base, **fields})
 
 
+def square(**fields: Any) -> PipelineSummary:
+    return PipelineSummary(source="s3://b/in", destination="s3://b/out", transform="square", **fields)
+
+
 def received(name: str, resource: dict[str, str], run: RunIdentity | None = None) -> Any:
     """The event as the server receives it, with the related resources Prefect adds."""
     from prefect.server.events.schemas.events import ReceivedEvent
@@ -101,9 +105,7 @@ def test_landed_event_names_the_destination_the_run_and_the_counts(tmp_path: Pat
     assert local["prefect-s3.path"] == str(tmp_path / "a b")
     assert local[DEPLOYMENT_LABEL] == "" and "prefect-s3.deployment-id" not in local
     assert resource_id("s3://b/p/") == "s3://b/p/"
-    pipeline = PipelineSummary(source="s3://b/in", destination="s3://b/out", transform="square",
-                               objects=4, uploaded=3, skipped=1, output_bytes=99)  # fmt: skip
-    assert landed_payload(pipeline) == {
+    assert landed_payload(square(objects=4, uploaded=3, skipped=1, output_bytes=99)) == {
         "objects": 3, "bytes": 99, "skipped": 1, "source": "s3://b/in", "direction": "square",
     }  # fmt: skip
 
@@ -115,10 +117,8 @@ def test_landed_event_names_the_destination_the_run_and_the_counts(tmp_path: Pat
         upload(objects=0, bytes=0),  # empty source
         upload(objects=0, bytes=0, skipped=3),  # everything already current
         upload(dry_run=True),
-        PipelineSummary(source="s3://b/in", destination="s3://b/out", transform="square",
-                        objects=2, skipped=2, resumed=2),  # fmt: skip
-        PipelineSummary(source="s3://b/in", destination="s3://b/out", transform="square",
-                        objects=2, uploaded=1, failed={"k": "line 3: not an integer"}),  # fmt: skip
+        square(objects=2, skipped=2, resumed=2),
+        square(objects=2, uploaded=1, failed={"k": "line 3: not an integer"}),
     ],
     ids=["failed", "empty", "all-skipped", "dry-run", "square-resumed", "square-failed"],
 )
