@@ -52,7 +52,8 @@ def upload(**fields: Any) -> TransferSummary:
 
 
 def square(**fields: Any) -> PipelineSummary:
-    return PipelineSummary(source="s3://b/in", destination="s3://b/out", transform="square", **fields)
+    base = {"source": "s3://b/in", "destination": "s3://b/out", "transform": "square"}
+    return PipelineSummary(**{**base, **fields})
 
 
 def received(name: str, resource: dict[str, str], run: RunIdentity | None = None) -> Any:
