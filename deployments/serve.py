@@ -1,7 +1,7 @@
 """Serve every deployment of ``prefect.yaml`` from this process, without a work pool.
 
 ``prefect-s3 serve`` reads the same ``prefect.yaml`` that ``prefect deploy`` reads, so names,
-descriptions, tags, parameters and schedules are written once. Like ``prefect deploy``, it
+descriptions, tags, parameters, schedules and triggers are written once. Like ``prefect deploy``, it
 looks for ``prefect.yaml`` in the current directory (or takes ``--prefect-file``); entrypoints
 and relative paths resolve from that file's directory. The ``work_pool`` and ``pull``
 sections are ignored here: served runs execute as subprocesses of this process.
@@ -83,6 +83,7 @@ class DeploymentSpec:
     paused: bool = False
     enforce_parameter_schema: bool = True
     work_pool: str | None = None
+    triggers: list[Any] = field(default_factory=list)  # DeploymentTriggerTypes, validated
 
 
 def parse_schedule(config: dict[str, Any], where: str) -> ScheduleSpec:
@@ -127,6 +128,46 @@ def parse_schedule(config: dict[str, Any], where: str) -> ScheduleSpec:
     return spec
 
 
+def parse_triggers(configs: Any, deployment_name: str, where: str) -> list[Any]:
+    """Validate a deployment's ``triggers:`` as ``prefect deploy`` does.
+
+    As there, ``{{ $ENV_VAR }}`` placeholders are filled in every field but ``parameters``,
+    whose ``{{ event.* }}`` templates are the server's to render, and an unnamed trigger is
+    named ``<deployment>__automation_<n>``.
+
+    Args:
+        configs: The ``triggers:`` list from prefect.yaml (anchors already merged).
+        deployment_name: The deployment's name, for default automation names.
+        where: Where it came from, for error messages.
+
+    Raises:
+        SpecError: If it is not a list of mappings, or a trigger is invalid.
+    """
+    from prefect.events import DeploymentTriggerTypes
+    from prefect.utilities.templating import apply_values
+    from pydantic import ValidationError
+
+    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        raise SpecError(f"{where}: 'triggers' must be a list of mappings")
+    adapter: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)
+    triggers = []
+    for i, config in enumerate(configs, start=1):
+        rest = {k: v for k, v in config.items() if k != "parameters"}
+        templated = apply_values(rest, {}, remove_notset=False)
+        spec: dict[str, Any] = dict(templated) if isinstance(templated, dict) else {}
+        if "parameters" in config:
+            spec["parameters"] = config["parameters"]
+        spec.setdefault("name", f"{deployment_name}__automation_{i}")
+        try:
+            triggers.append(adapter.validate_python(spec))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise SpecError(f"{where}[{i - 1}]: invalid trigger: {problems}") from None
+    return triggers
+
+
 def parse_deployment(config: dict[str, Any], index: int) -> DeploymentSpec:
     """Turn one ``deployments:`` entry into a :class:`DeploymentSpec`.
 
@@ -152,6 +193,9 @@ def parse_deployment(config: dict[str, Any], index: int) -> DeploymentSpec:
         paused=bool(config.get("paused", False)),
         enforce_parameter_schema=bool(config.get("enforce_parameter_schema", True)),
         work_pool=(config.get("work_pool") or {}).get("name"),
+        triggers=parse_triggers(
+            config.get("triggers") or [], str(name), f"deployment {name!r} triggers"
+        ),
     )
 
 
@@ -180,8 +224,13 @@ def load_specs(
     entries = document.get("deployments") or []
     if not isinstance(entries, list):
         raise SpecError(f"{path}: 'deployments' must be a list")
+    # Triggers keep their parameters' {{ event.* }} templates: parse_triggers fills the rest.
+    triggers = [e.pop("triggers", None) if isinstance(e, dict) else None for e in entries]
     entries = apply_values(entries, {}, remove_notset=False)  # fills {{ $VAR }} from os.environ
     assert isinstance(entries, list)
+    for entry, trigger_list in zip(entries, triggers, strict=True):
+        if trigger_list is not None and isinstance(entry, dict):
+            entry["triggers"] = trigger_list
     specs = [parse_deployment(entry, i) for i, entry in enumerate(entries)]
     seen = [s.name for s in specs]
     if len(seen) != len(set(seen)):
@@ -219,18 +268,25 @@ def build_deployments(specs: Sequence[DeploymentSpec], project_dir: Path) -> lis
                 concurrency_limit=spec.concurrency_limit,
                 paused=spec.paused,
                 enforce_parameter_schema=spec.enforce_parameter_schema,
+                triggers=spec.triggers,
             )
         )
     return deployments
 
 
 def describe(spec: DeploymentSpec) -> str:
-    """One line per deployment: name, entrypoint and schedules."""
+    """One line per deployment: name, entrypoint, schedules and triggers."""
     parts = []
     for s in spec.schedules:
         what = s.cron or s.rrule or f"every {s.interval}"
         tz = f" {s.timezone}" if s.timezone else ""
         parts.append(f"{what}{tz} ({'active' if s.active else 'inactive'})")
+    for t in spec.triggers:
+        expect = ",".join(sorted(getattr(t, "expect", ()))) or "any event"
+        match = getattr(t, "match", None)
+        where = ((match.root if match is not None else {}) or {}).get("prefect.resource.id")
+        on = f" {where}" if where else ""
+        parts.append(f"on {expect}{on} ({'enabled' if t.enabled else 'disabled'})")
     return f"{spec.name:<14} {spec.entrypoint:<40} {', '.join(parts) or 'no schedule'}"
 
 

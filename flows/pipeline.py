@@ -57,6 +57,7 @@ from prefect_s3_concurrency.flows.common import (
     resolve_location,
     retrying,
 )
+from prefect_s3_concurrency.flows.events import announce_landed
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
 from prefect_s3_concurrency.flows.runners import (
     DaskAddress,
@@ -203,6 +204,7 @@ def _finish(summary: PipelineSummary, allow_rejected: bool = False) -> PipelineS
     publish_table("square-objects-summary", summary.rows(), "square-objects summary")
     if summary.failed or (summary.rejected and not allow_rejected):
         raise PipelineFailed(summary, allow_rejected)
+    announce_landed(summary)  # prefect-s3.objects.landed: starts chained deployments
     return summary
 
 

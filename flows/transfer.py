@@ -48,6 +48,7 @@ from prefect_s3_concurrency.flows.common import (
     resolve_location,
     retrying,
 )
+from prefect_s3_concurrency.flows.events import announce_landed
 from prefect_s3_concurrency.flows.runners import DaskAddress, io_runner
 from prefect_s3_concurrency.local.files import (
     plan_uploads,
@@ -107,6 +108,7 @@ def _finish(
     publish_table(artifact_key, summary.rows(), f"{summary.direction} summary")
     if summary.failed or (summary.rejected and not allow_rejected):
         raise TransferFailed(summary, allow_rejected)
+    announce_landed(summary)  # prefect-s3.objects.landed: starts chained deployments
     return summary
 
 

@@ -117,6 +117,15 @@ def rclone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Serve
 
 
 @pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real ``prefect server start`` on 127.0.0.1 for every module that needs one."""
+    from prefect_processes import PrefectServer
+
+    with PrefectServer(tmp_path_factory.mktemp("prefect-server-home")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def moto_server() -> Iterator[S3Endpoint]:
     """A threaded moto server on 127.0.0.1 (random port); accepts any credentials."""
     from moto.server import ThreadedMotoServer

@@ -147,10 +147,9 @@ def test_serve_specs_agree_with_prefect_deploy() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    with PrefectServer(tmp_path_factory.mktemp("prefect-home")) as srv:
-        TIMINGS["server start-up s"] = srv.startup_seconds
-        yield srv
+def server(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
+    TIMINGS["server start-up s"] = prefect_server.startup_seconds
+    yield prefect_server
     ARTIFACTS.mkdir(exist_ok=True)
     report = {k: round(v, 2) for k, v in TIMINGS.items()}
     (ARTIFACTS / "deployment-timings.json").write_text(json.dumps(report, indent=2))
@@ -203,6 +202,19 @@ def test_deploy_all_registers_every_deployment_as_written(
             got = sorted((schedule_key(s.schedule), s.active) for s in dep.schedules)
             want = sorted((schedule_key(s), s.get("active", True)) for s in entry["schedules"])
             assert got == want
+
+
+def test_deploy_all_registers_the_triggers_disabled(
+    server: PrefectServer, deployed: dict[str, Any]
+) -> None:
+    with server.client() as client:
+        automations = client.read_automations()
+    for entry in DEPLOYMENTS:
+        dep = deployed[entry["name"]]
+        mine = [a for a in automations if any(
+            getattr(x, "deployment_id", None) == dep.id for x in a.actions)]  # fmt: skip
+        assert sorted(a.name for a in mine) == sorted(t["name"] for t in entry.get("triggers", []))
+        assert not any(a.enabled for a in mine)  # shipped disabled, like the schedules
 
 
 def test_active_interval_schedule_creates_scheduled_runs(

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +72,8 @@ def sync_playwright() -> Any:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    with PrefectServer(tmp_path_factory.mktemp("prefect-ui-home")) as srv:
-        yield srv
+def server(prefect_server: PrefectServer) -> PrefectServer:
+    return prefect_server  # shared with the other server tests (tests/conftest.py)
 
 
 def fill_parameter(page: Any, label: str, value: str) -> None:
