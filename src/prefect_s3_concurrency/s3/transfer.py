@@ -355,4 +355,3 @@ def plan_downloads(
     kept = [i for i in items if i[0].key not in rejected]
     progress.expect(len(kept), sum(obj.size for obj, _ in kept))
     return kept, rejected
-
