@@ -61,6 +61,7 @@ from prefect_s3_concurrency.s3.transfer import (
     iter_objects,
     plan_downloads,
 )
+from prefect_s3_concurrency.s3.upload_options import UploadOptions
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
     delete_objects_task,
@@ -243,8 +244,15 @@ def download_prefix(
     )  # fmt: skip
     progress, listing = RunProgress("download-progress", f"download {url}"), _Listing()
     lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
-    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
-              "engine": engine, "requests_in_flight": requests_in_flight, "root": str(dest)}
+    common = {
+        "conn": conn,
+        "pool_size": workers,
+        "bucket": url.bucket,
+        "dry_run": dry_run,
+        "engine": engine,
+        "requests_in_flight": requests_in_flight,
+        "root": str(dest),
+    }
     cut = BatchCutter[tuple[S3Object, str]](
         lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, lanes
     )
@@ -291,6 +299,7 @@ def upload_directory(
     allow_rejected: bool = False,
     engine: EngineChoice = "auto",
     requests_in_flight: RequestsInFlight = None,
+    upload_options: UploadOptions = UploadOptions(),  # noqa: B008 - frozen, shared safely
 ) -> TransferSummary:
     """Upload every file under a local directory to an S3 prefix, keeping relative paths as keys.
 
@@ -317,6 +326,8 @@ def upload_directory(
         allow_rejected: Let the run succeed although some files were rejected.
         engine: Transfer engine: auto (the fastest available), obstore or boto3.
         requests_in_flight: S3 requests each batch task keeps in flight (empty: the engine's).
+        upload_options: Content-Type (guessed from each file name by default), server-side
+            encryption, storage class and Cache-Control of the uploaded objects.
     """
     start = time.perf_counter()
     url, conn = resolve_location(dest, connection.with_credentials(credentials))
@@ -338,8 +349,15 @@ def upload_directory(
     progress = RunProgress("upload-progress", f"upload {root} to {url}")
     progress.add_total(len(files))
     lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
-    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
-              "engine": engine, "requests_in_flight": requests_in_flight}
+    common = {
+        "conn": conn,
+        "pool_size": workers,
+        "bucket": url.bucket,
+        "dry_run": dry_run,
+        "engine": engine,
+        "requests_in_flight": requests_in_flight,
+        "upload_options": upload_options,
+    }
     cuts = cut_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, lanes)
     batches = (
         Batch(

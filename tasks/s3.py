@@ -30,6 +30,7 @@ from prefect_s3_concurrency.s3.transfer import (
     list_objects,
     upload_files,
 )
+from prefect_s3_concurrency.s3.upload_options import UploadOptions
 from prefect_s3_concurrency.transforms.resume import find_current_outputs
 
 
@@ -148,8 +149,12 @@ def upload_batch(
     dry_run: bool = False,
     engine: str = "auto",
     requests_in_flight: int | None = None,
+    upload_options: UploadOptions | None = None,
 ) -> BatchResult:
-    """Upload a batch of files; a retry checks S3 first so only the failed files go again."""
+    """Upload a batch of files; a retry checks S3 first so only the failed files go again.
+
+    ``upload_options`` set Content-Type, encryption, storage class and Cache-Control.
+    """
     eng = open_engine(conn, engine, pool_size, requests_in_flight)
     in_flight = in_flight_for(engine, requests_in_flight)
     retrying = (task_run.run_count or 1) > 1
@@ -157,7 +162,7 @@ def upload_batch(
     try:
         result = _with_attempts(sizes, lambda earlier: upload_files(
             eng, bucket, items, existing, check_remote=retrying, dry_run=dry_run,
-            in_flight=in_flight, done_before=earlier,
+            in_flight=in_flight, done_before=earlier, options=upload_options,
         ))  # fmt: skip
     finally:
         eng.close()

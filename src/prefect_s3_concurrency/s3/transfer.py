@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +48,7 @@ from prefect_s3_concurrency.s3.engines.objects import (
     upload_one,
 )
 from prefect_s3_concurrency.s3.records import BatchResult, LocalFile, S3Object
+from prefect_s3_concurrency.s3.upload_options import UploadOptions
 
 T = TypeVar("T")
 
@@ -288,6 +290,7 @@ def upload_files(
     dry_run: bool = False,
     in_flight: int = 1,
     done_before: Mapping[str, int] | None = None,
+    options: UploadOptions | None = None,
 ) -> BatchResult:
     """Upload a batch of files.
 
@@ -301,10 +304,14 @@ def upload_files(
         dry_run: Decide what would be transferred, but transfer nothing.
         in_flight: Objects in flight at once.
         done_before: ``key -> size`` uploaded by an earlier attempt of this batch.
+        options: Content-Type, encryption, storage class and Cache-Control to set; None
+            guesses each Content-Type from the key's file name and sets nothing else.
 
     Returns:
         The batch result; one file's failure never stops the others.
     """
+    chosen = options or UploadOptions()
+    items = [replace(i, attributes=chosen.attributes_for(i.key)) for i in items]
 
     def work(e: Engine) -> Awaitable[BatchResult]:
         async def is_done(item: LocalFile) -> bool:

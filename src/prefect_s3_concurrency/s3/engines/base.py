@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 from typing_extensions import Buffer  # what get() yields: anything with the buffer protocol
 
 from prefect_s3_concurrency.errors import S3PipelineError
+from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
 
 
@@ -126,9 +127,19 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     async def put(
-        self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        md5: bytes,
+        metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
-        """Store ``data`` in one PUT (``md5`` is its digest); return the ETag."""
+        """Store ``data`` in one PUT (``md5`` is its digest); return the ETag.
+
+        ``attributes`` are the headers to set (Content-Type, encryption, storage class...).
+        """
 
     @abc.abstractmethod
     async def put_multipart(
@@ -139,10 +150,13 @@ class Engine(abc.ABC):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
         """Upload a file as a multipart upload of ``part_size`` parts; return the ETag.
 
-        An upload that fails is aborted before the error propagates.
+        ``attributes`` go with ``CreateMultipartUpload``. An upload that fails is aborted
+        before the error propagates.
         """
 
     @abc.abstractmethod

@@ -24,6 +24,7 @@ from prefect_s3_concurrency.s3.engines.base import (
     write_at,
 )
 from prefect_s3_concurrency.s3.integrity import CHUNK, normalize_etag
+from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
 
 T = TypeVar("T")
@@ -139,9 +140,16 @@ class Boto3Engine(Engine):
             stop.set()
 
     async def put(
-        self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        md5: bytes,
+        metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
-        extra = {"Metadata": dict(metadata)} if metadata else {}
+        extra = _extra_args(metadata, attributes)
         resp = await self._call(
             lambda: self.client.put_object(
                 Bucket=bucket,
@@ -161,8 +169,10 @@ class Boto3Engine(Engine):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
-        extra = {"Metadata": dict(metadata)} if metadata else {}
+        extra = _extra_args(metadata, attributes)
         created = await self._call(
             lambda: self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
         )
@@ -204,6 +214,16 @@ class Boto3Engine(Engine):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def _extra_args(
+    metadata: Mapping[str, str] | None, attributes: ObjectAttributes | None
+) -> dict[str, Any]:
+    """PutObject/CreateMultipartUpload arguments for user metadata and the upload headers."""
+    extra: dict[str, Any] = {"Metadata": dict(metadata)} if metadata else {}
+    if attributes is not None:
+        extra.update(attributes.boto3_args())
+    return extra
 
 
 async def _upload_parts(

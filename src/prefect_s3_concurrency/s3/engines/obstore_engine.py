@@ -37,6 +37,11 @@ from prefect_s3_concurrency.s3.engines.base import Buffer, Digest, Engine, Objec
 from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
 from prefect_s3_concurrency.s3.engines.obstore_errors import missing_bucket, obstore_error
 from prefect_s3_concurrency.s3.integrity import normalize_etag
+from prefect_s3_concurrency.s3.object_headers import (
+    ObjectAttributes,
+    encryption_of,
+    store_encryption_config,
+)
 from prefect_s3_concurrency.s3.records import S3Object
 from prefect_s3_concurrency.s3.regions import bucket_region, endpoint_of, is_aws, known_region
 
@@ -89,9 +94,15 @@ def _credential_provider(session: Any) -> Boto3CredentialProvider | None:
 
 
 @lru_cache(maxsize=64)
-def _cached_store(conn: S3Connection, bucket: str, endpoint: str, region: str) -> S3Store:
+def _cached_store(
+    conn: S3Connection,
+    bucket: str,
+    endpoint: str,
+    region: str,
+    encryption: tuple[str | None, str | None] = (None, None),
+) -> S3Store:
     # The session already resolved (and registered for redaction) the credentials.
-    config = store_config(endpoint, region)
+    config = {**store_config(endpoint, region), **store_encryption_config(*encryption)}
     provider = _credential_provider(get_session(conn))
     kwargs: dict[str, Any] = {}
     if provider is None:
@@ -121,15 +132,32 @@ def _cached_store(conn: S3Connection, bucket: str, endpoint: str, region: str) -
     )
 
 
-def store_for(conn: S3Connection, bucket: str, client: Any) -> S3Store:
+def store_for(
+    conn: S3Connection,
+    bucket: str,
+    client: Any,
+    encryption: tuple[str | None, str | None] = (None, None),
+) -> S3Store:
     """The process's shared store for ``bucket`` on ``conn`` (built once, thread-safe).
 
-    It signs for the bucket's own region (:func:`s3.regions.bucket_region`).
+    It signs for the bucket's own region (:func:`s3.regions.bucket_region`). object_store
+    sets server-side encryption per store: ``encryption`` (``(sse, kms key id)``) picks the
+    store that uploads with it; reads use the plain one.
     """
     endpoint = endpoint_of(client)
     region = bucket_region(client, bucket)
     with _lock:
-        return _cached_store(conn, bucket, endpoint, region)
+        return _cached_store(conn, bucket, endpoint, region, encryption)
+
+
+def _attributes(
+    metadata: Mapping[str, str] | None, attributes: ObjectAttributes | None
+) -> dict[str, str]:
+    """obstore ``attributes``: user metadata plus Content-Type, Cache-Control, storage class."""
+    attrs = dict(metadata or {})
+    if attributes is not None:
+        attrs.update(attributes.object_store_attributes())
+    return attrs
 
 
 class ObstoreEngine(Engine):
@@ -145,10 +173,11 @@ class ObstoreEngine(Engine):
     def endpoint(self) -> str:
         return self._endpoint
 
-    async def _store(self, bucket: str) -> S3Store:
+    async def _store(self, bucket: str, attributes: ObjectAttributes | None = None) -> S3Store:
+        """The bucket's store; for uploads with encryption, the store that sets it."""
         if known_region(self._endpoint, bucket) is None:  # one HeadBucket, off the loop
             await asyncio.to_thread(bucket_region, self.client, bucket)
-        return store_for(self.conn, bucket, self.client)
+        return store_for(self.conn, bucket, self.client, encryption_of(attributes))
 
     def _error(self, exc: BaseException, bucket: str) -> BaseException:
         """``exc`` in the project's terms (see :mod:`s3.engines.obstore_errors`)."""
@@ -223,15 +252,23 @@ class ObstoreEngine(Engine):
         return await super().get_into(bucket, key, if_match, span, fd, digest)
 
     async def put(
-        self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        md5: bytes,
+        metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
         if not representable(key):
-            return await self.fallback.put(bucket, key, data, md5, metadata)
-        store = await self._store(bucket)
+            return await self.fallback.put(bucket, key, data, md5, metadata, attributes=attributes)
+        store = await self._store(bucket, attributes)
         try:
             res = await obs.put_async(
-                store, key, data, attributes=dict(metadata or {}), use_multipart=False
-            )
+                store, key, data, attributes=_attributes(metadata, attributes),
+                use_multipart=False,
+            )  # fmt: skip
         except BaseError as exc:
             raise self._error(exc, bucket) from None
         return normalize_etag(res["e_tag"])
@@ -244,15 +281,17 @@ class ObstoreEngine(Engine):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
         if not representable(key):
             return await self.fallback.put_multipart(
-                bucket, key, path, part_size, concurrency, metadata
+                bucket, key, path, part_size, concurrency, metadata, attributes=attributes
             )
-        store = await self._store(bucket)
+        store = await self._store(bucket, attributes)
         try:
             res = await obs.put_async(
-                store, key, path, attributes=dict(metadata or {}),
+                store, key, path, attributes=_attributes(metadata, attributes),
                 use_multipart=True, chunk_size=part_size, max_concurrency=concurrency,
             )  # fmt: skip
         except BaseError as exc:
