@@ -51,8 +51,13 @@ from prefect_s3_concurrency.local.files import (
 )
 from prefect_s3_concurrency.local.paths import S3Url, relative_key
 from prefect_s3_concurrency.local.sync import local_extras, remote_extras
-from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection, get_s3_client
-from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight, batches_for
+from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
+from prefect_s3_concurrency.s3.engines import (
+    EngineChoice,
+    RequestsInFlight,
+    batches_for,
+    open_engine,
+)
 from prefect_s3_concurrency.s3.hints import exact_key_hint
 from prefect_s3_concurrency.s3.integrity import MIB
 from prefect_s3_concurrency.s3.transfer import (
@@ -162,17 +167,19 @@ def _download_batches(
     params: Callable[[list[tuple[S3Object, str]]], dict[str, Any]],
 ) -> Iterator[Batch]:
     """List the source page by page and yield download batches as they fill."""
-    client = get_s3_client(conn, cut.workers)
-    emitted = 0
-    for page in iter_objects(client, url.bucket, url.folder, *globs):
-        listing.objects += len(page)
-        listing.keep.update(relative_key(o.key, url.folder) for o in page)
-        items, rejected = plan_downloads(page, url.folder, dest)
-        summary.rejected.update(rejected)
-        progress.add_total(len(items))
-        for batch in cut.add(items):
-            emitted += 1
-            yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
+    engine, emitted = open_engine(conn, "auto", cut.workers), 0
+    try:
+        for page in iter_objects(engine, url.bucket, url.folder, *globs):
+            listing.objects += len(page)
+            listing.keep.update(relative_key(o.key, url.folder) for o in page)
+            items, rejected = plan_downloads(page, url.folder, dest)
+            summary.rejected.update(rejected)
+            progress.add_total(len(items))
+            for batch in cut.add(items):
+                emitted += 1
+                yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
+    finally:
+        engine.close()
     rest = list(cut.finish())
     listing.batches = emitted + len(rest)
     for batch in rest:

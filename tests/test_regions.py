@@ -184,7 +184,7 @@ def test_round_trip_to_a_bucket_in_another_region(engine_name, eu_bucket, tmp_pa
     try:
         up = upload_files(engine, bucket, items, in_flight=4)
         assert (sorted(up.transferred), up.failed) == (sorted(i.key for i in items), {})
-        listed = list_objects(get_s3_client(conn), bucket, "p/")
+        listed = list_objects(engine, bucket, "p/")
         assert {o.key: o.size for o in listed} == {f"p/{k}": len(v) for k, v in files.items()}
         (tmp_path / "out").mkdir()
         pairs, rejected = plan_downloads(listed, "p/", tmp_path / "out")
@@ -214,3 +214,23 @@ def test_unfixable_region_fails_each_object_in_one_line(eu_bucket, tmp_path: Pat
     reason = result.failed["f.txt"]
     assert "eu-west-1" in reason and "<" not in reason and len(reason) < 200, reason
     assert result.permanent == ["f.txt"]  # not retried: the same request would be refused
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_flows_reach_a_bucket_in_another_region(engine_name, eu_bucket, tmp_path: Path) -> None:
+    from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
+
+    proxy, bucket = eu_bucket
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {f"f{i}.txt": os.urandom(100 + i) for i in range(6)}
+    for name, body in files.items():
+        (src / name).write_bytes(body)
+    conn = S3Connection(endpoint_url=proxy.endpoint_url, region="us-east-1")
+    up = upload_directory(str(src), f"s3://{bucket}/p", workers=2, connection=conn,
+                          engine=engine_name)  # fmt: skip
+    down = download_prefix(f"s3://{bucket}/p", str(tmp_path / "out"), workers=2,
+                           connection=conn, engine=engine_name)  # fmt: skip
+    assert (up.objects, up.failed, down.objects, down.failed) == (6, {}, 6, {})
+    assert {n: (tmp_path / "out" / n).read_bytes() for n in files} == files
+    assert proxy.refused <= 4, proxy.refused

@@ -285,6 +285,26 @@ def s3_error(
     return None
 
 
+def _client_error(exc: ClientError, bucket: str, endpoint: str | None) -> S3PipelineError | None:
+    """The project's error for a botocore ``ClientError`` S3 answered (None: no such meaning)."""
+    error = exc.response.get("Error", {})
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    region = error.get("Region") or headers.get("x-amz-bucket-region")
+    return s3_error(str(error.get("Code", "")), bucket, endpoint, region)
+
+
+def object_error(exc: BaseException, bucket: str, endpoint: str | None = None) -> BaseException:
+    """A per-object botocore error in the project's terms, or ``exc`` itself.
+
+    Changed or deleted objects, denied access, a missing bucket, throttling and a wrong
+    region get the same errors (messages, retries) as with the obstore engine; anything else
+    (a short body, a reset) is left as it is, for the body retries.
+    """
+    if isinstance(exc, ClientError):
+        return _client_error(exc, bucket, endpoint) or exc
+    return exc
+
+
 def translate_boto_error(
     exc: BaseException, bucket: str, endpoint: str | None = None
 ) -> BaseException:
@@ -300,13 +320,10 @@ def translate_boto_error(
     """
     where = f" at {endpoint}" if endpoint else ""
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        region = error.get("Region") or headers.get("x-amz-bucket-region")
+        code = str(exc.response.get("Error", {}).get("Code", ""))
         if code == "404":  # a HEAD on the bucket: no body to tell more
-            code = "NoSuchBucket"
-        known = s3_error(code, bucket, endpoint, region)
+            return BucketNotFoundError(f"bucket '{bucket}' does not exist{where}")
+        known = _client_error(exc, bucket, endpoint)
         if known is not None:
             return known
         return S3AccessError(f"S3 error on bucket '{bucket}'{where}: {code or describe_error(exc)}")

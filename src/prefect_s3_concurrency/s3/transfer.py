@@ -26,6 +26,7 @@ from urllib3.exceptions import HTTPError as URLLib3Error
 from prefect_s3_concurrency.errors import (
     IntegrityError,
     S3PipelineError,
+    ThrottledError,
     translate_boto_error,
 )
 from prefect_s3_concurrency.local.paths import (
@@ -35,7 +36,6 @@ from prefect_s3_concurrency.local.paths import (
 )
 from prefect_s3_concurrency.runtime import progress
 from prefect_s3_concurrency.s3.engines import Boto3Engine, Engine
-from prefect_s3_concurrency.s3.engines.listing import list_pages
 from prefect_s3_concurrency.s3.engines.objects import (
     BODY_ATTEMPTS,
     MULTIPART_THRESHOLD,
@@ -57,7 +57,7 @@ T = TypeVar("T")
 RETRYABLE_BODY_ERRORS = (
     IntegrityError, HTTPClientError, IncompleteReadError, FlexibleChecksumError,
     RetriesExceededError, URLLib3Error, http.client.HTTPException, ConnectionError,
-    GenericError, TimeoutError,
+    GenericError, TimeoutError, ThrottledError,
 )  # fmt: skip
 log = logging.getLogger(__name__)
 __all__ = [  # the records live in s3.records; re-exported here for callers
@@ -76,8 +76,11 @@ def iter_objects(
 ) -> Iterator[list[S3Object]]:
     """Yield the listing under ``folder`` page by page (up to 1,000 objects each), filtered.
 
+    Pages come from :meth:`Engine.list`, on an event loop of this generator's own: each page
+    is handed on as soon as it arrives.
+
     Args:
-        client: boto3 S3 client (it signs the fast listing, or lists itself).
+        client: An engine (see :func:`s3.engines.open_engine`), or a botocore client.
         bucket: Bucket name.
         folder: Key prefix, ``""`` or ending with ``/``.
         include: Globs matched against the key relative to ``folder``.
@@ -91,20 +94,23 @@ def iter_objects(
     Raises:
         S3AccessError: For a missing bucket, bad credentials or an unreachable endpoint.
     """
-    try:
-        for page in list_pages(client, bucket, folder):
-            yield sorted(
-                (
-                    o for o in page
-                    if not (o.key.endswith("/") and not o.size)
-                    and matches_filters(relative_key(o.key, folder), include, exclude)
-                ),
-                key=lambda o: o.key,
-            )  # fmt: skip
-    except S3PipelineError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
-        raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
+    engine, owned = _engine_of(client)
+    with asyncio.Runner() as loop:
+        pages = engine.list(bucket, folder)
+        try:
+            while (page := loop.run(anext(pages, None))) is not None:
+                yield sorted(
+                    (
+                        o for o in page
+                        if not (o.key.endswith("/") and not o.size)
+                        and matches_filters(relative_key(o.key, folder), include, exclude)
+                    ),
+                    key=lambda o: o.key,
+                )  # fmt: skip
+        finally:
+            loop.run(pages.aclose())
+            if owned:
+                loop.run(engine.aclose())
 
 
 def list_objects(
@@ -329,6 +335,23 @@ def upload_files(
         )  # fmt: skip
 
     return _run(client, work)
+
+
+def delete_objects(
+    client: Any, bucket: str, keys: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
+    """Delete ``keys`` from ``bucket`` through the engine (DeleteObjects, 1,000 a request).
+
+    Args:
+        client: An engine, or a botocore client.
+        bucket: Bucket name.
+        keys: The keys to delete.
+
+    Returns:
+        The deleted keys, and ``key -> reason`` for those S3 did not delete.
+    """
+    failed = _run(client, lambda e: e.delete(bucket, keys))
+    return [k for k in keys if k not in failed], failed
 
 
 def plan_downloads(

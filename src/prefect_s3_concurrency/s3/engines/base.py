@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -77,8 +77,13 @@ class Engine(abc.ABC):
         """The endpoint URL (no credentials in it), for messages."""
 
     @abc.abstractmethod
-    async def list(self, bucket: str, prefix: str) -> list[S3Object]:
-        """Every object under ``prefix`` (folder markers included), in any order."""
+    def list(self, bucket: str, prefix: str) -> AsyncGenerator[list[S3Object], None]:
+        """Every object under ``prefix`` (folder markers included), a page at a time.
+
+        Raises:
+            S3AccessError: For a missing bucket, refused credentials, an unreachable endpoint.
+            ListingError: For a reply that cannot be trusted (never read as "the end").
+        """
 
     @abc.abstractmethod
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
@@ -161,7 +166,8 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, bucket: str, keys: Sequence[str]) -> dict[str, str]:
-        """Delete ``keys``; return ``key -> reason`` for those not deleted."""
+        """Delete ``keys`` (DeleteObjects, 1,000 a request); return ``key -> reason`` for
+        those not deleted (all of a request that failed as a whole)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what this engine holds for its batch (threads, not the shared clients)."""

@@ -4,12 +4,14 @@ botocore's own response parsing costs ~0.3 ms per listed key (it walks its shape
 Python and, for every S3 200 reply, parses the whole body once more to look for an embedded
 error): 0.3-0.5 s for 1,000 keys on a busy 2-core machine, 10x what object_store takes.
 ``object_store`` cannot list exactly, though (it turns the folder marker ``a/`` into ``a``
-and aborts on keys it cannot name). So each page is a GET signed by botocore's SigV4 signer
-with the client's own credentials, region and endpoint (path-style for custom endpoints,
-``encoding-type=url`` as botocore sends it, so every key survives XML), sent with urllib3 and
-parsed with :mod:`xml.etree.ElementTree`.
+and aborts on keys it cannot name). So each page is a GET signed by botocore's public SigV4
+signer (``botocore.auth.S3SigV4Auth``) with the credentials of the boto3 session that made
+the client, for the bucket's region (:mod:`s3.regions`; a page refused for another region is
+signed again for the one S3 names), at the client's endpoint (path-style for custom
+endpoints, the bucket's regional host on AWS, ``encoding-type=url`` as botocore sends it, so
+every key survives XML), sent with urllib3 and parsed with :mod:`xml.etree.ElementTree`.
 
-Any trouble (an error reply, a truncated body, a client without credentials) makes the
+Any trouble (an error reply, a truncated body, no credentials given) makes the
 caller list with botocore instead, which retries and turns errors into clear one-line
 messages. Elements are matched by local name, whatever XML namespace a server uses. A reply
 that is not a listing, a page that says "more" without a continuation token, or a token
@@ -113,14 +115,15 @@ def signed_page_request(
     return url, dict(request.headers.items())
 
 
-def _page(client: Any, bucket: str, prefix: str, token: str | None) -> tuple[list[S3Object], str]:
+def _page(
+    client: Any, credentials: Any, bucket: str, prefix: str, token: str | None
+) -> tuple[list[S3Object], str]:
     query = {"list-type": "2", "encoding-type": "url", "max-keys": "1000", "prefix": prefix}
     if token:
         query["continuation-token"] = token
     endpoint = endpoint_of(client)
     region = known_region(endpoint, bucket) or client_region(client)
-    creds = client._request_signer._credentials  # the client's own (refreshing) credentials
-    url, headers = signed_page_request(creds, endpoint, bucket, region, query)
+    url, headers = signed_page_request(credentials, endpoint, bucket, region, query)
     resp = _http().request("GET", url, headers=headers, redirect=False)
     if resp.status in (301, 400):
         stated = region_from_reply(resp.headers, resp.data)
@@ -176,37 +179,41 @@ def _botocore_page(
 
 
 def _fast_page(
-    client: Any, bucket: str, prefix: str, token: str | None
+    client: Any, credentials: Any, bucket: str, prefix: str, token: str | None
 ) -> tuple[list[S3Object], str]:
     """One page by the signed GET; signed again for the region S3 names if it refuses."""
     try:
-        return _page(client, bucket, prefix, token)
+        return _page(client, credentials, bucket, prefix, token)
     except _RegionRefused as refused:
         remember_region(endpoint_of(client), bucket, refused.region)
-        return _page(client, bucket, prefix, token)
+        return _page(client, credentials, bucket, prefix, token)
 
 
-def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[S3Object]]:
+def list_pages(
+    client: Any, bucket: str, prefix: str, credentials: Any = None
+) -> Iterator[list[S3Object]]:
     """Yield every object under ``prefix`` (folder markers included), one page at a time.
 
     Pages come from the fast signed GET; from the first page that has any trouble on, from
     botocore (with its retries and errors), resuming at the same continuation token.
 
     Args:
-        client: The botocore S3 client whose endpoint and credentials sign the requests.
+        client: The botocore S3 client (its endpoint and region; botocore's own listing).
         bucket: Bucket name.
         prefix: Key prefix.
+        credentials: The botocore credentials the client was made with (its boto3 session's
+            ``get_credentials()``); None: botocore lists every page.
     """
     from prefect_s3_concurrency.s3.engines import _moto_mock_active
 
-    fast = not _moto_mock_active() and hasattr(client, "_request_signer")
+    fast = credentials is not None and not _moto_mock_active()
     token: str | None = None
     seen: set[str] = set()
     for _ in range(MAX_PAGES):
         found: list[S3Object] | None = None
         if fast:
             try:
-                found, next_token = _fast_page(client, bucket, prefix, token)
+                found, next_token = _fast_page(client, credentials, bucket, prefix, token)
             except Exception:  # noqa: BLE001 - botocore lists instead, with its retries
                 fast = False
         if found is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -184,10 +184,12 @@ class ObstoreEngine(Engine):
         signed = known_region(self._endpoint, bucket)
         return obstore_error(exc, bucket, self._endpoint, signed)
 
-    async def list(self, bucket: str, prefix: str) -> list[S3Object]:
+    async def list(self, bucket: str, prefix: str) -> AsyncGenerator[list[S3Object], None]:
         # object_store rewrites keys in listings ("a/" folder markers come back as "a") and
-        # aborts on keys it cannot name, so listings are always botocore's, which are exact.
-        return await self.fallback.list(bucket, prefix)
+        # aborts on keys it cannot name, so listings are always the fast signed GET's (or
+        # botocore's), which are exact.
+        async for page in self.fallback.list(bucket, prefix):
+            yield page
 
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
         if not representable(key):
