@@ -1,17 +1,18 @@
 """The obstore engine: Rust ``object_store`` behind asyncio, with the GIL released.
 
 Stores are built from the same settings as the boto3 client (:mod:`s3.connection`): the
-endpoint and region boto3 resolved (explicit ``endpoint_url``, the block's client parameters,
-``AWS_ENDPOINT_URL*``, profiles), path-style addressing for custom endpoints, and the very
-credentials that client's boto3 session resolved (keys, session token, profile,
-assume-role; refreshable ones are re-read, like ``obstore.auth.boto3.Boto3CredentialProvider``
-does, without building a second session). The client factory has already registered the
-secret key and token for log redaction.
+endpoint boto3 resolved (explicit ``endpoint_url``, the block's client parameters,
+``AWS_ENDPOINT_URL*``, profiles), path-style addressing for custom endpoints, the bucket's own
+region (:mod:`s3.regions`), and the credentials of the very boto3 session that made the
+client, through obstore's public ``obstore.auth.boto3.Boto3CredentialProvider`` (keys,
+session token, profile, assume-role; refreshable ones re-read every few minutes). The
+client factory has already registered the secret key and token for log redaction. obstore's
+exceptions are translated into the project's (:mod:`s3.engines.obstore_errors`).
 
 ``object_store`` cannot name every S3 key (``.``/``..`` or empty segments, control
 characters, a trailing ``/``): those objects go through the boto3 engine instead, so no key
-fails because of the engine. Listings are always botocore's (``object_store`` rewrites
-folder-marker keys and aborts a listing on a key it cannot name). Ranged GETs on a server
+fails because of the engine. Listings are always the boto3 engine's (``object_store``
+rewrites folder-marker keys and aborts a listing on a key it cannot name). Ranged GETs on a server
 that sends ranges with 200 instead of 206 (``rclone serve s3``), which ``object_store``
 refuses, go through botocore too.
 """
