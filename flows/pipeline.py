@@ -72,6 +72,7 @@ from prefect_s3_concurrency.local.tempfiles import locked_scratch_dir
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight
 from prefect_s3_concurrency.s3.hints import exact_key_hint
+from prefect_s3_concurrency.s3.upload_options import UploadOptions
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
 from prefect_s3_concurrency.tasks.s3 import (
     check_outputs_batch,
@@ -234,6 +235,7 @@ def square_objects(
     max_line_bytes: MaxLineBytes = DEFAULT_MAX_LINE_BYTES,
     engine: EngineChoice = "auto",
     requests_in_flight: RequestsInFlight = None,
+    upload_options: UploadOptions = UploadOptions(),  # noqa: B008 - frozen, shared safely
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
@@ -276,6 +278,8 @@ def square_objects(
         max_line_bytes: Longest input line accepted; a longer line fails its object.
         engine: Transfer engine of the S3 stages: auto (the fastest available), obstore, boto3.
         requests_in_flight: S3 requests each transfer batch keeps in flight (engine default).
+        upload_options: Content-Type (guessed from each key's name by default), server-side
+            encryption, storage class and Cache-Control of the outputs.
     """
     start = time.perf_counter()
     logger = get_run_logger()
@@ -346,7 +350,7 @@ def square_objects(
                 batch_max_objects=batch_max_objects, progress=progress,
                 new_cpu=fresh_process_pool if warm else None,
                 square_options={"max_line_bytes": max_line_bytes}, engine=engine,
-                requests_in_flight=requests_in_flight,
+                requests_in_flight=requests_in_flight, upload_options=upload_options,
             )  # fmt: skip
             streamer.run(chunks, start_worker if warm else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak

@@ -31,6 +31,7 @@ from prefect_s3_concurrency.flows.runners import submit
 from prefect_s3_concurrency.local.paths import make_batches
 from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.transfer import BatchResult, LocalFile
+from prefect_s3_concurrency.s3.upload_options import UploadOptions
 from prefect_s3_concurrency.tasks.cpu import report_of
 from prefect_s3_concurrency.transforms.planning import (
     MIB,
@@ -87,6 +88,7 @@ class ChunkStreamer:
             one-worker pool, so only the chunk that kills its worker again fails.
         square_options: Extra parameters for every ``square`` task (e.g. ``max_line_bytes``).
         engine, requests_in_flight: Transfer engine and requests in flight per batch task.
+        upload_options: Headers of the uploaded outputs (Content-Type, encryption...).
     """
 
     def __init__(
@@ -98,13 +100,14 @@ class ChunkStreamer:
         transform: str, batch_max_objects: int, progress: RunProgress | None = None,
         new_cpu: Callable[[int], TaskRunner] | None = None,
         square_options: dict[str, Any] | None = None, engine: str = "auto",
-        requests_in_flight: int | None = None,
+        requests_in_flight: int | None = None, upload_options: UploadOptions | None = None,
     ) -> None:  # fmt: skip
         self.io, self.cpu, self.budget, self.clock = io, cpu, budget, clock
         self.summary, self.logger = summary, logger
         self.tasks = {"download": download, "square": square, "upload": upload}
         self.conn, self.dest_conn, self.pool_size = conn, dest_conn or conn, pool_size
         self.engine = {"engine": engine, "requests_in_flight": requests_in_flight}
+        self.upload_options = upload_options
         # Several chunks transfer at once (two downloading, a few uploading), so a quarter of
         # the threads per chunk keeps them all busy with half the tasks (each costs the flow
         # and the API server CPU that squaring would otherwise get).
@@ -321,6 +324,7 @@ class ChunkStreamer:
             params = {
                 "conn": self.dest_conn, "pool_size": self.pool_size, "bucket": self.dest_bucket,
                 "items": quote(batch), "existing": quote(known), **self.engine,
+                "upload_options": self.upload_options,
             }  # fmt: skip
             name = batch_name(f"upload {self._of(flight)}", len(batch), sum(f.size for f in batch))
             task_obj = self.tasks["upload"].with_options(task_run_name=name)

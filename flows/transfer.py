@@ -59,8 +59,13 @@ from prefect_s3_concurrency.local.files import (
 from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import S3Url, relative_key
 from prefect_s3_concurrency.local.sync import local_extras, remote_extras
-from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection, get_s3_client
-from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight, batches_for
+from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
+from prefect_s3_concurrency.s3.engines import (
+    EngineChoice,
+    RequestsInFlight,
+    batches_for,
+    open_engine,
+)
 from prefect_s3_concurrency.s3.hints import exact_key_hint
 from prefect_s3_concurrency.s3.integrity import MIB
 from prefect_s3_concurrency.s3.transfer import (
@@ -68,6 +73,7 @@ from prefect_s3_concurrency.s3.transfer import (
     S3Object,
     iter_objects,
 )
+from prefect_s3_concurrency.s3.upload_options import UploadOptions
 from prefect_s3_concurrency.tasks.s3 import (
     delete_local_task,
     delete_objects_task,
@@ -190,22 +196,24 @@ def _download_batches(
     params: Callable[[list[tuple[S3Object, str]]], dict[str, Any]],
 ) -> Iterator[Batch]:
     """List the source page by page and yield download batches as they fill."""
-    client = get_s3_client(conn, cut.workers)
+    engine, emitted = open_engine(conn, "auto", cut.workers), 0
     planner = DownloadPlanner(url.folder, dest)
-    emitted = 0
-    for page in chain(_pages(client, url, globs, summary), [None]):
-        if page is None:  # the listing has ended: the keys through a symlink now
-            items, rejected = planner.finish()
-            listing.keep |= planner.keep
-        else:
-            listing.objects += len(page)
-            listing.keep.update(relative_key(o.key, url.folder) for o in page)
-            items, rejected = planner.plan(page)
-        summary.rejected.update(rejected)
-        progress.add_total(len(items))
-        for batch in cut.add(items):
-            emitted += 1
-            yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
+    try:
+        for page in chain(_pages(engine, url, globs, summary), [None]):
+            if page is None:  # the listing has ended: the keys through a symlink now
+                items, rejected = planner.finish()
+                listing.keep |= planner.keep
+            else:
+                listing.objects += len(page)
+                listing.keep.update(relative_key(o.key, url.folder) for o in page)
+                items, rejected = planner.plan(page)
+            summary.rejected.update(rejected)
+            progress.add_total(len(items))
+            for batch in cut.add(items):
+                emitted += 1
+                yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
+    finally:
+        engine.close()
     rest = list(cut.finish())
     listing.batches = emitted + len(rest)
     for batch in rest:
@@ -278,8 +286,15 @@ def download_prefix(
     )  # fmt: skip
     progress, listing = RunProgress("download-progress", f"download {url}"), _Listing()
     lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
-    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
-              "engine": engine, "requests_in_flight": requests_in_flight, "root": str(dest)}
+    common = {
+        "conn": conn,
+        "pool_size": workers,
+        "bucket": url.bucket,
+        "dry_run": dry_run,
+        "engine": engine,
+        "requests_in_flight": requests_in_flight,
+        "root": str(dest),
+    }
     cut = BatchCutter[tuple[S3Object, str]](
         lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, lanes
     )
@@ -327,6 +342,7 @@ def upload_directory(
     allow_rejected: bool = False,
     engine: EngineChoice = "auto",
     requests_in_flight: RequestsInFlight = None,
+    upload_options: UploadOptions = UploadOptions(),  # noqa: B008 - frozen, shared safely
 ) -> TransferSummary:
     """Upload every file under a local directory to an S3 prefix, keeping relative paths as keys.
 
@@ -353,6 +369,8 @@ def upload_directory(
         allow_rejected: Let the run succeed although some files were rejected.
         engine: Transfer engine: auto (the fastest available), obstore or boto3.
         requests_in_flight: S3 requests each batch task keeps in flight (empty: the engine's).
+        upload_options: Content-Type (guessed from each file name by default), server-side
+            encryption, storage class and Cache-Control of the uploaded objects.
     """
     start = time.perf_counter()
     url, conn = resolve_location(dest, connection.with_credentials(credentials))
@@ -374,8 +392,15 @@ def upload_directory(
     progress = RunProgress("upload-progress", f"upload {root} to {url}")
     progress.add_total(len(files))
     lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
-    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
-              "engine": engine, "requests_in_flight": requests_in_flight}
+    common = {
+        "conn": conn,
+        "pool_size": workers,
+        "bucket": url.bucket,
+        "dry_run": dry_run,
+        "engine": engine,
+        "requests_in_flight": requests_in_flight,
+        "upload_options": upload_options,
+    }
     cuts = cut_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, lanes)
     batches = (
         Batch(

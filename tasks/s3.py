@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from prefect_s3_concurrency.errors import S3PipelineError, is_permanent, printable
-from prefect_s3_concurrency.local.sync import delete_keys, delete_local
+from prefect_s3_concurrency.local.sync import delete_local
 from prefect_s3_concurrency.local.tempfiles import remove_stale_partials, remove_stale_scratch
 from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
 from prefect_s3_concurrency.s3.engines import in_flight_for, open_engine
@@ -26,10 +26,12 @@ from prefect_s3_concurrency.s3.transfer import (
     BatchResult,
     LocalFile,
     S3Object,
+    delete_objects,
     download_objects,
     list_objects,
     upload_files,
 )
+from prefect_s3_concurrency.s3.upload_options import UploadOptions
 from prefect_s3_concurrency.transforms.resume import find_current_outputs
 
 
@@ -82,7 +84,11 @@ def list_objects_task(
 
     ``pool_size`` should match the batch tasks' so that the run builds one client, not two.
     """
-    return list_objects(get_s3_client(conn, pool_size), bucket, folder, include, exclude)
+    engine = open_engine(conn, "auto", pool_size)
+    try:
+        return list_objects(engine, bucket, folder, include, exclude)
+    finally:
+        engine.close()
 
 
 # key -> size of what earlier attempts of a batch task run transferred or tried (a failed
@@ -148,8 +154,12 @@ def upload_batch(
     dry_run: bool = False,
     engine: str = "auto",
     requests_in_flight: int | None = None,
+    upload_options: UploadOptions | None = None,
 ) -> BatchResult:
-    """Upload a batch of files; a retry checks S3 first so only the failed files go again."""
+    """Upload a batch of files; a retry checks S3 first so only the failed files go again.
+
+    ``upload_options`` set Content-Type, encryption, storage class and Cache-Control.
+    """
     eng = open_engine(conn, engine, pool_size, requests_in_flight)
     in_flight = in_flight_for(engine, requests_in_flight)
     retrying = (task_run.run_count or 1) > 1
@@ -157,7 +167,7 @@ def upload_batch(
     try:
         result = _with_attempts(sizes, lambda earlier: upload_files(
             eng, bucket, items, existing, check_remote=retrying, dry_run=dry_run,
-            in_flight=in_flight, done_before=earlier,
+            in_flight=in_flight, done_before=earlier, options=upload_options,
         ))  # fmt: skip
     finally:
         eng.close()
@@ -198,4 +208,8 @@ def delete_objects_task(
     conn: S3Connection, bucket: str, keys: list[str]
 ) -> tuple[list[str], dict[str, str]]:
     """Delete the extra objects ``keys``; return deleted and failed."""
-    return delete_keys(get_s3_client(conn), bucket, keys)
+    engine = open_engine(conn, "auto")
+    try:
+        return delete_objects(engine, bucket, keys)
+    finally:
+        engine.close()

@@ -12,7 +12,7 @@ import pytest
 from faultproxy import FaultProxy
 
 from prefect_s3_concurrency.errors import ListingError
-from prefect_s3_concurrency.s3.engines import listing
+from prefect_s3_concurrency.s3.engines import Boto3Engine, listing
 from prefect_s3_concurrency.s3.transfer import iter_objects
 
 pytestmark = pytest.mark.integration
@@ -37,31 +37,44 @@ def _listings_only(edit: Callable[[bytes], bytes]) -> Callable[[str, str, bytes]
     return lambda method, path, body: edit(body) if "list-type=2" in path else body
 
 
-def _proxied(rclone_s3, url: str):
+def _proxied(rclone_s3, url: str) -> Boto3Engine:
+    """An engine through the proxy, with the session's credentials for the fast listing."""
     import boto3
     from botocore.config import Config
 
-    return boto3.session.Session().client(
-        "s3", endpoint_url=url, aws_access_key_id=rclone_s3.access_key,
-        aws_secret_access_key=rclone_s3.secret_key, region_name=rclone_s3.region,
+    session = boto3.session.Session(
+        aws_access_key_id=rclone_s3.access_key, aws_secret_access_key=rclone_s3.secret_key,
+        region_name=rclone_s3.region,
+    )  # fmt: skip
+    client = session.client(
+        "s3", endpoint_url=url,
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
     )  # fmt: skip
+    return Boto3Engine(client, credentials=session.get_credentials())
 
 
 @pytest.fixture(params=["fast", "botocore"])
-def list_path(request, monkeypatch) -> str:
+def list_path(request, monkeypatch) -> Iterator[str]:
     """Run a test on the fast signed GET and on botocore's own listing."""
+    pages: list[object] = []
+    fast_page = listing._page
     if request.param == "botocore":
         monkeypatch.setattr(listing, "_page", _refuse)
-    return request.param
+    else:
+        monkeypatch.setattr(listing, "_page", lambda *a: pages.append(a) or fast_page(*a))
+    yield request.param
+    assert pages or request.param == "botocore"  # the fast path really ran
 
 
 def _refuse(*_args: object) -> None:
     raise ValueError("fast listing off for this test")
 
 
-def _keys(client, bucket: str) -> list[str]:
-    return [o.key for page in iter_objects(client, bucket, "p/") for o in page]
+def _keys(engine: Boto3Engine, bucket: str) -> list[str]:
+    try:
+        return [o.key for page in iter_objects(engine, bucket, "p/") for o in page]
+    finally:
+        engine.close()
 
 
 def test_plain_listing(seeded, rclone_s3, list_path) -> None:

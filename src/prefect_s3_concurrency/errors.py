@@ -68,6 +68,40 @@ class S3AccessError(S3PipelineError):
     """S3 refused or could not serve a request (missing bucket, credentials, endpoint)."""
 
 
+class AccessDeniedError(S3AccessError):
+    """S3 refused the credentials or the permission (403, bad key, expired token)."""
+
+
+class BucketNotFoundError(S3AccessError):
+    """The bucket does not exist at this endpoint."""
+
+
+class EndpointUnreachableError(S3AccessError):
+    """Nothing answered at the endpoint (refused, unknown host, timed out)."""
+
+
+class WrongRegionError(S3AccessError):
+    """The bucket lives in another region than the requests were signed for."""
+
+    def __init__(self, bucket: str, region: str | None, signed: str | None = None) -> None:
+        self.bucket, self.region = bucket, region
+        where = f"is in region {region}" if region else "is in another region"
+        signed_for = f" (requests were signed for {signed})" if signed else ""
+        fix = f": pass --region {region}" if region else ": pass the bucket's --region"
+        super().__init__(f"bucket '{bucket}' {where}{signed_for} and S3 refused them{fix}")
+
+    def __reduce__(self):  # keep the fields when pickled across processes
+        return (type(self), (self.bucket, self.region))
+
+
+class ObjectChangedError(S3PipelineError):
+    """The object was overwritten or deleted after it was listed (re-run for the new one)."""
+
+
+class ThrottledError(S3PipelineError):
+    """S3 kept answering "slow down" after the library's own retries (worth a retry)."""
+
+
 class ListingError(S3PipelineError):
     """A listing reply that cannot be trusted: never read as "empty" or "the end"."""
 
@@ -88,6 +122,11 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS}
 # Local errors a retry cannot fix (the batch task is not retried for these alone).
 _PERMANENT_ERRNOS = _DISK_FULL | _NO_ACCESS | {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR}
+# Errors a retry of the same batch cannot fix (a re-run, new credentials or options can).
+_PERMANENT_ERRORS = (
+    LocalIOError, UnsafeKeyError, ConfigurationError, AccessDeniedError, BucketNotFoundError,
+    WrongRegionError, ObjectChangedError,
+)  # fmt: skip
 
 
 def local_io_error(
@@ -113,9 +152,20 @@ def local_io_error(
     return exc
 
 
+def changed_message(code: str) -> str:
+    """The one line for an object overwritten during the run (``code``: what S3 answered)."""
+    return (
+        "the object changed during the run (its ETag no longer matches the listing, "
+        f"{code}): re-run to transfer the new version"
+    )
+
+
+DELETED_MESSAGE = "the object was deleted during the run (it was listed, now it is gone)"
+
+
 def is_permanent(exc: BaseException) -> bool:
     """Return True for errors a retry cannot fix: local disk/permission problems, unsafe keys."""
-    if isinstance(exc, (LocalIOError, UnsafeKeyError, ConfigurationError)):
+    if isinstance(exc, _PERMANENT_ERRORS):
         return True
     return isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS
 
@@ -125,10 +175,7 @@ def _changed_object(exc: BaseException) -> str | None:
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in {"PreconditionFailed", "412"}:
-            return (
-                "the object changed during the run (its ETag no longer matches the listing, "
-                f"{code}): re-run to transfer the new version"
-            )
+            return changed_message(code)
     if isinstance(exc, FlexibleChecksumError):
         return (
             "the body does not match the checksum S3 sent: the object may have changed during "
@@ -197,10 +244,71 @@ def run_failure_message(what: str, failed: dict[str, str], rejected: dict[str, s
     return "; ".join(parts) or f"{what} failed"
 
 
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+_REGION_CODES = {"AuthorizationHeaderMalformed", "PermanentRedirect", "301", "400"}
+
+
+def s3_error(
+    code: str,
+    bucket: str,
+    endpoint: str | None = None,
+    region: str | None = None,
+    signed: str | None = None,
+) -> S3PipelineError | None:
+    """The project's error for an S3 error ``code`` (or HTTP status), whichever library saw it.
+
+    Args:
+        code: S3's ``<Code>`` (``NoSuchBucket``, ``AccessDenied``...) or the status (``"403"``).
+        bucket: The bucket the request addressed.
+        endpoint: The endpoint URL, for the message (never includes credentials).
+        region: The bucket's region, when the reply stated it.
+        signed: The region the request was signed for.
+
+    Returns:
+        The matching error, or None for a code with no meaning of its own here.
+    """
+    where = f" at {endpoint}" if endpoint else ""
+    if code == "PermanentRedirect" or (region and region != signed and code in _REGION_CODES):
+        return WrongRegionError(bucket, region, signed)
+    if code in {"NoSuchBucket"}:
+        return BucketNotFoundError(f"bucket '{bucket}' does not exist{where}")
+    if code in _AUTH_CODES:
+        return AccessDeniedError(
+            f"access to bucket '{bucket}'{where} was denied ({code}): check the credentials"
+        )
+    if code in {"PreconditionFailed", "412"}:
+        return ObjectChangedError(changed_message(code))
+    if code in {"NoSuchKey"}:
+        return ObjectChangedError(DELETED_MESSAGE)
+    if code in _THROTTLE_CODES:
+        return ThrottledError(f"S3{where} kept asking to slow down ({code}): retry later")
+    return None
+
+
+def _client_error(exc: ClientError, bucket: str, endpoint: str | None) -> S3PipelineError | None:
+    """The project's error for a botocore ``ClientError`` S3 answered (None: no such meaning)."""
+    error = exc.response.get("Error", {})
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    region = error.get("Region") or headers.get("x-amz-bucket-region")
+    return s3_error(str(error.get("Code", "")), bucket, endpoint, region)
+
+
+def object_error(exc: BaseException, bucket: str, endpoint: str | None = None) -> BaseException:
+    """A per-object botocore error in the project's terms, or ``exc`` itself.
+
+    Changed or deleted objects, denied access, a missing bucket, throttling and a wrong
+    region get the same errors (messages, retries) as with the obstore engine; anything else
+    (a short body, a reset) is left as it is, for the body retries.
+    """
+    if isinstance(exc, ClientError):
+        return _client_error(exc, bucket, endpoint) or exc
+    return exc
+
+
 def translate_boto_error(
     exc: BaseException, bucket: str, endpoint: str | None = None
 ) -> BaseException:
-    """Map a botocore exception on bucket-level calls to a clear one-line error.
+    """Map a botocore exception to a clear one-line error of the project's tree.
 
     Args:
         exc: The exception botocore raised.
@@ -213,20 +321,20 @@ def translate_boto_error(
     where = f" at {endpoint}" if endpoint else ""
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in {"NoSuchBucket", "404"}:
-            return S3AccessError(f"bucket '{bucket}' does not exist{where}")
-        if code in _AUTH_CODES:
-            return S3AccessError(
-                f"access to bucket '{bucket}'{where} was denied ({code}): check the credentials"
-            )
+        if code == "404":  # a HEAD on the bucket: no body to tell more
+            return BucketNotFoundError(f"bucket '{bucket}' does not exist{where}")
+        known = _client_error(exc, bucket, endpoint)
+        if known is not None:
+            return known
         return S3AccessError(f"S3 error on bucket '{bucket}'{where}: {code or describe_error(exc)}")
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
-        return S3AccessError(f"cannot reach the S3 endpoint{where or ''}: {describe_error(exc)}")
+        return EndpointUnreachableError(
+            f"cannot reach the S3 endpoint{where}: {describe_error(exc)}"
+        )
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return S3AccessError(
+        return AccessDeniedError(
             "no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
-            "AWS_PROFILE, "
-            "or pass a prefect-aws credentials block"
+            "AWS_PROFILE, or pass a prefect-aws credentials block"
         )
     if isinstance(exc, BotoCoreError):
         return S3AccessError(

@@ -22,6 +22,7 @@ from prefect_s3_concurrency.cli.options import (
     OutputOptions,
     SquareOptions,
     TransferOptions,
+    UploadFlags,
     flow_kwargs,
 )
 from prefect_s3_concurrency.cli.output import print_error
@@ -88,7 +89,7 @@ def _endpoint_to_probe(connection: Any) -> str | None:
 
 def _copy(
     src: str, dst: str, delete_extra: bool, transfer: TransferOptions, copy: CopyOptions,
-    conn: ConnectionOptions, output: OutputOptions,
+    conn: ConnectionOptions, output: OutputOptions, upload: UploadFlags,
 ) -> int:  # fmt: skip
     """Run download-prefix or upload-directory for ``cp`` and ``sync``."""
     try:
@@ -106,7 +107,8 @@ def _copy(
         places = {"source": src, "dest_dir": dst} if direction == "download" else {
             "source_dir": src, "dest": dst}  # fmt: skip
         return {**places, **flow_kwargs(flow_obj, transfer, copy),
-                "connection": connection, "delete_extra": delete_extra}  # fmt: skip
+                **upload.upload_kwargs(flow_obj), "connection": connection,
+                "delete_extra": delete_extra}  # fmt: skip
 
     return run_flow(FlowCall(load, arguments, output, direction, _endpoint_to_probe(connection)))
 
@@ -120,6 +122,7 @@ def cp(
     transfer: TransferOptions = TransferOptions(),  # noqa: B008
     copy: CopyOptions = CopyOptions(),  # noqa: B008
     conn: ConnectionOptions = ConnectionOptions(),  # noqa: B008
+    upload: UploadFlags = UploadFlags(),  # noqa: B008
     output: OutputOptions = OutputOptions(),  # noqa: B008
 ) -> int:
     """Copy an S3 prefix to a local directory, or a local directory to an S3 prefix.
@@ -128,7 +131,7 @@ def cp(
     prefect-s3 cp ./raw s3://bucket/raw uploads. Transfers are verified and atomic; objects
     already identical at the destination are skipped, so a re-run resumes.
     """
-    return _copy(src, dst, False, transfer, copy, conn, output)
+    return _copy(src, dst, False, transfer, copy, conn, output, upload)
 
 
 @app.command
@@ -140,6 +143,7 @@ def sync(
     transfer: TransferOptions = TransferOptions(),  # noqa: B008
     copy: CopyOptions = CopyOptions(),  # noqa: B008
     conn: ConnectionOptions = ConnectionOptions(),  # noqa: B008
+    upload: UploadFlags = UploadFlags(),  # noqa: B008
     output: OutputOptions = OutputOptions(),  # noqa: B008
 ) -> int:
     """Like cp, then delete what the destination has and the source lacks.
@@ -147,7 +151,7 @@ def sync(
     Only files or objects passing --include/--exclude are deleted, and nothing is deleted
     after a failed transfer or from an empty source. Try --dry-run first.
     """
-    return _copy(src, dst, True, transfer, copy, conn, output)
+    return _copy(src, dst, True, transfer, copy, conn, output, upload)
 
 
 @app.command
@@ -159,6 +163,7 @@ def square(
     transfer: TransferOptions = TransferOptions(),  # noqa: B008
     squaring: SquareOptions = SquareOptions(),  # noqa: B008
     conn: ConnectionOptions = ConnectionOptions(),  # noqa: B008
+    upload: UploadFlags = UploadFlags(),  # noqa: B008
     output: OutputOptions = OutputOptions(),  # noqa: B008
 ) -> int:
     """Square every integer of every object under SRC into DST, keeping relative keys.
@@ -183,7 +188,7 @@ def square(
 
     def arguments(flow_obj: Any) -> dict[str, Any]:
         return {"source": src, "dest": dst, **flow_kwargs(flow_obj, transfer, squaring),
-                "connection": connection}  # fmt: skip
+                **upload.upload_kwargs(flow_obj), "connection": connection}  # fmt: skip
 
     return run_flow(
         FlowCall(

@@ -16,11 +16,13 @@ from typing import Annotated, Any, Literal
 from cyclopts import Group, Parameter, validators
 
 from prefect_s3_concurrency.errors import ConfigurationError
+from prefect_s3_concurrency.s3.object_headers import SseChoice, StorageClass
 
 TRANSFER = Group("Transfer", sort_key=1)
 CONNECTION = Group("S3 connection", sort_key=2)
 SQUARE = Group("Squaring", sort_key=3)
-OUTPUT = Group("Output", sort_key=4)
+UPLOAD = Group("Uploaded objects", sort_key=4)
+OUTPUT = Group("Output", sort_key=5)
 
 
 def _flag(help_text: str, group: Group) -> Parameter:
@@ -216,6 +218,68 @@ class ConnectionOptions:
             option = "--credentials" if name == "credentials_block" else option_name(name)
             message = str(error["msg"]).removeprefix("Value error, ")
             raise ConfigurationError(f"invalid value for {option}: {message}") from None
+
+
+@Parameter(name="*", group=UPLOAD)
+@dataclass
+class UploadFlags:
+    """Headers set on uploaded objects, as ``aws s3 cp`` sets them (uploads only)."""
+
+    content_type: Annotated[
+        str | None,
+        Parameter(help="Content-Type of every uploaded object (default: guessed from each file "
+                  "name with Python's built-in table, as aws-cli does).", metavar="TYPE"),
+    ] = None  # fmt: skip
+    guess_mime_type: Annotated[
+        bool,
+        Parameter(help="Guess each Content-Type from the file name; --no-guess-mime-type sends "
+                  "none (S3 stores binary/octet-stream)."),
+    ] = True  # fmt: skip
+    sse: Annotated[
+        SseChoice | None,
+        Parameter(help="Server-side encryption: AES256 or aws:kms (default: the bucket's).",
+                  metavar="AES256|aws:kms"),
+    ] = None  # fmt: skip
+    sse_kms_key_id: Annotated[
+        str | None, Parameter(help="KMS key id or ARN, with --sse aws:kms.", metavar="KEY")
+    ] = None
+    storage_class: Annotated[
+        StorageClass | None,
+        Parameter(help="Storage class of the uploaded objects (default: STANDARD).",
+                  metavar="CLASS"),
+    ] = None  # fmt: skip
+    cache_control: Annotated[
+        str | None,
+        Parameter(help="Cache-Control of every uploaded object, e.g. max-age=3600.",
+                  metavar="VALUE"),
+    ] = None  # fmt: skip
+
+    def upload_kwargs(self, flow_obj: Any) -> dict[str, Any]:
+        """``{"upload_options": ...}`` for a flow that uploads; nothing for one that does not.
+
+        Raises:
+            ConfigurationError: If a value is invalid, or set for a flow that only downloads.
+        """
+        from pydantic import ValidationError
+
+        from prefect_s3_concurrency.s3.upload_options import UploadOptions
+
+        fn = getattr(flow_obj, "fn", flow_obj)
+        if "upload_options" not in inspect.signature(fn).parameters:
+            flow_kwargs(flow_obj, self)  # refuses any option that was set
+            return {}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        try:
+            return {"upload_options": UploadOptions(**values)}
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = (
+                f"invalid value for {option_name(str(error['loc'][0]))}: " if error["loc"] else ""
+            )
+            message = str(error["msg"]).removeprefix("Value error, ")
+            message = message.replace("sse_kms_key_id", "--sse-kms-key-id")
+            message = message.replace("sse='aws:kms'", "--sse aws:kms")
+            raise ConfigurationError(where + message) from None
 
 
 @Parameter(name="*", group=OUTPUT)

@@ -18,19 +18,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from prefect_s3_concurrency.errors import (
     UnsafeKeyError,
     describe_error,
     local_io_error,
-    translate_boto_error,
 )
 from prefect_s3_concurrency.local.files import list_local_files
 from prefect_s3_concurrency.local.paths import check_relative_key, matches_filters, relative_key
 from prefect_s3_concurrency.s3.records import S3Object
-
-DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
 
 def local_extras(
@@ -118,30 +114,4 @@ def delete_local(root: Path, rels: Sequence[str]) -> tuple[list[str], dict[str, 
             deleted.append(rel)
         except Exception as exc:  # noqa: BLE001 - reported per file
             failed[rel] = describe_error(exc)
-    return deleted, failed
-
-
-def delete_keys(client: Any, bucket: str, keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """Delete ``keys`` from ``bucket`` with DeleteObjects, 1,000 per request.
-
-    Returns:
-        The deleted keys, and ``key -> reason`` for those S3 did not delete.
-    """
-    deleted: list[str] = []
-    failed: dict[str, str] = {}
-    for start in range(0, len(keys), DELETE_BATCH):
-        chunk = list(keys[start : start + DELETE_BATCH])
-        try:
-            resp = client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-            )
-        except Exception as exc:  # noqa: BLE001 - every key of the request failed
-            reason = describe_error(translate_boto_error(exc, bucket, client.meta.endpoint_url))
-            failed.update(dict.fromkeys(chunk, f"delete failed: {reason}"))
-            continue
-        errors = {
-            e["Key"]: f"delete failed: {e.get('Code', 'error')}" for e in resp.get("Errors", [])
-        }
-        failed.update(errors)
-        deleted += [k for k in chunk if k not in errors]
     return deleted, failed

@@ -173,9 +173,26 @@ def _register_secrets(session: boto3.Session, params: dict[str, Any]) -> None:
 
 
 @lru_cache(maxsize=32)
-def _cached_client(conn: S3Connection, max_pool_connections: int) -> Any:
+def _cached_session(conn: S3Connection) -> tuple[boto3.Session, dict[str, Any]]:
     session, params = _session_and_params(conn)
     _register_secrets(session, params)
+    return session, params
+
+
+def get_session(conn: S3Connection | None = None) -> boto3.Session:
+    """The boto3 session this process's clients for ``conn`` are made from (cached).
+
+    Its ``get_credentials()`` is the very (refreshing) credentials object those clients sign
+    with: the obstore engine and the fast listing sign with it too.
+    """
+    with _lock:
+        return _cached_session(conn or S3Connection())[0]
+
+
+@lru_cache(maxsize=32)
+def _cached_client(conn: S3Connection, max_pool_connections: int) -> Any:
+    session, shared = _cached_session(conn)
+    params = dict(shared)
     config = client_config(conn, max_pool_connections)
     if isinstance(params.get("config"), Config):
         config = params.pop("config").merge(config)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prefect_s3_concurrency.errors import describe_error, is_permanent
+
+if TYPE_CHECKING:
+    from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 
 
 @dataclass(frozen=True)
@@ -18,12 +22,13 @@ class S3Object:
 
 @dataclass(frozen=True)
 class LocalFile:
-    """A local file to upload, the key it goes to, and optional user metadata for it."""
+    """A local file to upload, the key it goes to, optional user metadata and headers."""
 
     path: str
     key: str
     size: int
     metadata: dict[str, str] | None = field(default=None, compare=False, hash=False)
+    attributes: ObjectAttributes | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass

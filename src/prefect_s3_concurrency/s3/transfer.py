@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,13 +27,13 @@ from prefect_s3_concurrency.errors import (
     IntegrityError,
     ListingError,
     S3PipelineError,
+    ThrottledError,
     translate_boto_error,
 )
 from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import matches_filters, relative_key
 from prefect_s3_concurrency.runtime import progress
 from prefect_s3_concurrency.s3.engines import Boto3Engine, Engine
-from prefect_s3_concurrency.s3.engines.listing import list_pages
 from prefect_s3_concurrency.s3.engines.objects import (
     BODY_ATTEMPTS,
     MULTIPART_THRESHOLD,
@@ -45,6 +46,7 @@ from prefect_s3_concurrency.s3.engines.objects import (
     upload_one,
 )
 from prefect_s3_concurrency.s3.records import BatchResult, LocalFile, S3Object
+from prefect_s3_concurrency.s3.upload_options import UploadOptions
 
 T = TypeVar("T")
 
@@ -53,7 +55,7 @@ T = TypeVar("T")
 RETRYABLE_BODY_ERRORS = (
     IntegrityError, HTTPClientError, IncompleteReadError, FlexibleChecksumError,
     RetriesExceededError, URLLib3Error, http.client.HTTPException, ConnectionError,
-    GenericError, TimeoutError,
+    GenericError, TimeoutError, ThrottledError,
 )  # fmt: skip
 log = logging.getLogger(__name__)
 __all__ = [  # the records live in s3.records; re-exported here for callers
@@ -72,8 +74,11 @@ def iter_objects(
 ) -> Iterator[list[S3Object]]:
     """Yield the listing under ``folder`` page by page (up to 1,000 objects each), filtered.
 
+    Pages come from :meth:`Engine.list`, on an event loop of this generator's own: each page
+    is handed on as soon as it arrives.
+
     Args:
-        client: boto3 S3 client (it signs the fast listing, or lists itself).
+        client: An engine (see :func:`s3.engines.open_engine`), or a botocore client.
         bucket: Bucket name.
         folder: Key prefix, ``""`` or ending with ``/``.
         include: Globs matched against the key relative to ``folder``.
@@ -89,26 +94,30 @@ def iter_objects(
         ListingError: For a reply that cannot be trusted, or a page after the first that
             failed (after the client's retries).
     """
+    engine, owned = _engine_of(client)
     pages = 0
-    try:
-        for page in list_pages(client, bucket, folder):
-            pages += 1
-            yield sorted(
-                (
-                    o for o in page
-                    if not (o.key.endswith("/") and not o.size)
-                    and matches_filters(relative_key(o.key, folder), include, exclude)
-                ),
-                key=lambda o: o.key,
-            )  # fmt: skip
-    except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
-        error = exc if isinstance(exc, S3PipelineError) else translate_boto_error(
-            exc, bucket, client.meta.endpoint_url
-        )
-        if not pages or isinstance(error, ListingError):
-            raise error from None
-        # The bucket was reachable: a later page that fails is a failed run, not a setting.
-        raise ListingError(f"listing stopped after page {pages}: {error}") from None
+    with asyncio.Runner() as loop:
+        listing = engine.list(bucket, folder)
+        try:
+            while (page := loop.run(anext(listing, None))) is not None:
+                pages += 1
+                yield sorted(
+                    (
+                        o for o in page
+                        if not (o.key.endswith("/") and not o.size)
+                        and matches_filters(relative_key(o.key, folder), include, exclude)
+                    ),
+                    key=lambda o: o.key,
+                )  # fmt: skip
+        except S3PipelineError as error:
+            if not pages or isinstance(error, ListingError):
+                raise
+            # The bucket was reachable: a later page that fails is a failed run, not a setting.
+            raise ListingError(f"listing stopped after page {pages}: {error}") from None
+        finally:
+            loop.run(listing.aclose())
+            if owned:
+                loop.run(engine.aclose())
 
 
 def list_objects(
@@ -294,6 +303,7 @@ def upload_files(
     dry_run: bool = False,
     in_flight: int = 1,
     done_before: Mapping[str, int] | None = None,
+    options: UploadOptions | None = None,
 ) -> BatchResult:
     """Upload a batch of files.
 
@@ -307,10 +317,14 @@ def upload_files(
         dry_run: Decide what would be transferred, but transfer nothing.
         in_flight: Objects in flight at once.
         done_before: ``key -> size`` uploaded by an earlier attempt of this batch.
+        options: Content-Type, encryption, storage class and Cache-Control to set; None
+            guesses each Content-Type from the key's file name and sets nothing else.
 
     Returns:
         The batch result; one file's failure never stops the others.
     """
+    chosen = options or UploadOptions()
+    items = [replace(i, attributes=chosen.attributes_for(i.key)) for i in items]
 
     def work(e: Engine) -> Awaitable[BatchResult]:
         async def is_done(item: LocalFile) -> bool:
@@ -328,6 +342,23 @@ def upload_files(
         )  # fmt: skip
 
     return _run(client, work)
+
+
+def delete_objects(
+    client: Any, bucket: str, keys: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
+    """Delete ``keys`` from ``bucket`` through the engine (DeleteObjects, 1,000 a request).
+
+    Args:
+        client: An engine, or a botocore client.
+        bucket: Bucket name.
+        keys: The keys to delete.
+
+    Returns:
+        The deleted keys, and ``key -> reason`` for those S3 did not delete.
+    """
+    failed = _run(client, lambda e: e.delete(bucket, keys))
+    return [k for k in keys if k not in failed], failed
 
 
 def plan_downloads(

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
+from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client, get_session
 from prefect_s3_concurrency.s3.engines.base import Engine, ObjectInfo, RangeNotSupported
 from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
 from prefect_s3_concurrency.s3.engines.objects import PART_CONCURRENCY
@@ -101,8 +101,9 @@ def open_engine(
     real = resolve_engine(name)
     in_flight = in_flight_for(real, requests_in_flight)
     client = get_s3_client(conn, max(pool_size, in_flight))
+    credentials = get_session(conn).get_credentials()  # signs the fast listing
     if real == "boto3":
-        return Boto3Engine(client, threads=max(in_flight, PART_CONCURRENCY))
+        return Boto3Engine(client, max(in_flight, PART_CONCURRENCY), credentials)
     from prefect_s3_concurrency.s3.engines.obstore_engine import ObstoreEngine
 
-    return ObstoreEngine(conn, client, Boto3Engine(client, threads=PART_CONCURRENCY))
+    return ObstoreEngine(conn, client, Boto3Engine(client, PART_CONCURRENCY, credentials))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 from typing_extensions import Buffer  # what get() yields: anything with the buffer protocol
 
 from prefect_s3_concurrency.errors import S3PipelineError
+from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
 
 
@@ -76,8 +77,13 @@ class Engine(abc.ABC):
         """The endpoint URL (no credentials in it), for messages."""
 
     @abc.abstractmethod
-    async def list(self, bucket: str, prefix: str) -> list[S3Object]:
-        """Every object under ``prefix`` (folder markers included), in any order."""
+    def list(self, bucket: str, prefix: str) -> AsyncGenerator[list[S3Object], None]:
+        """Every object under ``prefix`` (folder markers included), a page at a time.
+
+        Raises:
+            S3AccessError: For a missing bucket, refused credentials, an unreachable endpoint.
+            ListingError: For a reply that cannot be trusted (never read as "the end").
+        """
 
     @abc.abstractmethod
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
@@ -126,9 +132,19 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     async def put(
-        self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        md5: bytes,
+        metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
-        """Store ``data`` in one PUT (``md5`` is its digest); return the ETag."""
+        """Store ``data`` in one PUT (``md5`` is its digest); return the ETag.
+
+        ``attributes`` are the headers to set (Content-Type, encryption, storage class...).
+        """
 
     @abc.abstractmethod
     async def put_multipart(
@@ -139,15 +155,19 @@ class Engine(abc.ABC):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
         """Upload a file as a multipart upload of ``part_size`` parts; return the ETag.
 
-        An upload that fails is aborted before the error propagates.
+        ``attributes`` go with ``CreateMultipartUpload``. An upload that fails is aborted
+        before the error propagates.
         """
 
     @abc.abstractmethod
     async def delete(self, bucket: str, keys: Sequence[str]) -> dict[str, str]:
-        """Delete ``keys``; return ``key -> reason`` for those not deleted."""
+        """Delete ``keys`` (DeleteObjects, 1,000 a request); return ``key -> reason`` for
+        those not deleted (all of a request that failed as a whole)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what this engine holds for its batch (threads, not the shared clients)."""

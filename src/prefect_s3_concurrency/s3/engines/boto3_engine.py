@@ -6,14 +6,19 @@ import asyncio
 import base64
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from prefect_s3_concurrency.errors import translate_boto_error
+from prefect_s3_concurrency.errors import (
+    S3PipelineError,
+    describe_error,
+    object_error,
+    translate_boto_error,
+)
 from prefect_s3_concurrency.s3.engines.base import (
     IGNORES_RANGE,
     Buffer,
@@ -23,7 +28,9 @@ from prefect_s3_concurrency.s3.engines.base import (
     RangeNotSupported,
     write_at,
 )
+from prefect_s3_concurrency.s3.engines.listing import list_pages
 from prefect_s3_concurrency.s3.integrity import CHUNK, normalize_etag
+from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
 
 T = TypeVar("T")
@@ -35,8 +42,10 @@ class Boto3Engine(Engine):
 
     name = "boto3"
 
-    def __init__(self, client: Any, threads: int = 4) -> None:
-        self.client = client
+    def __init__(self, client: Any, threads: int = 4, credentials: Any = None) -> None:
+        """Wrap ``client``; ``credentials`` (botocore's, from the session that made the
+        client) let listings use the fast signed GET (:mod:`s3.engines.listing`)."""
+        self.client, self.credentials = client, credentials
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="s3c-boto")
 
     @property
@@ -46,22 +55,25 @@ class Boto3Engine(Engine):
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def list(self, bucket: str, prefix: str) -> list[S3Object]:
-        def run() -> list[S3Object]:
-            found = []
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=prefix
-            )
-            for page in pages:
-                for item in page.get("Contents", []):
-                    etag = normalize_etag(item.get("ETag"))
-                    found.append(S3Object(item["Key"], int(item["Size"]), etag))
-            return found
-
+    async def _s3(self, bucket: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the pool, its S3 errors in the project's terms (see errors)."""
         try:
-            return await self._call(run)
-        except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
-            raise translate_boto_error(exc, bucket, self.endpoint) from None
+            return await self._call(fn, *args)
+        except ClientError as exc:
+            raise object_error(exc, bucket, self.endpoint) from None
+
+    async def list(self, bucket: str, prefix: str) -> AsyncGenerator[list[S3Object], None]:
+        pages = list_pages(self.client, bucket, prefix, self.credentials)
+        while True:
+            try:
+                page = await self._call(next, pages, None)
+            except S3PipelineError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
+                raise translate_boto_error(exc, bucket, self.endpoint) from None
+            if page is None:
+                return
+            yield page
 
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
         try:
@@ -69,7 +81,7 @@ class Boto3Engine(Engine):
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
                 return None
-            raise
+            raise object_error(exc, bucket, self.endpoint) from None
         return ObjectInfo(
             int(head["ContentLength"]), normalize_etag(head.get("ETag")), head.get("Metadata") or {}
         )
@@ -99,7 +111,7 @@ class Boto3Engine(Engine):
             chunks = self._get_object(bucket, key, if_match, byte_range)["Body"].iter_chunks(CHUNK)
             return chunks, next(chunks, None)
 
-        chunks, block = await self._call(first)
+        chunks, block = await self._s3(bucket, first)
         while block is not None:
             yield block
             block = await self._call(next, chunks, None)
@@ -134,22 +146,30 @@ class Boto3Engine(Engine):
                 os.close(own)
 
         try:
-            return await self._call(run)
+            return await self._s3(bucket, run)
         finally:
             stop.set()
 
     async def put(
-        self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        md5: bytes,
+        metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
-        extra = {"Metadata": dict(metadata)} if metadata else {}
-        resp = await self._call(
+        extra = _extra_args(metadata, attributes)
+        resp = await self._s3(
+            bucket,
             lambda: self.client.put_object(
                 Bucket=bucket,
                 Key=key,
                 Body=data,
                 ContentMD5=base64.b64encode(md5).decode(),
                 **extra,
-            )  # fmt: skip
+            ),  # fmt: skip
         )
         return normalize_etag(resp.get("ETag"))
 
@@ -161,10 +181,12 @@ class Boto3Engine(Engine):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
-        extra = {"Metadata": dict(metadata)} if metadata else {}
-        created = await self._call(
-            lambda: self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
+        extra = _extra_args(metadata, attributes)
+        created = await self._s3(
+            bucket, lambda: self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
         )
         upload_id = created["UploadId"]
         try:
@@ -195,15 +217,30 @@ class Boto3Engine(Engine):
         for start in range(0, len(keys), DELETE_BATCH):
             chunk = list(keys[start : start + DELETE_BATCH])
             request = {"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-            resp = await self._call(
-                lambda r=request: self.client.delete_objects(Bucket=bucket, Delete=r)
-            )
+            try:
+                resp = await self._call(
+                    lambda r=request: self.client.delete_objects(Bucket=bucket, Delete=r)
+                )
+            except Exception as exc:  # noqa: BLE001 - every key of the request failed
+                reason = describe_error(translate_boto_error(exc, bucket, self.endpoint))
+                failed.update(dict.fromkeys(chunk, f"delete failed: {reason}"))
+                continue
             for err in resp.get("Errors", []):
                 failed[err["Key"]] = f"delete failed: {err.get('Code', 'error')}"
         return failed
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def _extra_args(
+    metadata: Mapping[str, str] | None, attributes: ObjectAttributes | None
+) -> dict[str, Any]:
+    """PutObject/CreateMultipartUpload arguments for user metadata and the upload headers."""
+    extra: dict[str, Any] = {"Metadata": dict(metadata)} if metadata else {}
+    if attributes is not None:
+        extra.update(attributes.boto3_args())
+    return extra
 
 
 async def _upload_parts(

@@ -4,12 +4,14 @@ botocore's own response parsing costs ~0.3 ms per listed key (it walks its shape
 Python and, for every S3 200 reply, parses the whole body once more to look for an embedded
 error): 0.3-0.5 s for 1,000 keys on a busy 2-core machine, 10x what object_store takes.
 ``object_store`` cannot list exactly, though (it turns the folder marker ``a/`` into ``a``
-and aborts on keys it cannot name). So each page is a GET signed by botocore's SigV4 signer
-with the client's own credentials, region and endpoint (path-style for custom endpoints,
-``encoding-type=url`` as botocore sends it, so every key survives XML), sent with urllib3 and
-parsed with :mod:`xml.etree.ElementTree`.
+and aborts on keys it cannot name). So each page is a GET signed by botocore's public SigV4
+signer (``botocore.auth.S3SigV4Auth``) with the credentials of the boto3 session that made
+the client, for the bucket's region (:mod:`s3.regions`; a page refused for another region is
+signed again for the one S3 names), at the client's endpoint (path-style for custom
+endpoints, the bucket's regional host on AWS, ``encoding-type=url`` as botocore sends it, so
+every key survives XML), sent with urllib3 and parsed with :mod:`xml.etree.ElementTree`.
 
-Any trouble (an error reply, a truncated body, a client without credentials) makes the
+Any trouble (an error reply, a truncated body, no credentials given) makes the
 caller list with botocore instead, which retries and turns errors into clear one-line
 messages. Elements are matched by local name, whatever XML namespace a server uses. A reply
 that is not a listing, a page that says "more" without a continuation token, or a token
@@ -33,6 +35,15 @@ from botocore.awsrequest import AWSRequest
 from prefect_s3_concurrency.errors import ListingError
 from prefect_s3_concurrency.s3.integrity import normalize_etag
 from prefect_s3_concurrency.s3.records import S3Object
+from prefect_s3_concurrency.s3.regions import (
+    aws_bucket_url,
+    client_region,
+    endpoint_of,
+    is_aws,
+    known_region,
+    region_from_reply,
+    remember_region,
+)
 
 _pool: urllib3.PoolManager | None = None
 _lock = threading.Lock()
@@ -70,29 +81,57 @@ def _text(node: ET.Element, name: str, required: bool = False) -> str:
     return found[0].text or ""
 
 
-def _bucket_url(client: Any, bucket: str) -> str:
-    endpoint = str(client.meta.endpoint_url).rstrip("/")
-    scheme, host = endpoint.split("://", 1)
-    if host.split("/", 1)[0].endswith(".amazonaws.com"):
-        return f"{scheme}://{bucket}.{host}/"  # virtual-hosted, as AWS prefers
-    return f"{endpoint}/{quote(bucket)}"
+class _RegionRefused(Exception):
+    """S3 refused the page as signed for the wrong region, and said which one is right."""
+
+    def __init__(self, region: str) -> None:
+        super().__init__(region)
+        self.region = region
 
 
-def _signed_get(client: Any, url: str) -> urllib3.BaseHTTPResponse:
-    creds = client._request_signer._credentials  # the client's own (refreshing) credentials
+def bucket_url(endpoint: str, bucket: str, region: str) -> str:
+    """The URL to list ``bucket`` at: on AWS its own regional host, else path-style."""
+    if is_aws(endpoint):
+        return aws_bucket_url(bucket, region, endpoint)
+    return f"{endpoint.rstrip('/')}/{quote(bucket)}"
+
+
+def signed_page_request(
+    credentials: Any, endpoint: str, bucket: str, region: str, query: dict[str, str]
+) -> tuple[str, dict[str, str]]:
+    """The URL and SigV4-signed headers of one ListObjectsV2 GET (nothing is sent).
+
+    Args:
+        credentials: botocore credentials (``get_frozen_credentials()`` is called).
+        endpoint: The client's endpoint URL ("" for AWS's default).
+        bucket: Bucket name.
+        region: The region to sign for: the bucket's.
+        query: The query parameters.
+    """
+    qs = urlencode(sorted(query.items()), quote_via=quote, safe="-_.~")
+    url = f"{bucket_url(endpoint, bucket, region)}?{qs}"
     request = AWSRequest(method="GET", url=url)
-    S3SigV4Auth(creds.get_frozen_credentials(), "s3", client.meta.region_name).add_auth(request)
-    return _http().request("GET", url, headers=dict(request.headers.items()))
+    S3SigV4Auth(credentials.get_frozen_credentials(), "s3", region).add_auth(request)
+    return url, dict(request.headers.items())
 
 
-def _page(client: Any, bucket: str, prefix: str, token: str | None) -> tuple[list[S3Object], str]:
+def _page(
+    client: Any, credentials: Any, bucket: str, prefix: str, token: str | None
+) -> tuple[list[S3Object], str]:
     query = {"list-type": "2", "encoding-type": "url", "max-keys": "1000", "prefix": prefix}
     if token:
         query["continuation-token"] = token
-    qs = urlencode(sorted(query.items()), quote_via=quote, safe="-_.~")
-    resp = _signed_get(client, f"{_bucket_url(client, bucket)}?{qs}")
+    endpoint = endpoint_of(client)
+    region = known_region(endpoint, bucket) or client_region(client)
+    url, headers = signed_page_request(credentials, endpoint, bucket, region, query)
+    resp = _http().request("GET", url, headers=headers, redirect=False)
+    if resp.status in (301, 400):
+        stated = region_from_reply(resp.headers, resp.data)
+        if stated and stated != region:
+            raise _RegionRefused(stated)
     if resp.status != 200:
         raise ValueError(f"HTTP {resp.status}")
+    remember_region(endpoint, bucket, region)  # S3 accepted this region's signature
     root = ET.fromstring(resp.data)  # a truncated body raises ParseError
     if _local(root.tag) != "ListBucketResult":
         raise ValueError(f"unexpected reply {_local(root.tag)}")
@@ -139,27 +178,42 @@ def _botocore_page(
     return found, _next_token(bool(resp["IsTruncated"]), resp.get("NextContinuationToken"))
 
 
-def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[S3Object]]:
+def _fast_page(
+    client: Any, credentials: Any, bucket: str, prefix: str, token: str | None
+) -> tuple[list[S3Object], str]:
+    """One page by the signed GET; signed again for the region S3 names if it refuses."""
+    try:
+        return _page(client, credentials, bucket, prefix, token)
+    except _RegionRefused as refused:
+        remember_region(endpoint_of(client), bucket, refused.region)
+        return _page(client, credentials, bucket, prefix, token)
+
+
+def list_pages(
+    client: Any, bucket: str, prefix: str, credentials: Any = None
+) -> Iterator[list[S3Object]]:
     """Yield every object under ``prefix`` (folder markers included), one page at a time.
 
     Pages come from the fast signed GET; from the first page that has any trouble on, from
     botocore (with its retries and errors), resuming at the same continuation token.
 
     Args:
-        client: The botocore S3 client whose endpoint and credentials sign the requests.
+        client: The botocore S3 client (its endpoint and region; botocore's own listing).
         bucket: Bucket name.
         prefix: Key prefix.
+        credentials: The botocore credentials the client was made with (its boto3 session's
+            ``get_credentials()``); None: botocore lists every page.
     """
     from prefect_s3_concurrency.s3.engines import _moto_mock_active
 
-    fast = not _moto_mock_active() and hasattr(client, "_request_signer")
+    fast = credentials is not None and not _moto_mock_active()
     token: str | None = None
     seen: set[str] = set()
     for _ in range(MAX_PAGES):
         found: list[S3Object] | None = None
         if fast:
             try:
-                found, next_token = _page(client, bucket, prefix, token)
+                found, next_token = _fast_page(client, credentials, bucket, prefix, token)
             except Exception:  # noqa: BLE001 - botocore lists instead, with its retries
                 fast = False
         if found is None:

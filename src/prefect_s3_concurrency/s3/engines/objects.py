@@ -206,7 +206,9 @@ async def upload_one(engine: Engine, bucket: str, item: LocalFile) -> None:
     if len(data) != item.size:
         raise IntegrityError(f"{item.path} changed size while uploading")
     md5 = hashlib.md5(data, usedforsecurity=False)
-    etag = await engine.put(bucket, item.key, data, md5.digest(), item.metadata)
+    etag = await engine.put(
+        bucket, item.key, data, md5.digest(), item.metadata, attributes=item.attributes
+    )
     if is_md5_etag(etag) and etag != md5.hexdigest():
         raise IntegrityError(f"ETag mismatch after upload of {item.key}")
 
@@ -231,8 +233,9 @@ async def _upload_large(engine: Engine, bucket: str, item: LocalFile) -> None:
     before = await asyncio.to_thread(_open_uploads, engine, bucket, item.key)
     try:
         await engine.put_multipart(
-            bucket, item.key, path, PART_SIZE, PART_CONCURRENCY, item.metadata
-        )
+            bucket, item.key, path, PART_SIZE, PART_CONCURRENCY, item.metadata,
+            attributes=item.attributes,
+        )  # fmt: skip
     except OSError as exc:
         raise local_io_error(exc, item.path, "read") from None
     finally:

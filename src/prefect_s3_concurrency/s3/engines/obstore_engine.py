@@ -1,42 +1,53 @@
 """The obstore engine: Rust ``object_store`` behind asyncio, with the GIL released.
 
 Stores are built from the same settings as the boto3 client (:mod:`s3.connection`): the
-endpoint and region boto3 resolved (explicit ``endpoint_url``, the block's client parameters,
-``AWS_ENDPOINT_URL*``, profiles), path-style addressing for custom endpoints, and the very
-credentials that client's boto3 session resolved (keys, session token, profile,
-assume-role; refreshable ones are re-read, like ``obstore.auth.boto3.Boto3CredentialProvider``
-does, without building a second session). The client factory has already registered the
-secret key and token for log redaction.
+endpoint boto3 resolved (explicit ``endpoint_url``, the block's client parameters,
+``AWS_ENDPOINT_URL*``, profiles), path-style addressing for custom endpoints, the bucket's own
+region (:mod:`s3.regions`), and the credentials of the very boto3 session that made the
+client, through obstore's public ``obstore.auth.boto3.Boto3CredentialProvider`` (keys,
+session token, profile, assume-role; refreshable ones re-read every few minutes). The
+client factory has already registered the secret key and token for log redaction. obstore's
+exceptions are translated into the project's (:mod:`s3.engines.obstore_errors`).
 
 ``object_store`` cannot name every S3 key (``.``/``..`` or empty segments, control
 characters, a trailing ``/``): those objects go through the boto3 engine instead, so no key
-fails because of the engine. Listings are always botocore's (``object_store`` rewrites
-folder-marker keys and aborts a listing on a key it cannot name). Ranged GETs on a server
+fails because of the engine. Listings are always the boto3 engine's (``object_store``
+rewrites folder-marker keys and aborts a listing on a key it cannot name). Ranged GETs on a server
 that sends ranges with 200 instead of 206 (``rclone serve s3``), which ``object_store``
 refuses, go through botocore too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import obstore as obs
+from obstore.auth.boto3 import Boto3CredentialProvider
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
-from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.connection import S3Connection, get_session
 from prefect_s3_concurrency.s3.engines.base import Buffer, Digest, Engine, ObjectInfo
 from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
+from prefect_s3_concurrency.s3.engines.obstore_errors import missing_bucket, obstore_error
 from prefect_s3_concurrency.s3.integrity import normalize_etag
+from prefect_s3_concurrency.s3.object_headers import (
+    ObjectAttributes,
+    encryption_of,
+    store_encryption_config,
+)
 from prefect_s3_concurrency.s3.records import S3Object
+from prefect_s3_concurrency.s3.regions import bucket_region, endpoint_of, is_aws, known_region
 
 STREAM_CHUNK = 1024 * 1024
+CREDENTIALS_TTL = timedelta(minutes=5)
 _STANDARD_ATTRIBUTES = {
     "content-type", "content-encoding", "content-disposition", "content-language",
     "cache-control", "storage-class",
@@ -54,50 +65,51 @@ def representable(key: str) -> bool:
     return bool(key) and _UNREPRESENTABLE.search(key) is None
 
 
-def _is_aws(endpoint: str) -> bool:
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
-    return host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
+def store_config(endpoint: str, region: str) -> dict[str, Any]:
+    """The ``S3Store`` config for a bucket in ``region`` reached through ``endpoint``.
 
-
-class ClientCredentials:
-    """obstore credential provider reading a botocore client's own credentials.
-
-    Static keys never expire; refreshable ones (assume-role, SSO, instance roles) are read
-    again every few minutes, and botocore refreshes them before they expire.
+    On AWS (no endpoint, or an ``amazonaws.com`` one) object_store builds the virtual-hosted
+    URL on the bucket's own regional host (``https://<bucket>.s3.<region>.amazonaws.com``),
+    so a bucket outside the client's region is never sent to another region's host, whose
+    answer would be a 301 without ``Location``. Other endpoints are used as they are,
+    path-style.
     """
+    config: dict[str, Any] = {"region": region}
+    if endpoint and not is_aws(endpoint):
+        config.update(endpoint=endpoint, virtual_hosted_style_request=False)
+    else:
+        config["virtual_hosted_style_request"] = True
+    return config
 
-    REFRESH = timedelta(minutes=5)
 
-    def __init__(self, credentials: Any) -> None:
-        self.credentials = credentials
+def _credential_provider(session: Any) -> Boto3CredentialProvider | None:
+    """obstore's own provider over the session's credentials (None: unsigned requests).
 
-    def __call__(self) -> dict[str, Any]:
-        frozen = self.credentials.get_frozen_credentials()
-        refreshing = hasattr(self.credentials, "refresh_needed")
-        return {
-            "access_key_id": frozen.access_key,
-            "secret_access_key": frozen.secret_key,
-            "token": frozen.token,
-            "expires_at": datetime.now(UTC) + self.REFRESH if refreshing else None,
-        }
+    Refreshable credentials (assume-role, SSO, instance roles) are read again every few
+    minutes; botocore refreshes them before they expire.
+    """
+    try:
+        return Boto3CredentialProvider(session, ttl=CREDENTIALS_TTL)
+    except ValueError:  # the session found no credentials: anonymous access
+        return None
 
 
 @lru_cache(maxsize=64)
 def _cached_store(
-    conn: S3Connection, bucket: str, endpoint: str, region: str, client: Any
+    conn: S3Connection,
+    bucket: str,
+    endpoint: str,
+    region: str,
+    encryption: tuple[str | None, str | None] = (None, None),
 ) -> S3Store:
-    # The client's session already resolved (and registered for redaction) the credentials.
-    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
-    config: dict[str, Any] = {"region": region}
-    if endpoint and not _is_aws(endpoint):
-        config.update(endpoint=endpoint, virtual_hosted_style_request=False)
-    else:
-        config["virtual_hosted_style_request"] = True
+    # The session already resolved (and registered for redaction) the credentials.
+    config = {**store_config(endpoint, region), **store_encryption_config(*encryption)}
+    provider = _credential_provider(get_session(conn))
     kwargs: dict[str, Any] = {}
-    if credentials is None:
+    if provider is None:
         config["skip_signature"] = True
     else:
-        kwargs["credential_provider"] = ClientCredentials(credentials)
+        kwargs["credential_provider"] = provider
     return S3Store(
         bucket,
         config=config,  # type: ignore[arg-type]
@@ -121,12 +133,32 @@ def _cached_store(
     )
 
 
-def store_for(conn: S3Connection, bucket: str, client: Any) -> S3Store:
-    """The process's shared store for ``bucket`` on ``conn`` (built once, thread-safe)."""
-    endpoint = str(client.meta.endpoint_url or "")
-    region = str(client.meta.region_name or "us-east-1")
+def store_for(
+    conn: S3Connection,
+    bucket: str,
+    client: Any,
+    encryption: tuple[str | None, str | None] = (None, None),
+) -> S3Store:
+    """The process's shared store for ``bucket`` on ``conn`` (built once, thread-safe).
+
+    It signs for the bucket's own region (:func:`s3.regions.bucket_region`). object_store
+    sets server-side encryption per store: ``encryption`` (``(sse, kms key id)``) picks the
+    store that uploads with it; reads use the plain one.
+    """
+    endpoint = endpoint_of(client)
+    region = bucket_region(client, bucket)
     with _lock:
-        return _cached_store(conn, bucket, endpoint, region, client)
+        return _cached_store(conn, bucket, endpoint, region, encryption)
+
+
+def _attributes(
+    metadata: Mapping[str, str] | None, attributes: ObjectAttributes | None
+) -> dict[str, str]:
+    """obstore ``attributes``: user metadata plus Content-Type, Cache-Control, storage class."""
+    attrs = dict(metadata or {})
+    if attributes is not None:
+        attrs.update(attributes.object_store_attributes())
+    return attrs
 
 
 class ObstoreEngine(Engine):
@@ -142,21 +174,35 @@ class ObstoreEngine(Engine):
     def endpoint(self) -> str:
         return self._endpoint
 
-    def _store(self, bucket: str) -> S3Store:
-        return store_for(self.conn, bucket, self.client)
+    async def _store(self, bucket: str, attributes: ObjectAttributes | None = None) -> S3Store:
+        """The bucket's store; for uploads with encryption, the store that sets it."""
+        if known_region(self._endpoint, bucket) is None:  # one HeadBucket, off the loop
+            await asyncio.to_thread(bucket_region, self.client, bucket)
+        return store_for(self.conn, bucket, self.client, encryption_of(attributes))
 
-    async def list(self, bucket: str, prefix: str) -> list[S3Object]:
+    def _error(self, exc: BaseException, bucket: str) -> BaseException:
+        """``exc`` in the project's terms (see :mod:`s3.engines.obstore_errors`)."""
+        signed = known_region(self._endpoint, bucket)
+        return obstore_error(exc, bucket, self._endpoint, signed)
+
+    async def list(self, bucket: str, prefix: str) -> AsyncGenerator[list[S3Object], None]:
         # object_store rewrites keys in listings ("a/" folder markers come back as "a") and
-        # aborts on keys it cannot name, so listings are always botocore's, which are exact.
-        return await self.fallback.list(bucket, prefix)
+        # aborts on keys it cannot name, so listings are always the fast signed GET's (or
+        # botocore's), which are exact.
+        async for page in self.fallback.list(bucket, prefix):
+            yield page
 
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
         if not representable(key):
             return await self.fallback.head(bucket, key)
         try:
-            res = await obs.get_async(self._store(bucket), key, options={"head": True})
-        except (NotFoundError, FileNotFoundError):
+            res = await obs.get_async(await self._store(bucket), key, options={"head": True})
+        except (NotFoundError, FileNotFoundError) as exc:
+            if missing_bucket(exc):
+                raise self._error(exc, bucket) from None
             return None
+        except BaseError as exc:
+            raise self._error(exc, bucket) from None
         meta = {k: v for k, v in res.attributes.items() if k.lower() not in _STANDARD_ATTRIBUTES}
         return ObjectInfo(res.meta["size"], normalize_etag(res.meta["e_tag"]), meta)
 
@@ -178,15 +224,16 @@ class ObstoreEngine(Engine):
         options: dict[str, Any] = {"if_match": f'"{if_match}"'} if if_match else {}
         if byte_range:
             options["range"] = byte_range
+        store = await self._store(bucket)
         try:
-            res = await obs.get_async(self._store(bucket), key, options=options)  # type: ignore[arg-type]
-        except BaseError as exc:
+            res = await obs.get_async(store, key, options=options)  # type: ignore[arg-type]
+        except (BaseError, FileNotFoundError) as exc:
             if byte_range and "non-partial" in str(exc):
                 PARTIAL_AS_200.add(self._endpoint)  # nothing was yielded yet: botocore's turn
                 async for block in self.fallback.get(bucket, key, if_match, byte_range):
                     yield block
                 return
-            raise
+            raise self._error(exc, bucket) from None
         start, end = res.range
         if end - start <= STREAM_CHUNK:  # small: one await instead of a stream's two
             yield await res.bytes_async()
@@ -208,13 +255,25 @@ class ObstoreEngine(Engine):
         return await super().get_into(bucket, key, if_match, span, fd, digest)
 
     async def put(
-        self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        md5: bytes,
+        metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
         if not representable(key):
-            return await self.fallback.put(bucket, key, data, md5, metadata)
-        res = await obs.put_async(
-            self._store(bucket), key, data, attributes=dict(metadata or {}), use_multipart=False
-        )
+            return await self.fallback.put(bucket, key, data, md5, metadata, attributes=attributes)
+        store = await self._store(bucket, attributes)
+        try:
+            res = await obs.put_async(
+                store, key, data, attributes=_attributes(metadata, attributes),
+                use_multipart=False,
+            )  # fmt: skip
+        except BaseError as exc:
+            raise self._error(exc, bucket) from None
         return normalize_etag(res["e_tag"])
 
     async def put_multipart(
@@ -225,15 +284,21 @@ class ObstoreEngine(Engine):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
+        *,
+        attributes: ObjectAttributes | None = None,
     ) -> str:
         if not representable(key):
             return await self.fallback.put_multipart(
-                bucket, key, path, part_size, concurrency, metadata
+                bucket, key, path, part_size, concurrency, metadata, attributes=attributes
             )
-        res = await obs.put_async(
-            self._store(bucket), key, path, attributes=dict(metadata or {}),
-            use_multipart=True, chunk_size=part_size, max_concurrency=concurrency,
-        )  # fmt: skip
+        store = await self._store(bucket, attributes)
+        try:
+            res = await obs.put_async(
+                store, key, path, attributes=_attributes(metadata, attributes),
+                use_multipart=True, chunk_size=part_size, max_concurrency=concurrency,
+            )  # fmt: skip
+        except BaseError as exc:
+            raise self._error(exc, bucket) from None
         return normalize_etag(res["e_tag"])
 
     async def delete(self, bucket: str, keys: Sequence[str]) -> dict[str, str]:

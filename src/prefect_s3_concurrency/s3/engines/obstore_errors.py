@@ -1,0 +1,83 @@
+"""obstore's exceptions, translated into the project's error tree (see :mod:`errors`).
+
+obstore raises a few classes (``PreconditionError``, ``NotFoundError``/``FileNotFoundError``,
+``PermissionDeniedError``, ``UnauthenticatedError``) and a ``GenericError`` for everything
+else; the reply's status and S3's XML error body are only in the message, so the status,
+``<Code>`` and ``<Region>`` are read from there. Anything not recognised is returned as it
+is (a reset connection or a short body stays retryable), never shown as a page of XML:
+:func:`errors.describe_error` keeps the first line.
+"""
+
+from __future__ import annotations
+
+import re
+
+from obstore.exceptions import (
+    BaseError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnauthenticatedError,
+)
+
+from prefect_s3_concurrency.errors import (
+    AccessDeniedError,
+    EndpointUnreachableError,
+    ObjectChangedError,
+    S3PipelineError,
+    changed_message,
+    s3_error,
+)
+from prefect_s3_concurrency.s3.regions import region_from_reply
+
+_STATUS = re.compile(r"status code: (\d{3})\b")
+_CODE = re.compile(r"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
+_UNREACHABLE = re.compile(r"Connection refused|dns error|failed to lookup address", re.I)
+
+
+def missing_bucket(exc: BaseException) -> bool:
+    """True if a "not found" from obstore is S3's ``NoSuchBucket`` (not a missing key)."""
+    return _status_and_code(str(exc))[1] == "NoSuchBucket"
+
+
+def _status_and_code(text: str) -> tuple[str, str]:
+    status = _STATUS.search(text)
+    code = _CODE.search(text)
+    return (status.group(1) if status else ""), (code.group(1) if code else "")
+
+
+def obstore_error(
+    exc: BaseException, bucket: str, endpoint: str, signed: str | None = None
+) -> BaseException:
+    """The project's error for an obstore exception (``exc`` itself when not recognised).
+
+    Args:
+        exc: What obstore raised.
+        bucket: The bucket the request addressed.
+        endpoint: The endpoint URL, for messages.
+        signed: The region the store signs for.
+    """
+    if isinstance(exc, S3PipelineError):
+        return exc
+    text = str(exc)
+    status, code = _status_and_code(text)
+    if isinstance(exc, PreconditionError):
+        return ObjectChangedError(changed_message(code or status or "412"))
+    if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
+        return AccessDeniedError(
+            f"access to bucket '{bucket}' at {endpoint} was denied ({code or status or '403'}): "
+            "check the credentials"
+        )
+    if not isinstance(exc, (BaseError, FileNotFoundError)):
+        return exc
+    region = region_from_reply({}, text.encode(errors="replace"))
+    known = s3_error(code or status, bucket, endpoint, region, signed)
+    if known is not None:
+        return known
+    if status in {"400", "301"} and not code:  # a HEAD: no body, the status says little
+        return S3PipelineError(
+            f"S3 at {endpoint} refused a request for bucket '{bucket}' (HTTP {status}; a "
+            f"bucket in another region than {signed or 'the configured one'}?)"
+        )
+    if not status and _UNREACHABLE.search(text):
+        return EndpointUnreachableError(f"cannot reach the S3 endpoint at {endpoint}")
+    return exc
