@@ -15,11 +15,10 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
-from faultproxy import FaultProxy, _Handler, _Server
 from obstore.exceptions import GenericError
+from s3proxy import Regions, Reply, Request, S3Proxy
 
 from prefect_s3_concurrency.errors import WrongRegionError, describe_error, is_permanent
 from prefect_s3_concurrency.s3 import regions
@@ -40,60 +39,32 @@ _SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/s3/aws4_request")
 ENGINES = ("obstore", "boto3")
 
 
-class _RegionHandler(_Handler):
-    """Refuses a request signed for another region than its bucket's, as S3 does."""
+class _CountedRegions(Regions):
+    """S3's region check (see ``s3proxy.Regions``), counting the requests it refused."""
 
-    def _bucket_region(self) -> str | None:
-        bucket = unquote(urlsplit(self.path).path).lstrip("/").split("/", 1)[0]
-        return self.server.proxy.bucket_regions.get(bucket)  # type: ignore[attr-defined]
+    def __init__(self, bucket_regions: dict[str, str]) -> None:
+        super().__init__(bucket_regions)
+        self.refused = 0
+        self._lock = threading.Lock()
 
-    def _refuse(self) -> bool:
-        region = self._bucket_region()
-        signed = _SCOPE.search(self.headers.get("Authorization", ""))
-        if not region or not signed or signed.group(1) == region:
-            return False
-        proxy = self.server.proxy
-        with proxy._lock:
-            proxy.refused += 1  # type: ignore[attr-defined]
-        self._relay_body(None)
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AuthorizationHeaderMalformed'
-            f"</Code><Message>The authorization header is malformed; the region "
-            f"'{signed.group(1)}' is wrong; expecting '{region}'</Message><Region>{region}"
-            "</Region><RequestId>0</RequestId></Error>"
-        ).encode()
-        body = b"" if self.command == "HEAD" else body
-        self.send_response(400)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("x-amz-bucket-region", region)
-        self.end_headers()
-        self.wfile.write(body)
-        return True
-
-    def _checked(self) -> None:
-        if not self._refuse():
-            self._handle()
-
-    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _checked
+    def on_request(self, req: Request) -> Reply | None:
+        reply = super().on_request(req)
+        if reply is not None:
+            with self._lock:
+                self.refused += 1
+        return reply
 
 
-class RegionProxy(FaultProxy):
-    """A FaultProxy (no faults) whose buckets live in ``bucket_regions``."""
+class RegionProxy(S3Proxy):
+    """A proxy whose buckets live in ``bucket_regions`` (the others in us-east-1)."""
 
     def __init__(self, upstream_url: str, bucket_regions: dict[str, str]) -> None:
-        super().__init__(upstream_url)
-        self.bucket_regions = bucket_regions
-        self.refused = 0
+        super().__init__(upstream_url, [_CountedRegions(bucket_regions)])
 
-    def start(self) -> RegionProxy:
-        self._server = _Server(("127.0.0.1", 0), _RegionHandler)
-        self._server.proxy = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
+    @property
+    def refused(self) -> int:
+        """Requests refused for a wrong region so far."""
+        return self.rule(_CountedRegions).refused
 
 
 @pytest.fixture(autouse=True)

@@ -155,7 +155,7 @@ def test_a_server_error_on_listing_page_two_fails_the_run_and_deletes_nothing(
 ) -> None:
     from botocore.exceptions import ClientError
 
-    import prefect_s3_concurrency.s3.transfer as transfer
+    import prefect_s3_concurrency.s3.engines.boto3_engine as transfer
     from prefect_s3_concurrency.cli.run import exit_code_for
 
     bucket = bucket_factory(rclone_s3)
