@@ -80,6 +80,10 @@ class UnsafeKeyError(S3PipelineError, ValueError):
     """An object key would map to a path outside the destination directory."""
 
 
+class UnsupportedObjectError(S3PipelineError):
+    """An object S3 will not serve as it is: archived, or encrypted with a customer key."""
+
+
 class LocalIOError(S3PipelineError):
     """A local file could not be written or read (disk full, permissions...); not retried."""
 
@@ -115,9 +119,33 @@ def local_io_error(
 
 def is_permanent(exc: BaseException) -> bool:
     """Return True for errors a retry cannot fix: local disk/permission problems, unsafe keys."""
-    if isinstance(exc, (LocalIOError, UnsafeKeyError, ConfigurationError)):
+    if isinstance(exc, (LocalIOError, UnsafeKeyError, ConfigurationError, UnsupportedObjectError)):
         return True
     return isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS
+
+
+def refused_object(exc: BaseException, storage_class: str = "") -> UnsupportedObjectError | None:
+    """The one-line error for an object S3 refuses to serve as it is, if ``exc`` is one.
+
+    ``InvalidObjectState`` (403): archived in GLACIER or DEEP_ARCHIVE and not restored. An
+    SSE-C object read without its key: 400 naming server-side encryption parameters.
+    """
+    text = str(exc)
+    code = ""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code, text = str(error.get("Code", "")), f"{error.get('Message', '')} {text}"
+    if code == "InvalidObjectState" or "InvalidObjectState" in text:
+        where = storage_class if storage_class not in ("", "STANDARD") else "an archive class"
+        return UnsupportedObjectError(f"archived in {where}: restore it first")
+    lowered = text.lower()
+    if "customer" in lowered and "encrypt" in lowered or "sse-c" in lowered or (
+        "server side encryption" in lowered and "correct parameters" in lowered
+    ):
+        return UnsupportedObjectError(
+            "encrypted with a customer-provided key: not supported"
+        )
+    return None
 
 
 def _changed_object(exc: BaseException) -> str | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -31,9 +31,17 @@ from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
 from prefect_s3_concurrency.s3.connection import S3Connection
-from prefect_s3_concurrency.s3.engines.base import Buffer, Digest, Engine, ObjectInfo
+from prefect_s3_concurrency.s3.engines.base import (
+    Buffer,
+    Digest,
+    Engine,
+    ObjectInfo,
+    OnReply,
+    PutReply,
+)
 from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
-from prefect_s3_concurrency.s3.integrity import normalize_etag
+from prefect_s3_concurrency.s3.engines.listing import epoch
+from prefect_s3_concurrency.s3.etag import unquote
 from prefect_s3_concurrency.s3.records import S3Object
 
 STREAM_CHUNK = 1024 * 1024
@@ -158,7 +166,10 @@ class ObstoreEngine(Engine):
         except (NotFoundError, FileNotFoundError):
             return None
         meta = {k: v for k, v in res.attributes.items() if k.lower() not in _STANDARD_ATTRIBUTES}
-        return ObjectInfo(res.meta["size"], normalize_etag(res.meta["e_tag"]), meta)
+        return ObjectInfo(
+            res.meta["size"], unquote(res.meta["e_tag"]), meta,
+            last_modified=epoch(res.meta.get("last_modified")),
+        )  # fmt: skip
 
     def _botocore_reads(self, key: str, byte_range: tuple[int, int] | None) -> bool:
         ranged_200 = byte_range is not None and self._endpoint in PARTIAL_AS_200
@@ -170,12 +181,13 @@ class ObstoreEngine(Engine):
         key: str,
         if_match: str | None = None,
         byte_range: tuple[int, int] | None = None,
+        on_reply: OnReply | None = None,
     ) -> AsyncIterator[Buffer]:
         if self._botocore_reads(key, byte_range):
-            async for block in self.fallback.get(bucket, key, if_match, byte_range):
+            async for block in self.fallback.get(bucket, key, if_match, byte_range, on_reply):
                 yield block
             return
-        options: dict[str, Any] = {"if_match": f'"{if_match}"'} if if_match else {}
+        options: dict[str, Any] = {"if_match": if_match} if if_match else {}
         if byte_range:
             options["range"] = byte_range
         try:
@@ -208,14 +220,22 @@ class ObstoreEngine(Engine):
         return await super().get_into(bucket, key, if_match, span, fd, digest)
 
     async def put(
-        self, bucket: str, key: str, data: bytes, md5: bytes, metadata: Mapping[str, str] | None
-    ) -> str:
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        md5: bytes,
+        crc64: int,
+        metadata: Mapping[str, str] | None,
+    ) -> PutReply:
+        # object_store sends no Content-MD5 or x-amz-checksum-*, but signs the payload: S3
+        # checks x-amz-content-sha256 (the body's SHA-256) before it stores the bytes.
         if not representable(key):
-            return await self.fallback.put(bucket, key, data, md5, metadata)
+            return await self.fallback.put(bucket, key, data, md5, crc64, metadata)
         res = await obs.put_async(
             self._store(bucket), key, data, attributes=dict(metadata or {}), use_multipart=False
         )
-        return normalize_etag(res["e_tag"])
+        return PutReply(unquote(res["e_tag"]))
 
     async def put_multipart(
         self,
@@ -225,16 +245,13 @@ class ObstoreEngine(Engine):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
-    ) -> str:
-        if not representable(key):
-            return await self.fallback.put_multipart(
-                bucket, key, path, part_size, concurrency, metadata
-            )
-        res = await obs.put_async(
-            self._store(bucket), key, path, attributes=dict(metadata or {}),
-            use_multipart=True, chunk_size=part_size, max_concurrency=concurrency,
-        )  # fmt: skip
-        return normalize_etag(res["e_tag"])
+        unchanged: Callable[[], None],
+    ) -> PutReply:
+        # object_store cannot send the per-part and full-object CRC64NVME S3 verifies (nor
+        # check the file before completing): large uploads go through botocore.
+        return await self.fallback.put_multipart(
+            bucket, key, path, part_size, concurrency, metadata, unchanged
+        )
 
     async def delete(self, bucket: str, keys: Sequence[str]) -> dict[str, str]:
         return await self.fallback.delete(bucket, keys)
