@@ -56,6 +56,7 @@ ALL_KINDS = (*FAULT_KINDS, "403", "corrupt")
 _REQUEST_SKIP = {"connection", "keep-alive", "proxy-connection", "expect"}
 _RESPONSE_SKIP = {"connection", "keep-alive", "transfer-encoding"}
 _BLOCK = 64 * 1024
+Headers = Callable[[str, str, list[tuple[str, str]]], list[tuple[str, str]]]
 
 
 class FaultProxy:
@@ -98,6 +99,11 @@ class FaultProxy:
         self.drop_request_headers: set[str] = set()  # lower case; {"range"}: moto ignores Range
         # rewrite(method, path_and_query, body) -> new body: edits forwarded replies (listings)
         self.rewrite: Callable[[str, str, bytes], bytes] | None = None
+        # rewrite_headers(method, path_and_query, headers) -> headers: edits reply headers
+        self.rewrite_headers: Headers | None = None
+        # on_request(method, path_and_query, headers): sees each request as the client sent it
+        self.on_request: Callable[[str, str, list[tuple[str, str]]], None] | None = None
+        self.fault_methods: set[str] | None = None  # only these methods get faults (None: all)
         self.upstream_timeout = 300.0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -173,7 +179,7 @@ class FaultProxy:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _decide(self, target: str, ranged: bool = False) -> str | None:
+    def _decide(self, target: str, ranged: bool = False, method: str = "GET") -> str | None:
         """Count a request and pick its fault kind (None: forward normally)."""
         with self._lock:
             self._stats["requests"] += 1
@@ -183,6 +189,7 @@ class FaultProxy:
             elif (
                 self.fault_rate > 0
                 and (self.key_filter is None or self.key_filter(target))
+                and (self.fault_methods is None or method in self.fault_methods)
                 and self._rng.random() < self.fault_rate
             ):
                 kind = self._rng.choice(self._kinds)
@@ -240,7 +247,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.server.proxy
         target = unquote(urlsplit(self.path).path).lstrip("/")
-        kind = proxy._decide(target, "Range" in self.headers)
+        kind = proxy._decide(target, "Range" in self.headers, self.command)
+        if proxy.on_request is not None:
+            proxy.on_request(self.command, self.path, list(self.headers.items()))
         if proxy.latency_s > 0:
             time.sleep(proxy.latency_s)  # simulated network latency
         try:
@@ -324,7 +333,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_headers(self, resp: http.client.HTTPResponse, length: int | None) -> None:
         self.send_response_only(resp.status, resp.reason)
-        for name, value in resp.getheaders():
+        headers = resp.getheaders()
+        if self.server.proxy.rewrite_headers is not None:
+            headers = self.server.proxy.rewrite_headers(self.command, self.path, headers)
+        for name, value in headers:
             if name.lower() not in _RESPONSE_SKIP and not (
                 length is not None and name.lower() == "content-length"
             ):

@@ -126,7 +126,7 @@ async def upload_multipart(
         raise
     reply = _reply(done)
     md5s = [md5 for _, _, md5 in parts if md5 is not None]
-    tag = ETag(reply.etag)
+    tag = ETag.parse(reply.etag, reply.headers)
     if len(md5s) == len(parts) and tag.parts is not None and not tag.matches_multipart(md5s):
         raise IntegrityError(f"ETag mismatch after upload of {key}")
     return reply

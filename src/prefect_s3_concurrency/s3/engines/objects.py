@@ -317,12 +317,13 @@ async def remote_matches(
 
 def remote_is(item: LocalFile, obj: S3Object) -> bool:
     """True if ``obj`` holds the local file: same size, and the file not modified since the
-    object was (aws-cli's rule), or the same MD5 or multipart ETag (our part size)."""
+    object was (aws-cli's rule, in S3's whole seconds), or the same MD5 or multipart ETag
+    (of the part size this project uploads it with)."""
     path = Path(item.path)
     try:
         if obj.size != item.size or path.stat().st_size != item.size:
             return False
-        if obj.last_modified is not None and path.stat().st_mtime <= obj.last_modified:
+        if obj.last_modified is not None and int(path.stat().st_mtime) <= obj.last_modified:
             return True
     except OSError:
         return False
