@@ -248,3 +248,15 @@ def test_summary_counts_objects_verified_by_size_only() -> None:
     summary.verified_by_size_only = ["a", "b"]
     rows = {r["item"]: r["value"] for r in summary.rows()}
     assert rows["verified by size only"] == 2
+
+
+def test_archived_object_fails_alone(s3_engine, moto_server, bucket_factory, tmp_path):
+    bucket = bucket_factory(moto_server)
+    client = moto_server.client()
+    client.put_object(Bucket=bucket, Key="cold.bin", Body=b"x" * 100, StorageClass="GLACIER")
+    client.put_object(Bucket=bucket, Key="warm.bin", Body=b"y" * 100)
+    objs = list_objects(client, bucket, "")
+    result = _download(moto_server.endpoint_url, bucket, objs, tmp_path)
+    assert result.transferred == ["warm.bin"]
+    assert result.failed == {"cold.bin": "archived in GLACIER: restore it first"}
+    assert result.permanent == ["cold.bin"]  # not retried

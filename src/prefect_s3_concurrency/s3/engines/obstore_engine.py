@@ -14,6 +14,12 @@ fails because of the engine. Listings are always botocore's (``object_store`` re
 folder-marker keys and aborts a listing on a key it cannot name). Ranged GETs on a server
 that sends ranges with 200 instead of 206 (``rclone serve s3``), which ``object_store``
 refuses, go through botocore too.
+
+object_store sends no ``x-amz-checksum-*``/``Content-MD5`` and exposes no checksum or
+encryption headers: multipart uploads (per-part and full-object CRC64NVME, the file checked
+before completion) go through botocore; single PUTs stay here, protected by the SigV4
+signed payload (S3 checks ``x-amz-content-sha256``). Verification asks botocore's HEAD only
+when an MD5-shaped ETag does not settle it (:mod:`s3.engines.verify`).
 """
 
 from __future__ import annotations
