@@ -93,6 +93,10 @@ def test_crc_combined_per_range_equals_whole(tmp_path: Path) -> None:
     assert file_crc(path) == whole and file_crc(path, "crc32c") == crt.crc32c(data)
     assert crc_b64("crc64nvme", whole) == base64.b64encode(whole.to_bytes(8, "big")).decode()
     assert len(part_md5s(path, MIB)) == 4
+    switched = Hashes()
+    switched.use("crc32c")  # a GET's headers name the stored algorithm before the first block
+    switched.update(data)
+    assert (switched.algorithm, switched.crc) == ("crc32c", crt.crc32c(data))
 
 
 def test_stored_checksum_from_headers() -> None:

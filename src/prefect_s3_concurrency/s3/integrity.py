@@ -81,6 +81,11 @@ class Hashes:
         self.crc, self.length = 0, 0
         self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
 
+    def use(self, algorithm: str) -> None:
+        """Compute ``algorithm``'s CRC instead (before any data was added)."""
+        if self.length == 0 and algorithm in CRC_ALGORITHMS:
+            self.algorithm, self._crc_fn = algorithm, CRC_ALGORITHMS[algorithm][0]
+
     def update(self, data: Buffer, /) -> None:
         """Add ``data``."""
         self.crc = self._crc_fn(data, self.crc)

@@ -25,7 +25,7 @@ import hashlib
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from awscrt import checksums as crt
@@ -57,13 +57,20 @@ async def _streamed(engine: Engine, bucket: str, obj: S3Object, part: PartialFil
     """One GET of the whole object into ``part``, hashed as it lands; verify it."""
     hashes = Hashes(md5=obj.tag.md5 is not None)
     headers: dict[str, str] = {}
+
+    def reply(got: Mapping[str, str]) -> None:  # before the first block: hash what S3 keeps
+        headers.update(got)
+        stored = StoredChecksum.from_headers(got)
+        if stored is not None:
+            hashes.use(stored.algorithm)
+
     size = 0
     if_match = obj.tag.header if obj.etag else None
-    async for block in engine.get(bucket, obj.key, if_match=if_match, on_reply=headers.update):
+    async for block in engine.get(bucket, obj.key, if_match=if_match, on_reply=reply):
         size += write_at(part.fd, block, size, hashes)
     if size != obj.size:
         raise IntegrityError(f"size mismatch for {obj.key}: got {size}, expected {obj.size}")
-    landed = Landed(hashes.crc, hashes.md5, headers=headers or None)
+    landed = Landed(hashes.crc, hashes.md5, headers=headers or None, algorithm=hashes.algorithm)
     return await settle(engine, bucket, obj, landed, lambda: _written(part))
 
 

@@ -37,11 +37,12 @@ MAX_ALIGNED_RANGE = 64 * 2**20  # parts up to this size are fetched as one range
 class Landed:
     """What was computed while an object's bytes were written."""
 
-    crc64: int
+    crc: int  # the CRC of ``algorithm`` of what landed
     md5: str | None = None  # whole-object MD5, when computed
     part_md5s: list[bytes] | None = None  # per-part MD5s, when the ranges were the parts
     headers: Mapping[str, str] | None = None  # the reply's headers, when the engine saw them
     part_size: int | None = None  # as S3 reported it
+    algorithm: str = "crc64nvme"
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,8 @@ async def _decide(
 ) -> str:
     stored = StoredChecksum.from_headers(headers)
     if stored is not None:
-        value = landed.crc64
-        if stored.algorithm != "crc64nvme":
+        value = landed.crc
+        if stored.algorithm != landed.algorithm:  # rare: read the file back once
             value = await asyncio.to_thread(file_crc, path(), stored.algorithm)
         if not stored.matches(value):
             raise IntegrityError(f"checksum mismatch for {obj.key} ({stored.algorithm})")
