@@ -174,7 +174,7 @@ async def _upload_parts(
             fh.seek((number - 1) * part_size)
             data = fh.read(part_size)
         if len(data) != min(part_size, size - (number - 1) * part_size):
-            raise IntegrityError(f"{path} changed size while uploading")
+            raise IntegrityError(f"{path} changed while uploading: not stored")
         with_md5 = endpoint not in CRC_ECHOED
         hashes = Hashes(md5=with_md5)
         hashes.update(data)
@@ -197,6 +197,9 @@ async def _upload_parts(
         async with gate:
             return await engine._call(send, number)
 
-    async with asyncio.TaskGroup() as group:  # the first failure cancels the others
-        tasks = [group.create_task(one(n)) for n in range(1, count + 1)]
+    try:
+        async with asyncio.TaskGroup() as group:  # the first failure cancels the others
+            tasks = [group.create_task(one(n)) for n in range(1, count + 1)]
+    except BaseExceptionGroup as failed:  # the first error, one line, as callers expect it
+        raise failed.exceptions[0] from None
     return [t.result() for t in tasks]
