@@ -11,6 +11,7 @@ from awscrt import checksums as crt
 
 from prefect_s3_concurrency.errors import (
     ConfigurationError,
+    IntegrityError,
     UnsupportedObjectError,
     is_permanent,
     refused_object,
@@ -114,7 +115,7 @@ def test_refused_objects_fail_alone_with_one_line() -> None:
         {"Error": {"Code": "InvalidObjectState", "Message": "not valid for storage class"}},
         "GetObject",
     )
-    err = refused_object(archived, "DEEP_ARCHIVE")
+    err = refused_object(archived, "k", "DEEP_ARCHIVE")
     assert isinstance(err, UnsupportedObjectError) and is_permanent(err)
     assert str(err) == "archived in DEEP_ARCHIVE: restore it first"
     ssec = ClientError(
@@ -125,3 +126,6 @@ def test_refused_objects_fail_alone_with_one_line() -> None:
     )  # fmt: skip
     assert str(refused_object(ssec)) == "encrypted with a customer-provided key: not supported"
     assert refused_object(ValueError("boom")) is None
+    named = "customer-data/encrypted/InvalidObjectState.bin"  # a key is not an error code
+    assert refused_object(ValueError(f"GET {named}: reset"), named) is None
+    assert refused_object(IntegrityError(f"checksum mismatch for {named}")) is None

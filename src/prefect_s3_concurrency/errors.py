@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import Counter
+from urllib.parse import quote
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -124,13 +125,20 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS
 
 
-def refused_object(exc: BaseException, storage_class: str = "") -> UnsupportedObjectError | None:
+def refused_object(
+    exc: BaseException, key: str = "", storage_class: str = ""
+) -> UnsupportedObjectError | None:
     """The one-line error for an object S3 refuses to serve as it is, if ``exc`` is one.
 
     ``InvalidObjectState`` (403): archived in GLACIER or DEEP_ARCHIVE and not restored. An
-    SSE-C object read without its key: 400 naming server-side encryption parameters.
+    SSE-C object read without its key: 400 naming server-side encryption parameters. Our
+    own errors, and the object's key (quoted or not) in a message, never count.
     """
+    if isinstance(exc, S3PipelineError):
+        return None
     text = str(exc)
+    for form in filter(None, {key, quote(key)}):
+        text = text.replace(form, "")
     code = ""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})

@@ -147,22 +147,17 @@ async def download_one(
             return await _download_once(engine, bucket, obj, target, base)
         except OSError as exc:
             raise local_io_error(exc, target) from None
-        except retryable as exc:
-            refusal = refused_object(exc, obj.storage_class)
+        except Exception as exc:
+            refusal = refused_object(exc, obj.key, obj.storage_class)
             if refusal is not None:
                 raise refusal from None
-            if attempt == BODY_ATTEMPTS:
+            if not isinstance(exc, retryable) or attempt == BODY_ATTEMPTS:
                 raise
             log.warning(
                 "retrying %s (attempt %d/%d) after %s",
                 obj.key, attempt + 1, BODY_ATTEMPTS, describe_error(exc),
             )  # fmt: skip
             await asyncio.sleep(0.1 * 2**attempt * (0.5 + random.random()))
-        except Exception as exc:
-            refusal = refused_object(exc, obj.storage_class)
-            if refusal is not None:
-                raise refusal from None
-            raise
     raise AssertionError("unreachable")
 
 
