@@ -37,8 +37,11 @@ typecheck: install
 	@for d in flows tasks deployments; do ln -s "$(CURDIR)/$$d" $(TYPECHECK)/$$d; done
 	$(BIN)/mypy -p prefect_s3_concurrency
 
+# Two pytest workers: most tests wait on servers and subprocesses, so two share the 2 cores
+# well; --dist loadfile keeps a module's tests (and its module-scoped servers) on one worker.
+PYTEST_WORKERS ?= 2
 test: install browser-deps lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # Scale runs that take minutes (100k objects): outside CI.
 test-slow: install
