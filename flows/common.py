@@ -84,6 +84,12 @@ class TransferSummary(BaseModel):
     bytes: int = 0
     seconds: float = 0.0
     skipped: int = 0
+    verified_by_size_only: list[str] = Field(
+        default_factory=list,
+        description="Transferred objects whose content S3 gave no usable checksum for "
+        "(e.g. SSE-KMS or SSE-C without a stored CRC, multipart ETags of unknown part "
+        "size): only their size was checked.",
+    )
     dry_run: bool = False
     planned: list[str] = Field(default_factory=list)
     rejected: dict[str, str] = Field(default_factory=dict)
@@ -117,6 +123,7 @@ class TransferSummary(BaseModel):
             {"item": "files/s", "value": round(self.files_per_second, 1)},
             {"item": "MiB/s", "value": round(self.mib_per_second, 2)},
             {"item": "skipped (already identical)", "value": self.skipped},
+            {"item": "verified by size only", "value": len(self.verified_by_size_only)},
             {
                 "item": "deleted (extra at destination)"
                 if not self.dry_run
@@ -129,6 +136,10 @@ class TransferSummary(BaseModel):
         ]
         rows += keyed_rows("failed", self.failed)
         rows += keyed_rows("rejected", self.rejected)
+        rows += keyed_rows(
+            "verified by size only",
+            dict.fromkeys(self.verified_by_size_only, "no checksum S3 guarantees"),
+        )
         if self.dry_run:
             rows += keyed_rows("would transfer", dict.fromkeys(self.planned, "planned"))
         deleted = "would delete" if self.dry_run else "deleted"

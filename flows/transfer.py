@@ -111,6 +111,12 @@ def _finish(
         summary.direction, verb, summary.objects, summary.bytes, summary.seconds,
         summary.files_per_second, summary.skipped, len(summary.rejected), len(summary.failed),
     )  # fmt: skip
+    if summary.verified_by_size_only:
+        logger.warning(
+            "%s: %d object(s) verified by size only (S3 keeps no checksum this project can "
+            "check for them): %s", summary.direction, len(summary.verified_by_size_only),
+            ", ".join(printable(k) for k in summary.verified_by_size_only[:10]),
+        )  # fmt: skip
     publish_table(artifact_key, summary.rows(), f"{summary.direction} summary")
     if summary.failed or (summary.rejected and not allow_rejected):
         raise TransferFailed(summary, allow_rejected)
@@ -225,6 +231,7 @@ def _record_result(summary: TransferSummary, result: BatchResult) -> None:
     summary.objects, summary.bytes = len(result.transferred), result.bytes
     summary.skipped = len(result.skipped)
     summary.failed.update(result.failed)  # after any listing failure
+    summary.verified_by_size_only = result.size_only
     summary.planned = result.transferred if summary.dry_run else []
 
 
@@ -346,7 +353,7 @@ def upload_directory(
 ) -> TransferSummary:
     """Upload every file under a local directory to an S3 prefix, keeping relative paths as keys.
 
-    Uploads are verified (Content-MD5, then ETag and size); identical objects are skipped.
+    Uploads carry checksums S3 verifies (CRC64NVME, Content-MD5); identical objects are skipped.
 
     Args:
         source_dir: Local directory to read.
@@ -377,7 +384,7 @@ def upload_directory(
     root = source_root(source_dir)
     # Listing the destination proves the bucket is reachable and finds identical objects.
     listed = list_objects_task(conn, url.bucket, url.folder, pool_size=workers)
-    existing = {o.key: (o.size, o.etag) for o in listed if skip_existing}
+    existing = {o.key: o for o in listed if skip_existing}
     scan = scan_local_files(
         root, include or (), exclude or (), follow_symlinks=follow_symlinks,
         allow_outside_symlinks=allow_outside_symlinks,

@@ -150,7 +150,7 @@ def upload_batch(
     pool_size: int,
     bucket: str,
     items: list[LocalFile],
-    existing: dict[str, tuple[int, str]] | None = None,
+    existing: Mapping[str, S3Object | tuple[int, str]] | None = None,
     dry_run: bool = False,
     engine: str = "auto",
     requests_in_flight: int | None = None,

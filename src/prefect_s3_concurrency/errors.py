@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import Counter
+from urllib.parse import quote
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -114,6 +115,10 @@ class UnsafeKeyError(S3PipelineError, ValueError):
     """An object key would map to a path outside the destination directory."""
 
 
+class UnsupportedObjectError(S3PipelineError):
+    """An object S3 will not serve as it is: archived, or encrypted with a customer key."""
+
+
 class LocalIOError(S3PipelineError):
     """A local file could not be written or read (disk full, permissions...); not retried."""
 
@@ -125,7 +130,7 @@ _PERMANENT_ERRNOS = _DISK_FULL | _NO_ACCESS | {errno.ENAMETOOLONG, errno.EISDIR,
 # Errors a retry of the same batch cannot fix (a re-run, new credentials or options can).
 _PERMANENT_ERRORS = (
     LocalIOError, UnsafeKeyError, ConfigurationError, AccessDeniedError, BucketNotFoundError,
-    WrongRegionError, ObjectChangedError,
+    WrongRegionError, ObjectChangedError, UnsupportedObjectError,
 )  # fmt: skip
 
 
@@ -168,6 +173,37 @@ def is_permanent(exc: BaseException) -> bool:
     if isinstance(exc, _PERMANENT_ERRORS):
         return True
     return isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS
+
+
+def refused_object(
+    exc: BaseException, key: str = "", storage_class: str = ""
+) -> UnsupportedObjectError | None:
+    """The one-line error for an object S3 refuses to serve as it is, if ``exc`` is one.
+
+    ``InvalidObjectState`` (403): archived in GLACIER or DEEP_ARCHIVE and not restored. An
+    SSE-C object read without its key: 400 naming server-side encryption parameters. Our
+    own errors, and the object's key (quoted or not) in a message, never count.
+    """
+    if isinstance(exc, S3PipelineError):
+        return None
+    text = str(exc)
+    for form in filter(None, {key, quote(key)}):
+        text = text.replace(form, "")
+    code = ""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code, text = str(error.get("Code", "")), f"{error.get('Message', '')} {text}"
+    if code == "InvalidObjectState" or "InvalidObjectState" in text:
+        where = storage_class if storage_class not in ("", "STANDARD") else "an archive class"
+        return UnsupportedObjectError(f"archived in {where}: restore it first")
+    lowered = text.lower()
+    if "customer" in lowered and "encrypt" in lowered or "sse-c" in lowered or (
+        "server side encryption" in lowered and "correct parameters" in lowered
+    ):
+        return UnsupportedObjectError(
+            "encrypted with a customer-provided key: not supported"
+        )
+    return None
 
 
 def _changed_object(exc: BaseException) -> str | None:

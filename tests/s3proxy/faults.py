@@ -74,6 +74,7 @@ class Faults(Rule):
         self.always_fail_keys: set[str] = set()
         self.always_fail_kind = "500"
         self.drop_request_headers: set[str] = set()  # lower case; {"range"}: moto ignores Range
+        self.fault_methods: set[str] | None = None  # only these methods get faults (None: all)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._stats: dict[str, int] = {}
@@ -108,7 +109,7 @@ class Faults(Rule):
     def on_request(self, req: Request) -> Reply | None:
         """Pick the request's fate; answer the HTTP error kinds at once."""
         target = unquote(urlsplit(req.path).path).lstrip("/")
-        kind = self._decide(target, req.ranged)
+        kind = self._decide(target, req.ranged, req.method)
         req.state[self._key] = kind
         for name in self.drop_request_headers:
             req.headers.pop(name)
@@ -143,7 +144,7 @@ class Faults(Rule):
     def _key(self) -> str:
         return f"fault:{id(self)}"
 
-    def _decide(self, target: str, ranged: bool = False) -> str | None:
+    def _decide(self, target: str, ranged: bool = False, method: str = "GET") -> str | None:
         """Count a request and pick its fault kind (None: forward normally)."""
         with self._lock:
             self._stats["requests"] += 1
@@ -153,6 +154,7 @@ class Faults(Rule):
             elif (
                 self.fault_rate > 0
                 and (self.key_filter is None or self.key_filter(target))
+                and (self.fault_methods is None or method in self.fault_methods)
                 and self._rng.random() < self.fault_rate
             ):
                 kind = self._rng.choice(self._kinds)
@@ -197,6 +199,7 @@ class FaultProxy(S3Proxy):
     always_fail_keys = _delegate("faults", "always_fail_keys")
     always_fail_kind = _delegate("faults", "always_fail_kind")
     drop_request_headers = _delegate("faults", "drop_request_headers")
+    fault_methods = _delegate("faults", "fault_methods")
     # rewrite(method, path_and_query, body) -> new body: edits forwarded replies (listings)
     rewrite = _delegate("rewriter", "rewrite")
 

@@ -1,33 +1,124 @@
-"""Checksums: MD5 and S3 multipart ETags, computed by streaming."""
+"""Checksums: the CRCs S3 stores and verifies, MD5s and multipart ETags, computed by streaming.
+
+CRC64NVME is S3's default full-object checksum (every new object has one); CRC32C and CRC32
+can be full-object checksums too. They come from ``awscrt`` (hardware CRCs, ~20 GiB/s here,
+against ~0.7 GiB/s for MD5) and combine per range (:func:`combine`), so a ranged download
+checks the whole object without reading it twice.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import math
-from collections.abc import Iterable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+from awscrt import checksums as crt
+from typing_extensions import Buffer
 
 MIB = 2**20
 CHUNK = MIB  # read size for checksums
-# Part sizes tried when checking a multipart ETag (ours first, then common tool defaults).
-COMMON_PART_SIZES = (8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 15 * MIB, 50 * MIB, 100 * MIB)
+CRC_ALGORITHMS: dict[str, tuple[Callable[[Buffer, int], int], int]] = {
+    "crc64nvme": (crt.crc64nvme, 8),
+    "crc32c": (crt.crc32c, 4),
+    "crc32": (crt.crc32, 4),
+}
+_COMBINE: dict[str, Callable[[int, int, int], int]] = {
+    "crc64nvme": crt.combine_crc64nvme,
+    "crc32c": crt.combine_crc32c,
+    "crc32": crt.combine_crc32,
+}
 
 
-def normalize_etag(etag: str | None) -> str:
-    """Strip quotes and whitespace from an ETag."""
-    return (etag or "").strip().strip('"').lower()
+def crc_b64(algorithm: str, value: int) -> str:
+    """A CRC as S3 writes it in ``x-amz-checksum-*``: big-endian bytes, base64."""
+    width = CRC_ALGORITHMS[algorithm][1]
+    return base64.b64encode(value.to_bytes(width, "big")).decode()
 
 
-def is_md5_etag(etag: str) -> bool:
-    """Return True if ``etag`` is a plain 32-hex-digit MD5 (single-part upload)."""
-    etag = normalize_etag(etag)
-    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)
+def combine(algorithm: str, first: int, second: int, second_length: int) -> int:
+    """The CRC of two byte strings from the CRC of each (and the second's length)."""
+    return _COMBINE[algorithm](first, second, second_length)
 
 
-def multipart_part_count(etag: str) -> int | None:
-    """The part count ``N`` of a multipart ETag (``<32 hex>-N``); None for any other ETag."""
-    head, sep, count = normalize_etag(etag).rpartition("-")
-    return int(count) if sep and count.isdigit() and len(head) == 32 else None
+@dataclass(frozen=True)
+class StoredChecksum:
+    """A full-object checksum S3 holds for an object: algorithm and base64 value."""
+
+    algorithm: str
+    value: str
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> StoredChecksum | None:
+        """The full-object checksum in a reply's (lower-case) headers, if it has one.
+
+        A composite checksum (``x-amz-checksum-type: COMPOSITE``, or a value ending in
+        ``-N``) is a checksum of part checksums: not usable for the whole object here.
+        """
+        if str(headers.get("x-amz-checksum-type", "FULL_OBJECT")).upper() != "FULL_OBJECT":
+            return None
+        for algorithm in CRC_ALGORITHMS:
+            value = headers.get(f"x-amz-checksum-{algorithm}")
+            if value and "-" not in value:
+                return cls(algorithm, str(value).strip())
+        return None
+
+    def matches(self, value: int) -> bool:
+        """True if ``value`` (a CRC of this algorithm) is the stored one."""
+        return crc_b64(self.algorithm, value) == self.value
+
+
+class Hashes:
+    """What a download or upload computes in one pass: CRC64NVME, and an MD5 if asked.
+
+    Fed in order (one stream, or one range); :meth:`update` is the ``Digest`` protocol.
+    """
+
+    def __init__(self, md5: bool = False, algorithm: str = "crc64nvme") -> None:
+        self.algorithm = algorithm
+        self._crc_fn = CRC_ALGORITHMS[algorithm][0]
+        self.crc, self.length = 0, 0
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+
+    def use(self, algorithm: str) -> None:
+        """Compute ``algorithm``'s CRC instead (before any data was added)."""
+        if self.length == 0 and algorithm in CRC_ALGORITHMS:
+            self.algorithm, self._crc_fn = algorithm, CRC_ALGORITHMS[algorithm][0]
+
+    def update(self, data: Buffer, /) -> None:
+        """Add ``data``."""
+        self.crc = self._crc_fn(data, self.crc)
+        self.length += len(memoryview(data))
+        if self._md5 is not None:
+            self._md5.update(data)
+
+    @property
+    def md5(self) -> str | None:
+        """The hex MD5 so far, if one is computed."""
+        return self._md5.hexdigest() if self._md5 is not None else None
+
+    def md5_digest(self) -> bytes:
+        """The raw MD5 so far (computed with ``md5=True``)."""
+        assert self._md5 is not None
+        return self._md5.digest()
+
+
+def combine_all(algorithm: str, parts: list[Hashes]) -> int:
+    """The CRC of the concatenation of ``parts`` (in order)."""
+    total = 0
+    for part in parts:
+        total = combine(algorithm, total, part.crc, part.length)
+    return total
+
+
+def file_crc(path: Path, algorithm: str = "crc64nvme") -> int:
+    """The CRC of a whole file, read in chunks."""
+    hashes = Hashes(algorithm=algorithm)
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            hashes.update(block)
+    return hashes.crc
 
 
 def file_md5(path: Path) -> str:
@@ -39,39 +130,22 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def multipart_etag(path: Path, part_size: int) -> str:
-    """Return the S3 multipart ETag (``md5-of-part-md5s-N``) a file would have."""
+def part_md5s(path: Path, part_size: int) -> list[bytes]:
+    """The MD5 of each ``part_size`` part of a file, in order."""
     parts: list[bytes] = []
     with open(path, "rb") as fh:
-        while part := fh.read(part_size):
-            parts.append(hashlib.md5(part, usedforsecurity=False).digest())
+        while True:
+            digest, left = hashlib.md5(usedforsecurity=False), part_size
+            while left and (block := fh.read(min(CHUNK, left))):
+                digest.update(block)
+                left -= len(block)
+            if left == part_size:
+                return parts or [digest.digest()]  # an empty file is one empty part
+            parts.append(digest.digest())
+
+
+def multipart_etag(path: Path, part_size: int) -> str:
+    """Return the S3 multipart ETag (``md5-of-part-md5s-N``) a file would have."""
+    parts = part_md5s(path, part_size)
     combined = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
     return f"{combined}-{len(parts)}"
-
-
-def etag_matches(
-    path: Path, etag: str, part_sizes: Iterable[int] = COMMON_PART_SIZES
-) -> bool | None:
-    """Check a local file against an S3 ETag.
-
-    Args:
-        path: Local file.
-        etag: ETag reported by S3.
-        part_sizes: Candidate multipart part sizes to try for ``-N`` ETags.
-
-    Returns:
-        True or False when the ETag is verifiable, None when it is not (e.g. SSE-KMS or an
-        unknown part size), so that callers fall back to a size check.
-    """
-    etag = normalize_etag(etag)
-    if is_md5_etag(etag):
-        return file_md5(path) == etag
-    count = multipart_part_count(etag)
-    if count is None:
-        return None
-    size = path.stat().st_size
-    for part_size in dict.fromkeys(part_sizes):
-        if math.ceil(size / part_size) == count:
-            if multipart_etag(path, part_size) == etag:
-                return True
-    return None

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prefect_s3_concurrency.errors import describe_error, is_permanent
+from prefect_s3_concurrency.s3.etag import ETag
 
 if TYPE_CHECKING:
     from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
@@ -13,11 +14,19 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class S3Object:
-    """An object from a listing: key, size in bytes and ETag (unquoted)."""
+    """An object from a listing: key, size in bytes, ETag (unquoted, case kept), and, when
+    the listing gives them, its LastModified (epoch seconds) and storage class."""
 
     key: str
     size: int
     etag: str = ""
+    last_modified: float | None = field(default=None, compare=False)
+    storage_class: str = field(default="", compare=False)
+
+    @property
+    def tag(self) -> ETag:
+        """The ETag as a value (its encryption unknown: a listing does not say)."""
+        return ETag(self.etag)
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class BatchResult:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     permanent: list[str] = field(default_factory=list)  # failed keys a retry cannot fix
+    size_only: list[str] = field(default_factory=list)  # transferred, verified by size only
 
     def merge(self, other: BatchResult) -> None:
         """Add ``other``'s counts into this result."""
@@ -50,6 +60,7 @@ class BatchResult:
         self.failed.update(other.failed)
         self.seconds += other.seconds
         self.permanent += other.permanent
+        self.size_only += other.size_only
 
     def fail(self, key: str, exc: BaseException) -> None:
         """Record that ``key`` failed with ``exc``."""

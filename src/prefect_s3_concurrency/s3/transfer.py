@@ -40,11 +40,11 @@ from prefect_s3_concurrency.s3.engines.objects import (
     PART_CONCURRENCY,
     PART_SIZE,
     download_one,
-    etag_is,
     local_matches,
     remote_matches,
     upload_one,
 )
+from prefect_s3_concurrency.s3.engines.verify import SIZE_ONLY
 from prefect_s3_concurrency.s3.records import BatchResult, LocalFile, S3Object
 from prefect_s3_concurrency.s3.upload_options import UploadOptions
 
@@ -181,7 +181,7 @@ async def _each_object(
     key_of: Callable[[T], str],
     size_of: Callable[[T], int],
     is_done: Callable[[T], Awaitable[bool]],
-    transfer: Callable[[T], Awaitable[None]],
+    transfer: Callable[[T], Awaitable[str | None]],
     dry_run: bool,
     in_flight: int = 1,
     done_before: Mapping[str, int] | None = None,
@@ -191,6 +191,7 @@ async def _each_object(
     Failures are per item. Keys in ``done_before`` (``key -> size`` transferred or tried by
     an earlier attempt of this batch) are not "already identical": an earlier attempt put
     them there (perhaps a request whose reply was lost), so they count as transferred.
+    ``transfer`` returns how the item was verified; those verified by size only are listed.
     """
     result = BatchResult()
     start = time.perf_counter()
@@ -209,8 +210,8 @@ async def _each_object(
                         result.skipped.append(key)
                     progress.report(1, size_of(item))
                     return
-                if not dry_run:
-                    await transfer(item)
+                if not dry_run and await transfer(item) == SIZE_ONLY:
+                    result.size_only.append(key)
                 result.transferred.append(key)
                 result.bytes += size_of(item)
                 progress.report(1, size_of(item))
@@ -263,8 +264,8 @@ def download_objects(
     """
     base = Path(root) if root else None
 
-    async def fetch(e: Engine, item: tuple[S3Object, str]) -> None:
-        await download_one(e, bucket, item[0], Path(item[1]), base, RETRYABLE_BODY_ERRORS)
+    async def fetch(e: Engine, item: tuple[S3Object, str]) -> str:
+        return await download_one(e, bucket, item[0], Path(item[1]), base, RETRYABLE_BODY_ERRORS)
 
     async def done(item: tuple[S3Object, str]) -> bool:
         if not skip_existing or not _same_size(item[1], item[0].size):
@@ -298,7 +299,7 @@ def upload_files(
     client: Any,
     bucket: str,
     items: Sequence[LocalFile],
-    existing: dict[str, tuple[int, str]] | None = None,
+    existing: Mapping[str, S3Object | tuple[int, str]] | None = None,
     check_remote: bool = False,
     dry_run: bool = False,
     in_flight: int = 1,
@@ -311,8 +312,9 @@ def upload_files(
         client: An engine, or a boto3 S3 client.
         bucket: Destination bucket.
         items: Files and their keys.
-        existing: ``key -> (size, etag)`` of objects already at the destination; matching
-            objects are skipped. None disables the check.
+        existing: The objects already at the destination (listed, or ``key -> (size,
+            etag)``); those the local file matches are skipped (see ``remote_is``). None
+            disables the check.
         check_remote: Ask S3 (HEAD) whether each object is already there, e.g. on a retry.
         dry_run: Decide what would be transferred, but transfer nothing.
         in_flight: Objects in flight at once.
@@ -331,9 +333,11 @@ def upload_files(
             if check_remote:
                 return await remote_matches(e, bucket, item, None)
             known = (existing or {}).get(item.key)
-            if known is None or known[0] != item.size:
+            if isinstance(known, tuple):
+                known = S3Object(item.key, known[0], known[1])
+            if known is None or known.size != item.size:
                 return False
-            return await asyncio.to_thread(etag_is, item, known[1])
+            return await remote_matches(e, bucket, item, known)
 
         return _each_object(
             items, key_of=lambda i: i.key, size_of=lambda i: i.size, is_done=is_done,

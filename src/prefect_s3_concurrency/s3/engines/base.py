@@ -10,26 +10,73 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from botocore.exceptions import ClientError
 from typing_extensions import Buffer  # what get() yields: anything with the buffer protocol
 
 from prefect_s3_concurrency.errors import S3PipelineError
+from prefect_s3_concurrency.s3.engines.listing import epoch
+from prefect_s3_concurrency.s3.etag import ETag
+from prefect_s3_concurrency.s3.integrity import StoredChecksum
 from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
+
+#: Requests made only to verify (``head``: HeadObject with ChecksumMode or PartNumber), per
+#: process: the benchmark reports them per 1,000 objects.
+VERIFY_REQUESTS: collections.Counter[str] = collections.Counter()
+OnReply = Callable[[Mapping[str, str]], None]  # gets a GET reply's lower-case headers
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What HEAD tells about an object: size, ETag (unquoted, lower case), user metadata."""
+    """What HEAD tells about an object: size, ETag (unquoted, case kept), user metadata, and,
+    when the engine sees them, the reply's headers (lower-case names) and LastModified."""
 
     size: int
     etag: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] | None = None
+    last_modified: float | None = None
+
+    @property
+    def tag(self) -> ETag:
+        """The ETag, knowing from the headers (when seen) whether it can be an MD5."""
+        return ETag.parse(self.etag, self.headers)
+
+    @property
+    def checksum(self) -> StoredChecksum | None:
+        """The full-object checksum S3 stores, if the reply carried one."""
+        return StoredChecksum.from_headers(self.headers) if self.headers else None
+
+    @property
+    def parts(self) -> int | None:
+        """``x-amz-mp-parts-count`` of a HEAD with ``PartNumber``, if given."""
+        value = (self.headers or {}).get("x-amz-mp-parts-count")
+        return int(value) if value and str(value).isdigit() else None
+
+
+@dataclass(frozen=True)
+class PutReply:
+    """What S3 answered to an upload: the ETag and the reply's checksum headers (if seen)."""
+
+    etag: str
+    headers: Mapping[str, str] | None = None
+
+
+def info_of(head: Mapping[str, Any]) -> ObjectInfo:
+    """An :class:`ObjectInfo` from a botocore HeadObject reply."""
+    headers = head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    return ObjectInfo(
+        int(head["ContentLength"]), ETag.parse(head.get("ETag")).value,
+        head.get("Metadata") or {}, {k.lower(): str(v) for k, v in headers.items()},
+        epoch(head.get("LastModified")),
+    )  # fmt: skip
 
 
 class RangeNotSupported(S3PipelineError):
@@ -89,6 +136,25 @@ class Engine(abc.ABC):
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
         """Size, ETag and user metadata of ``key``; None if it does not exist."""
 
+    async def head_checked(
+        self, bucket: str, key: str, part_number: int | None = None
+    ) -> ObjectInfo | None:
+        """HeadObject with ``ChecksumMode=ENABLED`` (or for one part), with its headers.
+
+        Always botocore's (object_store exposes no checksum or encryption headers); counted
+        in :data:`VERIFY_REQUESTS`. None if the object does not exist.
+        """
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        kwargs.update({"PartNumber": part_number} if part_number else {"ChecksumMode": "ENABLED"})
+        VERIFY_REQUESTS["head"] += 1
+        try:
+            head = await asyncio.to_thread(lambda: self.client.head_object(**kwargs))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return info_of(head)
+
     @abc.abstractmethod
     def get(
         self,
@@ -96,8 +162,13 @@ class Engine(abc.ABC):
         key: str,
         if_match: str | None = None,
         byte_range: tuple[int, int] | None = None,
+        on_reply: OnReply | None = None,
     ) -> AsyncIterator[Buffer]:
         """Stream the object's bytes (``byte_range`` is ``(start, end)``, end exclusive).
+
+        ``if_match`` is sent as it is (the ETag's header form). A whole-object GET asks for
+        the stored checksum (``ChecksumMode``); engines that see the reply's headers pass
+        them to ``on_reply`` before the first block.
 
         Raises:
             RangeNotSupported: If a range was asked for and the server sent the whole object.
@@ -137,12 +208,14 @@ class Engine(abc.ABC):
         key: str,
         data: bytes,
         md5: bytes,
+        crc64: int,
         metadata: Mapping[str, str] | None,
         *,
         attributes: ObjectAttributes | None = None,
-    ) -> str:
-        """Store ``data`` in one PUT (``md5`` is its digest); return the ETag.
+    ) -> PutReply:
+        """Store ``data`` in one PUT, with checksums S3 verifies before it stores the bytes.
 
+        ``md5`` is its digest, ``crc64`` its CRC64NVME (see the engines for which is sent);
         ``attributes`` are the headers to set (Content-Type, encryption, storage class...).
         """
 
@@ -155,13 +228,16 @@ class Engine(abc.ABC):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
+        unchanged: Callable[[], None],
         *,
         attributes: ObjectAttributes | None = None,
-    ) -> str:
-        """Upload a file as a multipart upload of ``part_size`` parts; return the ETag.
+    ) -> PutReply:
+        """Upload a file in ``part_size`` parts, each with a checksum S3 verifies, and the
+        whole-object CRC64NVME on completion.
 
-        ``attributes`` go with ``CreateMultipartUpload``. An upload that fails is aborted
-        before the error propagates.
+        ``unchanged`` is called before the upload completes and raises if the file changed
+        meanwhile; ``attributes`` go with ``CreateMultipartUpload``. An upload that fails is
+        aborted before the error propagates.
         """
 
     @abc.abstractmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -25,11 +24,15 @@ from prefect_s3_concurrency.s3.engines.base import (
     Digest,
     Engine,
     ObjectInfo,
+    OnReply,
+    PutReply,
     RangeNotSupported,
+    info_of,
     write_at,
 )
+from prefect_s3_concurrency.s3.engines.checksummed import put_object, upload_multipart
 from prefect_s3_concurrency.s3.engines.listing import list_pages
-from prefect_s3_concurrency.s3.integrity import CHUNK, normalize_etag
+from prefect_s3_concurrency.s3.integrity import CHUNK
 from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
 
@@ -82,18 +85,26 @@ class Boto3Engine(Engine):
             if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise object_error(exc, bucket, self.endpoint) from None
-        return ObjectInfo(
-            int(head["ContentLength"]), normalize_etag(head.get("ETag")), head.get("Metadata") or {}
-        )
+        return info_of(head)
 
     def _get_object(
-        self, bucket: str, key: str, if_match: str | None, byte_range: tuple[int, int] | None
+        self,
+        bucket: str,
+        key: str,
+        if_match: str | None,
+        byte_range: tuple[int, int] | None,
+        on_reply: OnReply | None = None,
     ) -> Any:
         """GetObject; for a range, a 206, or a 200 carrying exactly that range (rclone)."""
-        kwargs = {"IfMatch": f'"{if_match}"'} if if_match else {}
+        kwargs = {"IfMatch": if_match} if if_match else {}
         if byte_range:
             kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
+        else:
+            kwargs["ChecksumMode"] = "ENABLED"
         resp = self.client.get_object(Bucket=bucket, Key=key, **kwargs)
+        if on_reply is not None:
+            headers = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            on_reply({k.lower(): str(v) for k, v in headers.items()})
         if byte_range and not range_honoured(resp, byte_range):
             resp["Body"].close()
             IGNORES_RANGE.add(self.endpoint)
@@ -106,9 +117,11 @@ class Boto3Engine(Engine):
         key: str,
         if_match: str | None = None,
         byte_range: tuple[int, int] | None = None,
+        on_reply: OnReply | None = None,
     ) -> AsyncIterator[Buffer]:
         def first() -> tuple[Any, bytes | None]:
-            chunks = self._get_object(bucket, key, if_match, byte_range)["Body"].iter_chunks(CHUNK)
+            resp = self._get_object(bucket, key, if_match, byte_range, on_reply)
+            chunks = resp["Body"].iter_chunks(CHUNK)
             return chunks, next(chunks, None)
 
         chunks, block = await self._s3(bucket, first)
@@ -156,22 +169,15 @@ class Boto3Engine(Engine):
         key: str,
         data: bytes,
         md5: bytes,
+        crc64: int,
         metadata: Mapping[str, str] | None,
         *,
         attributes: ObjectAttributes | None = None,
-    ) -> str:
+    ) -> PutReply:
         extra = _extra_args(metadata, attributes)
-        resp = await self._s3(
-            bucket,
-            lambda: self.client.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=data,
-                ContentMD5=base64.b64encode(md5).decode(),
-                **extra,
-            ),  # fmt: skip
+        return await self._s3(
+            bucket, put_object, self.client, bucket, key, data, md5, crc64, extra
         )
-        return normalize_etag(resp.get("ETag"))
 
     async def put_multipart(
         self,
@@ -181,25 +187,17 @@ class Boto3Engine(Engine):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
+        unchanged: Callable[[], None],
         *,
         attributes: ObjectAttributes | None = None,
-    ) -> str:
+    ) -> PutReply:
         extra = _extra_args(metadata, attributes)
-        created = await self._s3(
-            bucket, lambda: self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
-        )
-        upload_id = created["UploadId"]
         try:
-            parts = await _upload_parts(self, bucket, key, upload_id, path, part_size, concurrency)
-            done = await self._call(
-                lambda: self.client.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-                )
+            return await upload_multipart(
+                self, bucket, key, path, (part_size, concurrency), extra, unchanged
             )
-        except BaseException:
-            await self.abort_upload(bucket, key, upload_id)
-            raise
-        return normalize_etag(done.get("ETag"))
+        except ClientError as exc:
+            raise object_error(exc, bucket, self.endpoint) from None
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Abort one multipart upload (best effort; the sweep catches what this misses)."""
@@ -241,42 +239,6 @@ def _extra_args(
     if attributes is not None:
         extra.update(attributes.boto3_args())
     return extra
-
-
-async def _upload_parts(
-    engine: Boto3Engine,
-    bucket: str,
-    key: str,
-    upload_id: str,
-    path: Path,
-    part_size: int,
-    concurrency: int,
-) -> list[dict[str, Any]]:
-    """Upload every part of ``path`` (``concurrency`` at a time).
-
-    botocore's default flexible checksum (CRC32) goes with each part; the whole upload is then
-    verified once against its ETag by the caller, so no MD5 pass is spent per part.
-    """
-    size = path.stat().st_size
-    count = max(1, -(-size // part_size))
-    gate = asyncio.Semaphore(max(1, concurrency))
-
-    def send(number: int) -> dict[str, Any]:
-        with open(path, "rb") as fh:  # one handle per part: a cancelled part owns its own
-            fh.seek((number - 1) * part_size)
-            data = fh.read(part_size)
-        resp = engine.client.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
-        )
-        return {"PartNumber": number, "ETag": resp["ETag"]}
-
-    async def one(number: int) -> dict[str, Any]:
-        async with gate:
-            return await engine._call(send, number)
-
-    async with asyncio.TaskGroup() as group:  # the first failure cancels the others
-        tasks = [group.create_task(one(n)) for n in range(1, count + 1)]
-    return [t.result() for t in tasks]
 
 
 def range_honoured(resp: Any, span: tuple[int, int]) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlencode
 
@@ -33,7 +34,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from prefect_s3_concurrency.errors import ListingError
-from prefect_s3_concurrency.s3.integrity import normalize_etag
+from prefect_s3_concurrency.s3.etag import unquote
 from prefect_s3_concurrency.s3.records import S3Object
 from prefect_s3_concurrency.s3.regions import (
     aws_bucket_url,
@@ -143,13 +144,34 @@ def _page(
             S3Object(
                 unquote_plus(key) if encoded else key,
                 int(_text(item, "Size", required=True)),
-                normalize_etag(_text(item, "ETag")),
+                unquote(_text(item, "ETag")),
+                epoch(_text(item, "LastModified")),
+                _text(item, "StorageClass"),
             )
         )
     truncated = _text(root, "IsTruncated", required=True).strip().lower()
     if truncated not in ("true", "false"):
         raise ListingError(f"listing reply with IsTruncated={truncated!r}")
     return found, _next_token(truncated == "true", _text(root, "NextContinuationToken"))
+
+
+def epoch(value: str | datetime | None) -> float | None:
+    """A listing's LastModified (ISO 8601 text or a datetime) as epoch seconds; None if absent
+    or unreadable (then skip-existing cannot compare times)."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    try:
+        return datetime.fromisoformat(str(value).strip()).timestamp() if value else None
+    except ValueError:
+        return None
+
+
+def listed_object(item: dict[str, Any]) -> S3Object:
+    """An S3Object from one botocore ``Contents`` entry."""
+    return S3Object(
+        item["Key"], int(item["Size"]), unquote(item.get("ETag")),
+        epoch(item.get("LastModified")), str(item.get("StorageClass") or ""),
+    )  # fmt: skip
 
 
 def _next_token(more: bool, token: str | None) -> str:
@@ -171,10 +193,7 @@ def _botocore_page(
     resp = client.list_objects_v2(**kwargs)
     if "IsTruncated" not in resp:
         raise ListingError("listing reply without IsTruncated: not a ListObjectsV2 reply")
-    found = [
-        S3Object(item["Key"], int(item["Size"]), normalize_etag(item.get("ETag")))
-        for item in resp.get("Contents", [])
-    ]
+    found = [listed_object(item) for item in resp.get("Contents", [])]
     return found, _next_token(bool(resp["IsTruncated"]), resp.get("NextContinuationToken"))
 
 

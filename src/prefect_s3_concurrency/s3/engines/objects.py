@@ -1,17 +1,19 @@
 """One object at a time, written once for every engine: verify, write atomically, retry.
 
 Downloads go to a locked temp file created through :mod:`local.safe_write` (no symlink on
-the way is followed, at write time), are checked for size and checksum while they stream
-(MD5, or the per-part MD5s of a multipart ETag), and are renamed into place. Objects from
-:data:`MULTIPART_THRESHOLD` are fetched as parallel ranged GETs written at their offsets and
-hashed on worker threads (:mod:`s3.engines.ranged`); a server that answers a Range with
-the whole object is detected on the first part and read in one streamed GET instead, from
-then on (``rclone serve s3``'s 200 that carries just the range and its ``Content-Range`` is
-taken as the partial reply it is).
+the way is followed, at write time), hashed while they stream (CRC64NVME, and the MD5s the
+ETag needs), verified by :mod:`s3.engines.verify`, given the object's LastModified as
+mtime (so that a re-run recognises them by size and time) and renamed into place. Objects
+from the multipart threshold on are fetched as parallel ranged GETs written at their
+offsets and hashed on worker threads (:mod:`s3.engines.ranged`); a server that answers a
+Range with the whole object is detected on the first part and read in one streamed GET
+instead, from then on (``rclone serve s3``'s 200 that carries just the range and its
+``Content-Range`` is taken as the partial reply it is).
 
-Uploads send small files in one PUT (Content-MD5 with boto3; obstore's returned ETag is
-compared with the local MD5) and large ones as multipart uploads, checked with HEAD against
-the locally computed multipart ETag. After every multipart upload, failed or not, uploads of
+Uploads send small files in one PUT and large ones as multipart uploads of the part size
+that fits S3's 10,000 parts (:mod:`s3.limits`), with checksums S3 verifies before it stores
+anything (:mod:`s3.engines.checksummed`); a file that changes while it uploads is refused
+before the upload completes. After every multipart upload, failed or not, uploads of
 that key which were not open before it started (a failed upload, or one that a
 ``CreateMultipartUpload`` retried after its reply was lost left behind) are aborted.
 """
@@ -23,89 +25,88 @@ import hashlib
 import logging
 import os
 import random
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from prefect_s3_concurrency.errors import IntegrityError, describe_error, local_io_error
-from prefect_s3_concurrency.local.safe_write import PartialFile, open_partial_at
-from prefect_s3_concurrency.s3.engines.base import Engine, RangeNotSupported, write_at
-from prefect_s3_concurrency.s3.engines.ranged import ranges_into
-from prefect_s3_concurrency.s3.integrity import (
-    COMMON_PART_SIZES,
-    etag_matches,
-    file_md5,
-    is_md5_etag,
-    multipart_etag,
-    multipart_part_count,
-    normalize_etag,
+from awscrt import checksums as crt
+
+from prefect_s3_concurrency.errors import (
+    IntegrityError,
+    describe_error,
+    local_io_error,
+    refused_object,
 )
+from prefect_s3_concurrency.local.safe_write import PartialFile, open_partial_at
+from prefect_s3_concurrency.s3 import limits
+from prefect_s3_concurrency.s3.engines.base import Engine, PutReply, RangeNotSupported, write_at
+from prefect_s3_concurrency.s3.engines.ranged import ranges_into
+from prefect_s3_concurrency.s3.engines.verify import Landed, plan_ranges, settle
+from prefect_s3_concurrency.s3.etag import ETag
+from prefect_s3_concurrency.s3.integrity import Hashes, StoredChecksum, file_md5, multipart_etag
 from prefect_s3_concurrency.s3.records import LocalFile, S3Object
 
 MIB = 2**20
-MULTIPART_THRESHOLD = 16 * MIB
-PART_SIZE = 8 * MIB
+MULTIPART_THRESHOLD = limits.S3_LIMITS.multipart_threshold
+PART_SIZE = limits.S3_LIMITS.default_part
 PART_CONCURRENCY = 8  # ranged GETs / part PUTs in flight per large object
 BODY_ATTEMPTS = 3
 log = logging.getLogger("prefect_s3_concurrency.s3.transfer")
 
 
-async def _stream_into(engine: Engine, bucket: str, obj: S3Object, part: PartialFile) -> str:
-    """One GET of the whole object into ``part``; return the MD5 hex of what arrived."""
-    digest = hashlib.md5(usedforsecurity=False)
+async def _streamed(engine: Engine, bucket: str, obj: S3Object, part: PartialFile) -> str:
+    """One GET of the whole object into ``part``, hashed as it lands; verify it."""
+    hashes = Hashes(md5=obj.tag.md5 is not None)
+    headers: dict[str, str] = {}
+
+    def reply(got: Mapping[str, str]) -> None:  # before the first block: hash what S3 keeps
+        headers.update(got)
+        stored = StoredChecksum.from_headers(got)
+        if stored is not None:
+            hashes.use(stored.algorithm)
+
     size = 0
-    async for block in engine.get(bucket, obj.key, if_match=obj.etag or None):
-        size += write_at(part.fd, block, size, digest)
+    if_match = obj.tag.header if obj.etag else None
+    async for block in engine.get(bucket, obj.key, if_match=if_match, on_reply=reply):
+        size += write_at(part.fd, block, size, hashes)
     if size != obj.size:
         raise IntegrityError(f"size mismatch for {obj.key}: got {size}, expected {obj.size}")
-    return digest.hexdigest()
+    landed = Landed(hashes.crc, hashes.md5, headers=headers or None, algorithm=hashes.algorithm)
+    return await settle(engine, bucket, obj, landed, lambda: _written(part))
 
 
-def _guess_part_size(obj: S3Object) -> int:
-    """The part size that reproduces a multipart ETag's part count (8 MiB otherwise)."""
-    count = multipart_part_count(obj.etag)
-    if count is not None and count > 1:
-        for size in COMMON_PART_SIZES:
-            if -(-obj.size // size) == count:
-                return size
-    return PART_SIZE
+async def _ranged(engine: Engine, bucket: str, obj: S3Object, part: PartialFile) -> str:
+    """Parallel ranged GETs into ``part`` (cut as :func:`verify.plan_ranges` says); verify."""
+    plan = await plan_ranges(engine, bucket, obj, limits.current().default_part)
+    landed = await ranges_into(
+        engine, bucket, obj, part.fd, plan.range_size, PART_CONCURRENCY, plan.per_part
+    )
+    landed.headers = plan.info.headers if plan.info is not None else None
+    landed.part_size = plan.part_size
+    return await settle(engine, bucket, obj, landed, lambda: _written(part))
+
+
+def _written(part: PartialFile) -> Path:
+    """The written temp file, through its fd (wherever its name went)."""
+    path = Path(f"/proc/self/fd/{part.fd}")
+    return path if path.exists() else part.path
 
 
 async def _download_once(
     engine: Engine, bucket: str, obj: S3Object, target: Path, root: Path
-) -> None:
+) -> str:
     with open_partial_at(root, target) as part:
-        if obj.size >= MULTIPART_THRESHOLD and engine.ranges_ok:
+        if obj.size >= limits.current().multipart_threshold and engine.ranges_ok:
             try:
-                await ranges_into(
-                    engine, bucket, obj, part.fd, _guess_part_size(obj), PART_CONCURRENCY,
-                    lambda: _file_matches(part, obj),
-                )  # fmt: skip
+                how = await _ranged(engine, bucket, obj, part)
             except RangeNotSupported:
                 os.ftruncate(part.fd, 0)
-                await _check_stream(engine, bucket, obj, part)
+                how = await _streamed(engine, bucket, obj, part)
         else:
-            await _check_stream(engine, bucket, obj, part)
+            how = await _streamed(engine, bucket, obj, part)
+        if obj.last_modified is not None:  # a re-run knows it by size and time (aws-cli's)
+            os.utime(part.fd, (obj.last_modified, obj.last_modified))
         part.commit()  # still locked: no clean-up can take it meanwhile
-
-
-async def _check_stream(engine: Engine, bucket: str, obj: S3Object, part: PartialFile) -> None:
-    md5 = await _stream_into(engine, bucket, obj, part)
-    if is_md5_etag(obj.etag) and md5 != obj.etag:
-        raise IntegrityError(f"MD5 mismatch for {obj.key}")
-    if obj.etag and not is_md5_etag(obj.etag):
-        await _check_file(part, obj)
-
-
-async def _file_matches(part: PartialFile, obj: S3Object) -> bool | None:
-    """Read the written temp file back (through its fd) against the ETag (see etag_matches)."""
-    path = Path(f"/proc/self/fd/{part.fd}")  # the open file itself, wherever its name went
-    if not path.exists():
-        path = part.path
-    return await asyncio.to_thread(etag_matches, path, obj.etag)
-
-
-async def _check_file(part: PartialFile, obj: S3Object) -> None:
-    if await _file_matches(part, obj) is False:
-        raise IntegrityError(f"checksum mismatch for {obj.key}")
+    return how
 
 
 async def download_one(
@@ -115,7 +116,7 @@ async def download_one(
     target: Path,
     root: Path | None,
     retryable: tuple[type[BaseException], ...],
-) -> None:
+) -> str:
     """Download one object atomically and verify it, re-fetching a bad body (see module).
 
     Args:
@@ -126,6 +127,9 @@ async def download_one(
         root: Directory every component is opened from without following symlinks;
             ``target``'s parent if None.
         retryable: Errors for which the body is fetched again (up to BODY_ATTEMPTS in all).
+
+    Returns:
+        How it was verified: a checksum algorithm, ``md5``, ``multipart-md5``, or ``size``.
 
     Raises:
         IntegrityError: If size or checksum still do not match after the last attempt.
@@ -140,18 +144,21 @@ async def download_one(
             raise local_io_error(exc, target) from None
     for attempt in range(1, BODY_ATTEMPTS + 1):
         try:
-            await _download_once(engine, bucket, obj, target, base)
-            return
+            return await _download_once(engine, bucket, obj, target, base)
         except OSError as exc:
             raise local_io_error(exc, target) from None
-        except retryable as exc:
-            if attempt == BODY_ATTEMPTS:
+        except Exception as exc:
+            refusal = refused_object(exc, obj.key, obj.storage_class)
+            if refusal is not None:
+                raise refusal from None
+            if not isinstance(exc, retryable) or attempt == BODY_ATTEMPTS:
                 raise
             log.warning(
                 "retrying %s (attempt %d/%d) after %s",
                 obj.key, attempt + 1, BODY_ATTEMPTS, describe_error(exc),
             )  # fmt: skip
             await asyncio.sleep(0.1 * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def _open_uploads(engine: Engine, bucket: str, key: str) -> set[str] | None:
@@ -188,16 +195,19 @@ async def sweep_uploads(engine: Engine, bucket: str, key: str, before: set[str] 
     return aborted
 
 
-async def upload_one(engine: Engine, bucket: str, item: LocalFile) -> None:
-    """Upload one file and verify what S3 stored (see the module docstring).
+async def upload_one(engine: Engine, bucket: str, item: LocalFile) -> str:
+    """Upload one file with checksums S3 verifies, and check what S3 stored (see module).
+
+    Returns:
+        How the stored object was verified (``crc64nvme``, ``md5``, ``content-md5``...).
 
     Raises:
-        IntegrityError: If the stored size or ETag do not match the local file.
+        IntegrityError: If the stored size or checksums do not match the local file.
         LocalIOError: If the file cannot be read.
     """
-    if item.size >= MULTIPART_THRESHOLD:
-        await _upload_large(engine, bucket, item)
-        return
+    now = limits.current()
+    if item.size >= now.multipart_threshold or item.size > now.max_put:
+        return await _upload_large(engine, bucket, item, now)
     try:
         with open(item.path, "rb") as fh:
             data = fh.read()
@@ -206,76 +216,126 @@ async def upload_one(engine: Engine, bucket: str, item: LocalFile) -> None:
     if len(data) != item.size:
         raise IntegrityError(f"{item.path} changed size while uploading")
     md5 = hashlib.md5(data, usedforsecurity=False)
-    etag = await engine.put(
-        bucket, item.key, data, md5.digest(), item.metadata, attributes=item.attributes
+    crc = crt.crc64nvme(data)
+    reply = await engine.put(
+        bucket, item.key, data, md5.digest(), crc, item.metadata, attributes=item.attributes
     )
-    if is_md5_etag(etag) and etag != md5.hexdigest():
-        raise IntegrityError(f"ETag mismatch after upload of {item.key}")
+    return await _check_put(engine, bucket, item.key, reply, md5.hexdigest(), crc)
 
 
-# endpoint -> True if it reports multipart ETags (md5-of-parts-N), False for a whole-object
-# MD5 (rclone): learned from the first HEAD, so later uploads hash while they upload.
-_multipart_style: dict[str, bool] = {}
+async def _check_put(
+    engine: Engine, bucket: str, key: str, reply: PutReply, md5: str, crc: int
+) -> str:
+    """Check a single PUT's reply: the echoed CRC, else an MD5 ETag, else what S3 holds."""
+    echoed = StoredChecksum.from_headers(reply.headers or {})
+    if echoed is not None and echoed.algorithm == "crc64nvme":
+        if not echoed.matches(crc):
+            raise IntegrityError(f"checksum mismatch after upload of {key}")
+        return "crc64nvme"
+    tag = ETag.parse(reply.etag, reply.headers)
+    if tag.md5 is not None and tag.md5 == md5:
+        return "md5"
+    if reply.headers is not None:  # boto3: the server saw our Content-MD5 (and its headers)
+        if tag.md5 is not None:
+            raise IntegrityError(f"ETag mismatch after upload of {key}")
+        return "content-md5"
+    info = await engine.head_checked(bucket, key)  # obstore: S3 decides (KMS, changed...)
+    stored = info.checksum if info is not None else None
+    if stored is not None and stored.algorithm == "crc64nvme":
+        if not stored.matches(crc):
+            raise IntegrityError(f"checksum mismatch after upload of {key}")
+        return "crc64nvme"
+    if info is not None and info.tag.md5 is None and info.etag == reply.etag:
+        return "payload-sha256"  # encrypted: S3 checked the signed payload's SHA-256
+    raise IntegrityError(f"ETag mismatch after upload of {key}")
 
 
-def _expected_etag(path: Path, multipart: bool) -> str:
-    return multipart_etag(path, PART_SIZE) if multipart else file_md5(path)
+def _unchanged_since(path: Path, size: int) -> Callable[[], None]:
+    """A check that raises if ``path`` is no longer ``size`` bytes with its current mtime."""
+    before = os.stat(path)
+
+    def check() -> None:
+        now = os.stat(path)
+        if (now.st_size, now.st_mtime_ns, now.st_ino) != (
+            size, before.st_mtime_ns, before.st_ino
+        ):
+            raise IntegrityError(f"{path} changed while uploading: not stored")
+
+    return check
 
 
-async def _upload_large(engine: Engine, bucket: str, item: LocalFile) -> None:
+async def _upload_large(
+    engine: Engine, bucket: str, item: LocalFile, now: limits.Limits
+) -> str:
     path = Path(item.path)
-    style = _multipart_style.get(engine.endpoint)
-    hashing = (  # the local checksum, computed on a thread while the parts upload
-        asyncio.ensure_future(asyncio.to_thread(_expected_etag, path, style))
-        if style is not None
-        else None
-    )
+    part_size = limits.part_size_for(item.size, now)
+    try:
+        unchanged = _unchanged_since(path, item.size)
+    except OSError as exc:
+        raise local_io_error(exc, item.path, "read") from None
     before = await asyncio.to_thread(_open_uploads, engine, bucket, item.key)
     try:
-        await engine.put_multipart(
-            bucket, item.key, path, PART_SIZE, PART_CONCURRENCY, item.metadata,
+        reply = await engine.put_multipart(
+            bucket, item.key, path, part_size, PART_CONCURRENCY, item.metadata, unchanged,
             attributes=item.attributes,
         )  # fmt: skip
     except OSError as exc:
         raise local_io_error(exc, item.path, "read") from None
     finally:
         await sweep_uploads(engine, bucket, item.key, before)
-        expected = await hashing if hashing is not None else None
     head = await engine.head(bucket, item.key)
     if head is None or head.size != item.size:
         raise IntegrityError(f"size mismatch after upload of {item.key}")
-    multipart = not is_md5_etag(head.etag)
-    _multipart_style[engine.endpoint] = multipart
-    if expected is None or multipart != style:
-        if await asyncio.to_thread(etag_matches, path, head.etag, (PART_SIZE,)) is False:
-            raise IntegrityError(f"checksum mismatch after upload of {item.key}")
-    elif expected != head.etag:
-        raise IntegrityError(f"checksum mismatch after upload of {item.key}")
+    echoed = StoredChecksum.from_headers(reply.headers or {})
+    return echoed.algorithm if echoed is not None else "content-md5"
 
 
 def local_matches(path: Path, obj: S3Object) -> bool:
-    """True if ``path`` already holds ``obj`` (same size and a matching checksum)."""
+    """True if ``path`` already holds ``obj``: same size, and either the mtime a download
+    gave it (the object's LastModified) or, for an MD5 ETag, the same MD5."""
     try:
-        if not path.is_file() or path.stat().st_size != obj.size:
-            return False
+        stat = path.stat() if path.is_file() else None
     except OSError:
         return False
-    return etag_matches(path, obj.etag) is True
+    if stat is None or stat.st_size != obj.size:
+        return False
+    if obj.last_modified is not None and abs(stat.st_mtime - obj.last_modified) < 1e-3:
+        return True
+    md5 = obj.tag.md5
+    return md5 is not None and file_md5(path) == md5
 
 
-async def remote_matches(engine: Engine, bucket: str, item: LocalFile, etag: str | None) -> bool:
-    """True if S3 already holds ``item`` (``etag`` None means: ask S3 with HEAD)."""
-    if etag is None:
+async def remote_matches(
+    engine: Engine, bucket: str, item: LocalFile, known: S3Object | None
+) -> bool:
+    """True if S3 already holds ``item`` (``known`` None means: ask S3 with HEAD)."""
+    if known is None:
         try:
             head = await engine.head(bucket, item.key)
         except Exception:  # noqa: BLE001 - absent or unreadable: upload it
             return False
-        if head is None or head.size != item.size:
+        if head is None:
             return False
-        etag = head.etag
-    return await asyncio.to_thread(etag_is, item, etag)
+        known = S3Object(item.key, head.size, head.etag, head.last_modified)
+    return await asyncio.to_thread(remote_is, item, known)
 
 
-def etag_is(item: LocalFile, etag: str) -> bool:
-    """True if the local file matches ``etag`` (MD5, or a multipart ETag of known parts)."""
-    return etag_matches(Path(item.path), normalize_etag(etag), (PART_SIZE,)) is True
+def remote_is(item: LocalFile, obj: S3Object) -> bool:
+    """True if ``obj`` holds the local file: same size, and the file not modified since the
+    object was (aws-cli's rule, in S3's whole seconds), or the same MD5 or multipart ETag
+    (of the part size this project uploads it with)."""
+    path = Path(item.path)
+    try:
+        if obj.size != item.size or path.stat().st_size != item.size:
+            return False
+        if obj.last_modified is not None and int(path.stat().st_mtime) <= obj.last_modified:
+            return True
+    except OSError:
+        return False
+    tag = obj.tag
+    if tag.md5 is not None:
+        return file_md5(path) == tag.md5
+    if tag.parts is None:
+        return False
+    part = limits.part_size_for(item.size, limits.current())
+    return -(-item.size // part) == tag.parts and multipart_etag(path, part) == tag.value.lower()

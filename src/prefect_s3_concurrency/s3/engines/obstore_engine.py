@@ -15,6 +15,12 @@ fails because of the engine. Listings are always the boto3 engine's (``object_st
 rewrites folder-marker keys and aborts a listing on a key it cannot name). Ranged GETs on a server
 that sends ranges with 200 instead of 206 (``rclone serve s3``), which ``object_store``
 refuses, go through botocore too.
+
+object_store sends no ``x-amz-checksum-*``/``Content-MD5`` and exposes no checksum or
+encryption headers: multipart uploads (per-part and full-object CRC64NVME, the file checked
+before completion) go through botocore; single PUTs stay here, protected by the SigV4
+signed payload (S3 checks ``x-amz-content-sha256``). Verification asks botocore's HEAD only
+when an MD5-shaped ETag does not settle it (:mod:`s3.engines.verify`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -34,10 +40,18 @@ from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
 from prefect_s3_concurrency.s3.connection import S3Connection, get_session
-from prefect_s3_concurrency.s3.engines.base import Buffer, Digest, Engine, ObjectInfo
+from prefect_s3_concurrency.s3.engines.base import (
+    Buffer,
+    Digest,
+    Engine,
+    ObjectInfo,
+    OnReply,
+    PutReply,
+)
 from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
+from prefect_s3_concurrency.s3.engines.listing import epoch
 from prefect_s3_concurrency.s3.engines.obstore_errors import missing_bucket, obstore_error
-from prefect_s3_concurrency.s3.integrity import normalize_etag
+from prefect_s3_concurrency.s3.etag import unquote
 from prefect_s3_concurrency.s3.object_headers import (
     ObjectAttributes,
     encryption_of,
@@ -204,7 +218,10 @@ class ObstoreEngine(Engine):
         except BaseError as exc:
             raise self._error(exc, bucket) from None
         meta = {k: v for k, v in res.attributes.items() if k.lower() not in _STANDARD_ATTRIBUTES}
-        return ObjectInfo(res.meta["size"], normalize_etag(res.meta["e_tag"]), meta)
+        return ObjectInfo(
+            res.meta["size"], unquote(res.meta["e_tag"]), meta,
+            last_modified=epoch(res.meta.get("last_modified")),
+        )  # fmt: skip
 
     def _botocore_reads(self, key: str, byte_range: tuple[int, int] | None) -> bool:
         ranged_200 = byte_range is not None and self._endpoint in PARTIAL_AS_200
@@ -216,12 +233,13 @@ class ObstoreEngine(Engine):
         key: str,
         if_match: str | None = None,
         byte_range: tuple[int, int] | None = None,
+        on_reply: OnReply | None = None,
     ) -> AsyncIterator[Buffer]:
         if self._botocore_reads(key, byte_range):
-            async for block in self.fallback.get(bucket, key, if_match, byte_range):
+            async for block in self.fallback.get(bucket, key, if_match, byte_range, on_reply):
                 yield block
             return
-        options: dict[str, Any] = {"if_match": f'"{if_match}"'} if if_match else {}
+        options: dict[str, Any] = {"if_match": if_match} if if_match else {}
         if byte_range:
             options["range"] = byte_range
         store = await self._store(bucket)
@@ -260,12 +278,17 @@ class ObstoreEngine(Engine):
         key: str,
         data: bytes,
         md5: bytes,
+        crc64: int,
         metadata: Mapping[str, str] | None,
         *,
         attributes: ObjectAttributes | None = None,
-    ) -> str:
+    ) -> PutReply:
+        # object_store sends no Content-MD5 or x-amz-checksum-*, but signs the payload: S3
+        # checks x-amz-content-sha256 (the body's SHA-256) before it stores the bytes.
         if not representable(key):
-            return await self.fallback.put(bucket, key, data, md5, metadata, attributes=attributes)
+            return await self.fallback.put(
+                bucket, key, data, md5, crc64, metadata, attributes=attributes
+            )
         store = await self._store(bucket, attributes)
         try:
             res = await obs.put_async(
@@ -274,7 +297,7 @@ class ObstoreEngine(Engine):
             )  # fmt: skip
         except BaseError as exc:
             raise self._error(exc, bucket) from None
-        return normalize_etag(res["e_tag"])
+        return PutReply(unquote(res["e_tag"]))
 
     async def put_multipart(
         self,
@@ -284,22 +307,15 @@ class ObstoreEngine(Engine):
         part_size: int,
         concurrency: int,
         metadata: Mapping[str, str] | None,
+        unchanged: Callable[[], None],
         *,
         attributes: ObjectAttributes | None = None,
-    ) -> str:
-        if not representable(key):
-            return await self.fallback.put_multipart(
-                bucket, key, path, part_size, concurrency, metadata, attributes=attributes
-            )
-        store = await self._store(bucket, attributes)
-        try:
-            res = await obs.put_async(
-                store, key, path, attributes=_attributes(metadata, attributes),
-                use_multipart=True, chunk_size=part_size, max_concurrency=concurrency,
-            )  # fmt: skip
-        except BaseError as exc:
-            raise self._error(exc, bucket) from None
-        return normalize_etag(res["e_tag"])
+    ) -> PutReply:
+        # object_store cannot send the per-part and full-object CRC64NVME S3 verifies (nor
+        # check the file before completing): large uploads go through botocore.
+        return await self.fallback.put_multipart(
+            bucket, key, path, part_size, concurrency, metadata, unchanged, attributes=attributes
+        )
 
     async def delete(self, bucket: str, keys: Sequence[str]) -> dict[str, str]:
         return await self.fallback.delete(bucket, keys)

@@ -1,15 +1,17 @@
-"""Large downloads: parallel ranged GETs written at their offsets, verified as they land.
+"""Large downloads: parallel ranged GETs written at their offsets, hashed as they land.
 
 Each range is fetched by the engine's :meth:`~s3.engines.base.Engine.get_into`, which
-writes the bytes at their offsets and feeds a digest on a worker thread (MD5 releases the
-GIL), so the parts of one object, and the objects of one batch, hash in parallel:
+writes the bytes at their offsets and feeds a :class:`~s3.integrity.Hashes` on a worker
+thread, so the parts of one object, and the objects of one batch, hash in parallel:
 
-* a multipart ETag whose part count matches the ranges (``md5-of-part-md5s-N``): each range
-  gets its own MD5, and the part digests combine into the ETag;
-* a whole-object MD5 ETag (``rclone serve s3``, MinIO for single PUTs): one MD5 in object
-  order, computed by :class:`InOrderDigest` on its own thread from the file while the later
-  ranges are still arriving (the written prefix is still in the page cache);
-* any other ETag (a part size we cannot guess): the finished file is read back once.
+* every range gets its CRC64NVME; they combine into the whole object's;
+* when the ranges are the upload's parts (part size learned from S3), each range also gets
+  its MD5, for a multipart ETag (``md5-of-part-md5s-N``);
+* for an MD5-shaped ETag (``rclone serve s3``, single PUTs), one MD5 in object order is
+  computed by :class:`InOrderDigest` on its own thread from the file while the later ranges
+  are still arriving (the written prefix is still in the page cache).
+
+What these are checked against is decided by :mod:`s3.engines.verify`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Awaitable, Callable
 
 from prefect_s3_concurrency.errors import IntegrityError
 from prefect_s3_concurrency.s3.engines.base import Engine
-from prefect_s3_concurrency.s3.integrity import CHUNK, is_md5_etag, multipart_part_count
+from prefect_s3_concurrency.s3.engines.verify import Landed
+from prefect_s3_concurrency.s3.integrity import CHUNK, Hashes, combine_all
 from prefect_s3_concurrency.s3.records import S3Object
 
 Span = tuple[int, int]
@@ -112,9 +114,9 @@ async def ranges_into(
     fd: int,
     part_size: int,
     concurrency: int,
-    file_matches: Callable[[], Awaitable[bool | None]],
-) -> None:
-    """Download ``obj`` into ``fd`` as parallel ranged GETs and verify it (see module).
+    per_part: bool,
+) -> Landed:
+    """Download ``obj`` into ``fd`` as parallel ranged GETs; return what was computed.
 
     The first range goes alone: a server that ignores ``Range`` is found there
     (:class:`~s3.engines.base.RangeNotSupported`) before anything else is asked.
@@ -124,51 +126,44 @@ async def ranges_into(
         bucket: Source bucket.
         obj: The listed object (size and ETag).
         fd: The open temp file, truncated to ``obj.size`` here.
-        part_size: Bytes per ranged GET (a guess of the upload's part size).
+        part_size: Bytes per ranged GET.
         concurrency: Ranged GETs in flight for this object.
-        file_matches: Reads the file back against the ETag (True, False, or None when no
-            known part size reproduces a multipart ETag).
+        per_part: The ranges are the upload's parts: compute each one's MD5.
 
     Raises:
-        IntegrityError: If a range came back short or the checksum does not match.
+        IntegrityError: If a range came back short.
         RangeNotSupported: If the server sent the whole object for the first range.
     """
     spans = spans_of(obj.size, part_size)
     os.ftruncate(fd, obj.size)
-    per_part = multipart_part_count(obj.etag) == len(spans)
-    ordered = InOrderDigest(fd, spans) if is_md5_etag(obj.etag) else None
+    ordered = InOrderDigest(fd, spans) if obj.tag.md5 is not None else None
     hashing = ordered.start() if ordered else None
     gate = asyncio.Semaphore(max(1, concurrency))
+    if_match = obj.tag.header if obj.etag else None
 
-    async def one(index: int) -> bytes:
-        digest = hashlib.md5(usedforsecurity=False) if per_part else None
+    async def one(index: int) -> Hashes:
+        hashes = Hashes(md5=per_part)
         async with gate:
-            got = await engine.get_into(bucket, obj.key, obj.etag or None, spans[index], fd, digest)
+            got = await engine.get_into(bucket, obj.key, if_match, spans[index], fd, hashes)
         if got != spans[index][1] - spans[index][0]:
             raise IntegrityError(f"short range of {obj.key}: got {got} bytes")
         if ordered is not None:
             ordered.done(index)
-        return digest.digest() if digest is not None else b""
+        return hashes
 
     try:
-        digests = [await one(0)]
+        parts = [await one(0)]
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(one(i)) for i in range(1, len(spans))]
         except BaseExceptionGroup as failed:  # the first error, as download_one expects it
             raise failed.exceptions[0] from None
-        digests += [t.result() for t in tasks]
+        parts += [t.result() for t in tasks]
         md5 = await hashing if hashing is not None else None
     finally:
         if ordered is not None:
             ordered.stop()  # a no-op once it finished; it reads through its own fd anyway
-    if per_part:
-        combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
-        # a wrong guess of the part size cuts other parts: then the whole file must match
-        if f"{combined}-{len(spans)}" != obj.etag and await file_matches() is not True:
-            raise IntegrityError(f"checksum mismatch for {obj.key}")
-    elif ordered is not None:
-        if md5 != obj.etag:
-            raise IntegrityError(f"MD5 mismatch for {obj.key}")
-    elif obj.etag and await file_matches() is False:
-        raise IntegrityError(f"checksum mismatch for {obj.key}")
+    return Landed(
+        combine_all("crc64nvme", parts), md5,
+        [p.md5_digest() for p in parts] if per_part else None,
+    )  # fmt: skip
