@@ -118,6 +118,16 @@ class UnsafeKeyError(S3PipelineError, ValueError):
 class UnsupportedObjectError(S3PipelineError):
     """An object S3 will not serve as it is: archived, or encrypted with a customer key."""
 
+    archived = False  # True: archived (S3's InvalidObjectState), not restored
+
+
+def archived_error(storage_class: str = "") -> UnsupportedObjectError:
+    """The one line for an archived object (``storage_class`` as listed, if known)."""
+    where = storage_class if storage_class not in ("", "STANDARD") else "an archive class"
+    error = UnsupportedObjectError(f"archived in {where}: restore it first")
+    error.archived = True
+    return error
+
 
 class LocalIOError(S3PipelineError):
     """A local file could not be written or read (disk full, permissions...); not retried."""
@@ -182,8 +192,11 @@ def refused_object(
 
     ``InvalidObjectState`` (403): archived in GLACIER or DEEP_ARCHIVE and not restored. An
     SSE-C object read without its key: 400 naming server-side encryption parameters. Our
-    own errors, and the object's key (quoted or not) in a message, never count.
+    own errors, and the object's key (quoted or not) in a message, never count; an engine's
+    archived error is restated with ``storage_class``.
     """
+    if isinstance(exc, UnsupportedObjectError):
+        return archived_error(storage_class) if exc.archived else exc
     if isinstance(exc, S3PipelineError):
         return None
     text = str(exc)
@@ -194,8 +207,7 @@ def refused_object(
         error = exc.response.get("Error", {})
         code, text = str(error.get("Code", "")), f"{error.get('Message', '')} {text}"
     if code == "InvalidObjectState" or "InvalidObjectState" in text:
-        where = storage_class if storage_class not in ("", "STANDARD") else "an archive class"
-        return UnsupportedObjectError(f"archived in {where}: restore it first")
+        return archived_error(storage_class)
     lowered = text.lower()
     if "customer" in lowered and "encrypt" in lowered or "sse-c" in lowered or (
         "server side encryption" in lowered and "correct parameters" in lowered
@@ -304,6 +316,8 @@ def s3_error(
         The matching error, or None for a code with no meaning of its own here.
     """
     where = f" at {endpoint}" if endpoint else ""
+    if code == "InvalidObjectState":
+        return archived_error()
     if code == "PermanentRedirect" or (region and region != signed and code in _REGION_CODES):
         return WrongRegionError(bucket, region, signed)
     if code in {"NoSuchBucket"}:

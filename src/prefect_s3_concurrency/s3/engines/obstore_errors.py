@@ -24,6 +24,7 @@ from prefect_s3_concurrency.errors import (
     EndpointUnreachableError,
     ObjectChangedError,
     S3PipelineError,
+    archived_error,
     changed_message,
     s3_error,
 )
@@ -62,6 +63,8 @@ def obstore_error(
     status, code = _status_and_code(text)
     if isinstance(exc, PreconditionError):
         return ObjectChangedError(changed_message(code or status or "412"))
+    if code == "InvalidObjectState":
+        return archived_error()
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
         return AccessDeniedError(
             f"access to bucket '{bucket}' at {endpoint} was denied ({code or status or '403'}): "
