@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, TypeVar, Union, cast
 
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -28,6 +28,8 @@ from prefect_s3_concurrency.local.paths import BUCKET_PATTERN, S3Url, parse_s3_u
 from prefect_s3_concurrency.s3.connection import S3Connection, bucket_location
 from prefect_s3_concurrency.s3.transfer import BatchResult
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
+
+T = TypeVar("T")
 
 
 def _valid_s3_url(value: str) -> str:
@@ -169,6 +171,44 @@ def location_text(location: str | S3Bucket) -> str:
         bucket, folder, _ = bucket_location(location)
         return f"s3://{bucket}/{folder}"
     return location
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, S3Bucket):
+        return location_text(value)
+    return printable(value) if value is not None else "?"
+
+
+def run_name(verb: str, source: str, dest: str) -> Callable[[], str]:
+    """A ``flow_run_name`` saying what ran, e.g. ``download s3://b/raw -> data/raw``.
+
+    Args:
+        verb: First word of the name.
+        source: The flow's parameter naming where it reads.
+        dest: The flow's parameter naming where it writes.
+    """
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        params = flow_run.parameters
+        return f"{verb} {_shown(params.get(source))} -> {_shown(params.get(dest))}"
+
+    return name
+
+
+def headline(objects: int, nbytes: int, seconds: float, noun: str = "objects") -> str:
+    """The numbers a run's final state carries, e.g. ``20 objects, 1.2 MiB, 35 files/s``."""
+    rate = objects / seconds if seconds else 0.0
+    return f"{objects} {noun}, {nbytes / 2**20:.1f} MiB, {rate:.0f} files/s"
+
+
+def completed(summary: T, message: str) -> T:
+    """Return ``summary`` as the flow's result in a Completed state carrying ``message``
+    (shown in the UI beside the run); calling the flow still returns ``summary``."""
+    from prefect.states import Completed
+
+    return cast(T, Completed(message=message, data=summary))
 
 
 def check_not_empty(count: int, where: str, fail_if_empty: bool, hint: str = "") -> None:

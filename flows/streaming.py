@@ -183,14 +183,15 @@ class ChunkStreamer:
                 items, lambda i: i[0].size, self.batch_max_objects, BATCH_MAX_BYTES, self._spread
             )
             self._downloading += 1
-            for batch in batches:
+            for part, batch in enumerate(batches, 1):
                 params = {
                     "conn": self.conn, "pool_size": self.pool_size, "bucket": self.source_bucket,
                     "items": quote(batch), "skip_existing": False, **self.engine,
                 }  # fmt: skip
-                name = batch_name(
-                    f"download {self._of(flight)}", len(batch), sum(o.size for o, _ in batch)
-                )
+                label = f"download {self._of(flight)}" + (
+                    f" part {part}/{len(batches)}" if len(batches) > 1 else ""
+                )  # unique: a chunk may download in several batches
+                name = batch_name(label, len(batch), sum(o.size for o, _ in batch))
                 task_obj = self.tasks["download"].with_options(task_run_name=name)
                 future = submit(self.io, task_obj, params)
                 self._watch("download", flight, [obj.key for obj, _ in batch], future)

@@ -35,12 +35,15 @@ from prefect_s3_concurrency.flows.common import (
     TransferSummary,
     Workers,
     check_not_empty,
+    completed,
     ensure_writable_dir,
+    headline,
     log_dry_run,
     log_key_reasons,
     publish_table,
     resolve_location,
     retrying,
+    run_name,
 )
 from prefect_s3_concurrency.flows.runners import DaskAddress, io_runner
 from prefect_s3_concurrency.local.files import (
@@ -101,7 +104,9 @@ def _finish(
     publish_table(artifact_key, summary.rows(), f"{summary.direction} summary")
     if summary.failed or (summary.rejected and not allow_rejected):
         raise TransferFailed(summary, allow_rejected)
-    return summary
+    numbers = headline(summary.objects, summary.bytes, summary.seconds)
+    skipped = f", {summary.skipped} already identical" if summary.skipped else ""
+    return completed(summary, f"{'dry run: ' if summary.dry_run else ''}{numbers}{skipped}")
 
 
 def _may_delete(
@@ -185,7 +190,7 @@ def _record_result(summary: TransferSummary, result: BatchResult) -> None:
     summary.planned = result.transferred if summary.dry_run else []
 
 
-@flow(name="download-prefix")
+@flow(name="download-prefix", flow_run_name=run_name("download", "source", "dest_dir"))
 def download_prefix(
     source: S3Location,
     dest_dir: LocalDir,
@@ -243,8 +248,15 @@ def download_prefix(
     )  # fmt: skip
     progress, listing = RunProgress("download-progress", f"download {url}"), _Listing()
     lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
-    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
-              "engine": engine, "requests_in_flight": requests_in_flight, "root": str(dest)}
+    common = {
+        "conn": conn,
+        "pool_size": workers,
+        "bucket": url.bucket,
+        "dry_run": dry_run,
+        "engine": engine,
+        "requests_in_flight": requests_in_flight,
+        "root": str(dest),
+    }
     cut = BatchCutter[tuple[S3Object, str]](
         lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, lanes
     )
@@ -265,11 +277,11 @@ def download_prefix(
         if _may_delete(summary, extras, listing.objects, allow_rejected):
             _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start
-    progress.finish(success=not summary.failed)
+    progress.finish(success=not summary.failed and (allow_rejected or not summary.rejected))
     return _finish(summary, "download-summary", allow_rejected)
 
 
-@flow(name="upload-directory")
+@flow(name="upload-directory", flow_run_name=run_name("upload", "source_dir", "dest"))
 def upload_directory(
     source_dir: LocalDir,
     dest: S3Location,
@@ -338,8 +350,14 @@ def upload_directory(
     progress = RunProgress("upload-progress", f"upload {root} to {url}")
     progress.add_total(len(files))
     lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
-    common = {"conn": conn, "pool_size": workers, "bucket": url.bucket, "dry_run": dry_run,
-              "engine": engine, "requests_in_flight": requests_in_flight}
+    common = {
+        "conn": conn,
+        "pool_size": workers,
+        "bucket": url.bucket,
+        "dry_run": dry_run,
+        "engine": engine,
+        "requests_in_flight": requests_in_flight,
+    }
     cuts = cut_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, lanes)
     batches = (
         Batch(
@@ -363,7 +381,7 @@ def upload_directory(
         if _may_delete(summary, extras, len(local), allow_rejected):
             _record_deletes(summary, delete_objects_task(conn, url.bucket, extras))
     summary.seconds = time.perf_counter() - start
-    progress.finish(success=not summary.failed)
+    progress.finish(success=not summary.failed and (allow_rejected or not summary.rejected))
     return _finish(summary, "upload-summary", allow_rejected)
 
 

@@ -196,7 +196,10 @@ def bench(
 
 
 def register(app: App) -> None:
-    """Add ``serve``, ``local-s3`` and ``bench`` to ``app``."""
+    """Add ``serve``, ``local-s3``, ``bench`` and ``server`` to ``app``."""
+    from prefect_s3_concurrency.cli.server import server_app
+
+    app.command(server_app)
     app.command(serve)
     app.command(local_s3, name="local-s3")
     app.command(bench)

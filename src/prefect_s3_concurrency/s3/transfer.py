@@ -32,7 +32,7 @@ from prefect_s3_concurrency.local.paths import (
     relative_key,
     safe_local_path,
 )
-from prefect_s3_concurrency.runtime import progress
+from prefect_s3_concurrency.runtime import interrupt, progress
 from prefect_s3_concurrency.s3.engines import Boto3Engine, Engine
 from prefect_s3_concurrency.s3.engines.listing import list_pages
 from prefect_s3_concurrency.s3.engines.objects import (
@@ -186,6 +186,8 @@ async def _each_object(
         key = key_of(item)
         async with gate:
             try:
+                if interrupt.stopping():  # Ctrl-C or SIGTERM: start nothing new
+                    raise interrupt.Interrupted("stopped before this object (interrupted)")
                 if await is_done(item):
                     if key in earlier:
                         result.transferred.append(key)
@@ -199,7 +201,7 @@ async def _each_object(
                 result.transferred.append(key)
                 result.bytes += size_of(item)
                 progress.report(1, size_of(item))
-            except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
+            except (Exception, interrupt.Interrupted) as exc:  # noqa: BLE001 - per object
                 result.fail(key, exc)
 
     await asyncio.gather(*(one(item) for item in items))
@@ -355,4 +357,3 @@ def plan_downloads(
     kept = [i for i in items if i[0].key not in rejected]
     progress.expect(len(kept), sum(obj.size for obj, _ in kept))
     return kept, rejected
-
