@@ -239,13 +239,26 @@ def in_use(home: Path | None = None) -> Iterator[None]:
             (folder / "last-used").touch()
 
 
+def announce(first_time: bool) -> None:
+    """Say on stderr that a server is being started (an ``on_start`` for :func:`ensure_server`)."""
+    what = "for the first time (~15 s: it creates its database)" if first_time else "(~5 s)"
+    print(f"note: starting a local Prefect server {what}...", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def local_prefect_server(home: Path | None = None) -> Iterator[ServerInfo]:
+def local_prefect_server(
+    home: Path | None = None, on_start: Callable[[bool], None] | None = announce
+) -> Iterator[ServerInfo]:
     """Run the block against the local Prefect server, starting it if needed.
 
     For library use without ``PREFECT_API_URL``: flows called in the block report to a
     server that outlives the process (its UI keeps the runs), instead of Prefect's temporary
-    server with its 20 s start-up limit. The server stops by itself once idle.
+    server with its 20 s start-up limit. The server stops by itself once idle. Nothing is
+    changed at import time: only the block runs against this server.
+
+    Args:
+        home: ``PREFECT_HOME`` (default: Prefect's setting).
+        on_start: Called before a server is started (default: one line on stderr).
 
     Example::
 
@@ -257,7 +270,7 @@ def local_prefect_server(home: Path | None = None) -> Iterator[ServerInfo]:
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    info, _ = ensure_server(home)
+    info, _ = ensure_server(home, on_start=on_start)
     with in_use(home), temporary_settings(updates={PREFECT_API_URL: info.api_url}):
         yield info
 
