@@ -21,6 +21,7 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
     WrapValidator,
+    computed_field,
 )
 
 from prefect_s3_concurrency.errors import ConfigurationError, printable
@@ -93,15 +94,17 @@ class TransferSummary(BaseModel):
     deleted: list[str] = Field(default_factory=list)
     stale_removed: int = 0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def files_per_second(self) -> float:
-        """Objects transferred per second of wall time."""
-        return self.objects / self.seconds if self.seconds else 0.0
+        """Objects transferred per second of wall time (also in the JSON summary)."""
+        return round(self.objects / self.seconds, 1) if self.seconds else 0.0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def mib_per_second(self) -> float:
-        """MiB transferred per second of wall time."""
-        return self.bytes / 2**20 / self.seconds if self.seconds else 0.0
+        """MiB transferred per second of wall time (also in the JSON summary)."""
+        return round(self.bytes / 2**20 / self.seconds, 2) if self.seconds else 0.0
 
     def rows(self) -> list[dict[str, Any]]:
         """Return the summary as table rows (``item``, ``value``)."""
@@ -300,6 +303,8 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
         ConfigurationError: If it cannot be created or written to.
     """
     target = Path(path).expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise ConfigurationError(f"destination {str(target)!r} is a file, not a directory")
     try:
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target, prefix=".write-test-"):

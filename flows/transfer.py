@@ -54,6 +54,7 @@ from prefect_s3_concurrency.local.files import (
 )
 from prefect_s3_concurrency.local.paths import S3Url, relative_key
 from prefect_s3_concurrency.local.sync import local_extras, remote_extras
+from prefect_s3_concurrency.runtime import progress as report_progress
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection, get_s3_client
 from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight, batches_for
 from prefect_s3_concurrency.s3.hints import exact_key_hint
@@ -179,6 +180,7 @@ def _download_batches(
             yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
     rest = list(cut.finish())
     listing.batches = emitted + len(rest)
+    report_progress.planned()  # the listing ended: the totals are final
     for batch in rest:
         yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
 
@@ -343,6 +345,7 @@ def upload_directory(
     local = scan.files
     check_not_empty(len(local), str(root), fail_if_empty)
     files, rejected = plan_uploads(local, url)
+    report_progress.planned()
     summary = TransferSummary(
         direction="upload", source=str(root.resolve()), destination=str(url), dry_run=dry_run,
         rejected={**scan.rejected, **rejected},
