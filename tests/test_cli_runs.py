@@ -83,7 +83,7 @@ def test_rejected_keys_exit_1(rclone_s3, bucket_factory, s3env, tmp_path, capsys
     assert "rejected: p/bad\\name.txt" in out
     assert error_lines(err) == [
         "error: 1 key(s) rejected in download: p/bad\\name.txt (all: backslash in key; "
-        "allow_rejected=True accepts them)"
+        "--allow-rejected accepts them)"
     ]  # the run ends Failed after the rest is transferred
     code, _, err = run(["cp", f"s3://{bucket}/p", str(tmp_path / "e"), *s3env,
                         "--allow-rejected"], capsys)  # fmt: skip

@@ -3,7 +3,7 @@
 Subcommands: ``cp``, ``sync``, ``square``, ``serve``, ``local-s3`` and ``bench``. Options may come
 anywhere after the subcommand; ``--json``, ``--verbose`` and ``--heartbeats`` may also come
 before it. Exit codes: 0 done, 1 some objects failed or were rejected, 2 usage or configuration
-error (see :mod:`prefect_s3_concurrency.cli.run`).
+error, 130 Ctrl-C, 143 SIGTERM (see :mod:`prefect_s3_concurrency.cli.run`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ app = App(
     help="Concurrent S3 transfers and an S3 squaring pipeline, run as Prefect flows.\n\n"
     "Exit codes: 0 everything was done; 1 some objects failed or were rejected; "
     "2 usage or configuration error (bad URL or value, missing block or bucket, "
-    "unreachable endpoint, access denied).",
+    "unreachable endpoint, access denied); 130 Ctrl-C; 143 SIGTERM.",
     help_format="markdown",
     version=__version__,
 )
@@ -208,7 +208,9 @@ def cp(
     """Copy an S3 prefix to a local directory, or a local directory to an S3 prefix.
 
     The direction follows the argument order: prefect-s3 cp s3://bucket/raw ./raw downloads,
-    prefect-s3 cp ./raw s3://bucket/raw uploads. Transfers are verified and atomic; objects
+    prefect-s3 cp ./raw s3://bucket/raw uploads. Like aws-cli: s3://bucket/raw is the keys
+    under raw/, or the object raw when there are none; cp ./f.txt s3://bucket/x/ uploads
+    one file. Transfers are verified and atomic; objects
     already identical at the destination are skipped, so a re-run resumes.
     """
     return _copy(src, dst, False, transfer, copy, conn, output)

@@ -6,6 +6,11 @@ The transfer loops read :data:`STOP` before each object and the batch loop befor
 so nothing new starts and the requests in flight end by themselves. Should the run still not
 have ended :data:`DEADLINE` seconds after the signal (a request that hangs), the process
 prints its one line and exits with the signal's code anyway; a second signal does so at once.
+
+While a flow runs, Prefect's engine installs its own SIGTERM handler (it records the run as
+crashed and re-sends the signal to the previous handler, ours). A thread reading the signal
+wake-up fd (``signal.set_wakeup_fd``) sees every signal as it arrives, whichever handler is
+installed, so work stops at once either way.
 """
 
 from __future__ import annotations
