@@ -169,8 +169,8 @@ def _rejected_message(summary: Any) -> str:
 @dataclass
 class FlowCall:
     """One flow run to make: how to load the flow, how to build its arguments, and what to
-    check against S3 while the Prefect API starts (``probe``: raises on a wrong bucket,
-    credentials or endpoint)."""
+    check against S3 before Prefect starts (``probe``: raises on a wrong bucket, credentials
+    or endpoint)."""
 
     load: Callable[[], Any]
     arguments: Callable[[Any], dict[str, Any]]
@@ -207,9 +207,9 @@ def run_flow(call: FlowCall) -> int:
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(interrupt.handle_signals(print_error))  # exit 130/143 in 2 s
-            api.start()
             if call.probe is not None:
-                call.probe()  # S3 answers while the Prefect server starts
+                call.probe()  # one S3 request: a wrong bucket or key is known in a second
+            api.start()  # finds or starts the Prefect server while the flow is imported
             flow_obj = call.load()  # imports Prefect, which sets up its logging
             stack.enter_context(command_line_logs(call.output.verbose))
             kwargs = call.arguments(flow_obj)
