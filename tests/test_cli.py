@@ -54,7 +54,11 @@ def one_error(err: str) -> str:
     return lines[0]
 
 
-def test_cp_direction_follows_argument_order(calls: list[Any]) -> None:
+def test_cp_direction_follows_argument_order(
+    calls: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # an upload's source must exist before anything starts
     assert cli.main(["cp", "s3://bkt/raw", "out", "--workers", "4", "--include", "*.csv",
                      "--include", "*.txt", "--endpoint-url", "http://127.0.0.1:9",
                      "--max-attempts", "2", "--no-skip-existing"]) == 0  # fmt: skip
