@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The flows report to the local Prefect server `prefect-s3` uses (started on first use, ~15 s
+# the first time; `prefect-s3 server stop` stops it). DEMO_ARGS: e.g. --files 20 --objects 8.
+DEMO_ARGS ?=
 demo: install
-	$(BIN)/python flows/demo.py
+	$(BIN)/python flows/demo.py $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

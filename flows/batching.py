@@ -23,6 +23,7 @@ from prefect_s3_concurrency.errors import describe_error
 from prefect_s3_concurrency.flows.common import batch_of, task_outcome
 from prefect_s3_concurrency.flows.runners import submit
 from prefect_s3_concurrency.local.paths import make_batches
+from prefect_s3_concurrency.runtime import interrupt
 from prefect_s3_concurrency.s3.integrity import MIB
 from prefect_s3_concurrency.s3.records import BatchResult
 
@@ -56,14 +57,15 @@ class RunProgress:
         self.total += count
 
     def advance(self, count: int) -> None:
-        """Count ``count`` objects done (or failed); publish at most once a second."""
+        """Count ``count`` objects done; publish at most once a second."""
         self.done += count
         share = 100.0 * self.done / max(1, self.total)
         self._publish(max(self.percent, min(100.0, share)), force=False)
 
     def finish(self, success: bool) -> None:
-        """Publish the final share: 100 after a successful run, else the share finished."""
-        self._publish(100.0 if success else self.percent, force=True)
+        """Publish the final share: 100 after a successful run, else the share done (never
+        100: a failed run is not complete, whatever share of it succeeded)."""
+        self._publish(100.0 if success else min(self.percent, 99.9), force=True)
 
     def _publish(self, percent: float, force: bool) -> None:
         self.percent = percent
@@ -140,7 +142,8 @@ def batch_name(label: str, objects: int, size: int) -> str:
 
 
 def ordinal(index: int, total: int | None) -> str:
-    """``3/16``, or ``3`` while the total is not known yet."""
+    """``3/16``; ``3`` when the total is not known before the first batch starts (a listing
+    still paging): then every batch of the run is named without it, for consistency."""
     return f"{index}/{total}" if total else str(index)
 
 
@@ -171,12 +174,15 @@ def run_batches(
     merged = BatchResult()
     flight: deque[tuple[PrefectFuture[Any], Batch]] = deque()
     index = 0
+    known = total()  # named n/total only if the total is known from the start
     try:
         for batch in batches:
+            if interrupt.stopping():  # Ctrl-C or SIGTERM: submit nothing more
+                break
             if len(flight) >= limit:
                 _collect(flight.popleft(), merged, progress)
             index += 1
-            name = batch_name(f"{verb} {ordinal(index, total())}", len(batch.keys), batch.size)
+            name = batch_name(f"{verb} {ordinal(index, known)}", len(batch.keys), batch.size)
             future = submit(runner, task_obj.with_options(task_run_name=name), batch.params)
             flight.append((future, batch))
     finally:
@@ -194,6 +200,6 @@ def _collect(
     result = batch_of(value, error)
     if result is not None:
         merged.merge(result)
+        progress.advance(len(batch.keys) - len(result.failed))  # the share done, not failed
     else:
         merged.failed.update(dict.fromkeys(batch.keys, describe_error(error)))
-    progress.advance(len(batch.keys))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, TypeVar, Union, cast
 
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -21,6 +21,7 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
     WrapValidator,
+    computed_field,
 )
 
 from prefect_s3_concurrency.errors import ConfigurationError, printable
@@ -28,6 +29,8 @@ from prefect_s3_concurrency.local.paths import BUCKET_PATTERN, S3Url, parse_s3_u
 from prefect_s3_concurrency.s3.connection import S3Connection, bucket_location
 from prefect_s3_concurrency.s3.transfer import BatchResult
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
+
+T = TypeVar("T")
 
 
 def _valid_s3_url(value: str) -> str:
@@ -97,15 +100,17 @@ class TransferSummary(BaseModel):
     deleted: list[str] = Field(default_factory=list)
     stale_removed: int = 0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def files_per_second(self) -> float:
-        """Objects transferred per second of wall time."""
-        return self.objects / self.seconds if self.seconds else 0.0
+        """Objects transferred per second of wall time (also in the JSON summary)."""
+        return round(self.objects / self.seconds, 1) if self.seconds else 0.0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def mib_per_second(self) -> float:
-        """MiB transferred per second of wall time."""
-        return self.bytes / 2**20 / self.seconds if self.seconds else 0.0
+        """MiB transferred per second of wall time (also in the JSON summary)."""
+        return round(self.bytes / 2**20 / self.seconds, 2) if self.seconds else 0.0
 
     def rows(self) -> list[dict[str, Any]]:
         """Return the summary as table rows (``item``, ``value``)."""
@@ -180,6 +185,44 @@ def location_text(location: str | S3Bucket) -> str:
         bucket, folder, _ = bucket_location(location)
         return f"s3://{bucket}/{folder}"
     return location
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, S3Bucket):
+        return location_text(value)
+    return printable(value) if value is not None else "?"
+
+
+def run_name(verb: str, source: str, dest: str) -> Callable[[], str]:
+    """A ``flow_run_name`` saying what ran, e.g. ``download s3://b/raw -> data/raw``.
+
+    Args:
+        verb: First word of the name.
+        source: The flow's parameter naming where it reads.
+        dest: The flow's parameter naming where it writes.
+    """
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        params = flow_run.parameters
+        return f"{verb} {_shown(params.get(source))} -> {_shown(params.get(dest))}"
+
+    return name
+
+
+def headline(objects: int, nbytes: int, seconds: float, noun: str = "objects") -> str:
+    """The numbers a run's final state carries, e.g. ``20 objects, 1.2 MiB, 35 files/s``."""
+    rate = objects / seconds if seconds else 0.0
+    return f"{objects} {noun}, {nbytes / 2**20:.1f} MiB, {rate:.0f} files/s"
+
+
+def completed(summary: T, message: str) -> T:
+    """Return ``summary`` as the flow's result in a Completed state carrying ``message``
+    (shown in the UI beside the run); calling the flow still returns ``summary``."""
+    from prefect.states import Completed
+
+    return cast(T, Completed(message=message, data=summary))
 
 
 def check_not_empty(count: int, where: str, fail_if_empty: bool, hint: str = "") -> None:
@@ -271,6 +314,8 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
         ConfigurationError: If it cannot be created or written to.
     """
     target = Path(path).expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise ConfigurationError(f"destination {str(target)!r} is a file, not a directory")
     try:
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target, prefix=".write-test-"):

@@ -1,4 +1,8 @@
-"""End-to-end demo on an embedded S3 server: no AWS account, no Prefect server needed.
+"""End-to-end demo on an embedded S3 server: no AWS account, no Prefect set-up needed.
+
+Without ``PREFECT_API_URL`` the flows report to the local Prefect server that ``prefect-s3``
+uses too (started on first use, ~15 s the first time while it creates its database; reused
+afterwards; its UI keeps the runs).
 
 Starts ``rclone serve s3`` on 127.0.0.1, creates sample data, uploads it with the
 ``upload-directory`` flow, downloads it back with ``download-prefix``, verifies every byte
@@ -15,6 +19,7 @@ import os
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from the demo
 
 import argparse
+import contextlib
 import filecmp
 import random
 import tempfile
@@ -24,6 +29,7 @@ from typing import Any
 from prefect_s3_concurrency.flows.pipeline import square_objects
 from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
 from prefect_s3_concurrency.local.files import list_local_files
+from prefect_s3_concurrency.runtime.prefect_server import local_prefect_server, read_state
 from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.local_server import LocalS3Server
 from prefect_s3_concurrency.transforms.square import unlimited_int_digits
@@ -141,6 +147,16 @@ def run_pipeline_demo(
     print(f"\nverified {verify_squares(client, 'demo', 'squared', data)} squares against x * x")
 
 
+def _prefect_api() -> contextlib.AbstractContextManager[object]:
+    """The configured Prefect API, else the local server (started here if needed)."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return contextlib.nullcontext()
+    print("starting or finding the local Prefect server the flows report to...", flush=True)
+    return local_prefect_server()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the demo."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -154,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     with (
+        _prefect_api(),
         tempfile.TemporaryDirectory(prefix="s3-demo-") as tmp,
         LocalS3Server(root=Path(tmp) / "s3") as server,
     ):
@@ -163,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
             server, args.objects, args.workers, args.cpu_workers, args.min_process_mib
         )
     print("\ndemo OK")
+    prefect = read_state()
+    if prefect is not None and not os.environ.get("PREFECT_API_URL"):
+        print(f"the runs are in the local Prefect UI: {prefect.ui_url}")
 
 
 if __name__ == "__main__":

@@ -51,11 +51,14 @@ from prefect_s3_concurrency.flows.common import (
     TaskRetries,
     Workers,
     check_not_empty,
+    completed,
     ensure_writable_dir,
+    headline,
     log_key_reasons,
     publish_table,
     resolve_location,
     retrying,
+    run_name,
 )
 from prefect_s3_concurrency.flows.events import announce_landed
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
@@ -206,10 +209,11 @@ def _finish(summary: PipelineSummary, allow_rejected: bool = False) -> PipelineS
     if summary.failed or (summary.rejected and not allow_rejected):
         raise PipelineFailed(summary, allow_rejected)
     announce_landed(summary)  # prefect-s3.objects.landed: starts chained deployments
-    return summary
+    numbers = headline(summary.objects, summary.input_bytes, summary.wall_seconds)
+    return completed(summary, f"{numbers}, {summary.numbers} numbers")
 
 
-@flow(name="square-objects")
+@flow(name="square-objects", flow_run_name=run_name("square", "source", "dest"))
 def square_objects(
     source: S3Location,
     dest: S3Location,
@@ -354,7 +358,7 @@ def square_objects(
             )  # fmt: skip
             streamer.run(chunks, start_worker if warm else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak
-    progress.finish(success=not summary.failed)
+    progress.finish(success=not summary.failed and (allow_rejected or not summary.rejected))
     for stage in ("download", "square", "upload"):
         setattr(summary, f"{stage}_seconds", clock.busy(stage))
         span = clock.span(stage)

@@ -62,6 +62,11 @@ class _Flight:
     retried: bool = False
 
 
+def _part(index: int, total: int) -> str:
+    """`` part 2/3`` when a chunk's stage runs as several tasks (unique task-run names)."""
+    return f" part {index}/{total}" if total > 1 else ""
+
+
 class ChunkStreamer:
     """Drives chunks through the three stages on an I/O runner and a CPU runner.
 
@@ -186,14 +191,13 @@ class ChunkStreamer:
                 items, lambda i: i[0].size, self.batch_max_objects, BATCH_MAX_BYTES, self._spread
             )
             self._downloading += 1
-            for batch in batches:
+            for part, batch in enumerate(batches, 1):
                 params = {
                     "conn": self.conn, "pool_size": self.pool_size, "bucket": self.source_bucket,
                     "items": quote(batch), "skip_existing": False, **self.engine,
                 }  # fmt: skip
-                name = batch_name(
-                    f"download {self._of(flight)}", len(batch), sum(o.size for o, _ in batch)
-                )
+                label = f"download {self._of(flight)}{_part(part, len(batches))}"
+                name = batch_name(label, len(batch), sum(o.size for o, _ in batch))
                 task_obj = self.tasks["download"].with_options(task_run_name=name)
                 future = submit(self.io, task_obj, params)
                 self._watch("download", flight, [obj.key for obj, _ in batch], future)
@@ -317,16 +321,18 @@ class ChunkStreamer:
                 meta = output_metadata(item.obj.etag, self.transform)  # enables resume
                 files.append(LocalFile(item.output_path, item.dest_key, size, meta))
                 flight.by_dest[item.dest_key] = item
-        for batch in make_batches(
+        batches = make_batches(
             files, lambda f: f.size, self.batch_max_objects, BATCH_MAX_BYTES, self._spread
-        ):
+        )
+        for part, batch in enumerate(batches, 1):
             known = {f.key: self.existing[f.key] for f in batch if f.key in self.existing}
             params = {
                 "conn": self.dest_conn, "pool_size": self.pool_size, "bucket": self.dest_bucket,
                 "items": quote(batch), "existing": quote(known), **self.engine,
                 "upload_options": self.upload_options,
             }  # fmt: skip
-            name = batch_name(f"upload {self._of(flight)}", len(batch), sum(f.size for f in batch))
+            label = f"upload {self._of(flight)}{_part(part, len(batches))}"
+            name = batch_name(label, len(batch), sum(f.size for f in batch))
             task_obj = self.tasks["upload"].with_options(task_run_name=name)
             future = submit(self.io, task_obj, params)
             self._watch("upload", flight, [f.key for f in batch], future)

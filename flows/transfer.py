@@ -41,12 +41,15 @@ from prefect_s3_concurrency.flows.common import (
     TransferSummary,
     Workers,
     check_not_empty,
+    completed,
     ensure_writable_dir,
+    headline,
     log_dry_run,
     log_key_reasons,
     publish_table,
     resolve_location,
     retrying,
+    run_name,
 )
 from prefect_s3_concurrency.flows.events import announce_landed
 from prefect_s3_concurrency.flows.runners import DaskAddress, io_runner
@@ -59,6 +62,7 @@ from prefect_s3_concurrency.local.files import (
 from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import S3Url, relative_key
 from prefect_s3_concurrency.local.sync import local_extras, remote_extras
+from prefect_s3_concurrency.runtime import progress as report_progress
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.s3.engines import (
     EngineChoice,
@@ -121,7 +125,9 @@ def _finish(
     if summary.failed or (summary.rejected and not allow_rejected):
         raise TransferFailed(summary, allow_rejected)
     announce_landed(summary)  # prefect-s3.objects.landed: starts chained deployments
-    return summary
+    numbers = headline(summary.objects, summary.bytes, summary.seconds)
+    skipped = f", {summary.skipped} already identical" if summary.skipped else ""
+    return completed(summary, f"{'dry run: ' if summary.dry_run else ''}{numbers}{skipped}")
 
 
 def _may_delete(
@@ -222,6 +228,7 @@ def _download_batches(
         engine.close()
     rest = list(cut.finish())
     listing.batches = emitted + len(rest)
+    report_progress.planned()  # the listing ended: the totals are final
     for batch in rest:
         yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
 
@@ -235,7 +242,7 @@ def _record_result(summary: TransferSummary, result: BatchResult) -> None:
     summary.planned = result.transferred if summary.dry_run else []
 
 
-@flow(name="download-prefix")
+@flow(name="download-prefix", flow_run_name=run_name("download", "source", "dest_dir"))
 def download_prefix(
     source: S3Location,
     dest_dir: LocalDir,
@@ -323,11 +330,11 @@ def download_prefix(
         if _may_delete(summary, extras, listing.objects, allow_rejected):
             _record_deletes(summary, delete_local_task(str(dest), extras))
     summary.seconds = time.perf_counter() - start
-    progress.finish(success=not summary.failed)
+    progress.finish(success=not summary.failed and (allow_rejected or not summary.rejected))
     return _finish(summary, "download-summary", allow_rejected)
 
 
-@flow(name="upload-directory")
+@flow(name="upload-directory", flow_run_name=run_name("upload", "source_dir", "dest"))
 def upload_directory(
     source_dir: LocalDir,
     dest: S3Location,
@@ -392,6 +399,7 @@ def upload_directory(
     local = scan.files
     check_not_empty(len(local), str(root), fail_if_empty)
     files, rejected = plan_uploads(local, url)
+    report_progress.planned()
     summary = TransferSummary(
         direction="upload", source=str(root.resolve()), destination=str(url), dry_run=dry_run,
         rejected={**scan.rejected, **rejected},
@@ -431,7 +439,7 @@ def upload_directory(
         if _may_delete(summary, extras, len(local), allow_rejected):
             _record_deletes(summary, delete_objects_task(conn, url.bucket, extras))
     summary.seconds = time.perf_counter() - start
-    progress.finish(success=not summary.failed)
+    progress.finish(success=not summary.failed and (allow_rejected or not summary.rejected))
     return _finish(summary, "upload-summary", allow_rejected)
 
 

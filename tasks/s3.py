@@ -58,8 +58,13 @@ def retry_unless_permanent(task_obj: Any, run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: skip retries a retry cannot help.
 
     A batch whose every failure is permanent (full disk, no permission, unsafe key) fails at
-    once instead of waiting through its retry delays; anything else is retried.
+    once instead of waiting through its retry delays; so does every batch once the run was
+    interrupted (Ctrl-C, SIGTERM); anything else is retried.
     """
+    from prefect_s3_concurrency.runtime import interrupt
+
+    if interrupt.stopping():
+        return False
     exc = getattr(state, "data", None)
     if not isinstance(exc, BaseException):
         try:

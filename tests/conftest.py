@@ -164,3 +164,16 @@ def rclone_block(rclone_s3: LocalS3Server) -> str:
         aws_client_parameters={"endpoint_url": rclone_s3.endpoint_url},
     ).save(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def local_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A ``PREFECT_HOME`` for commands run without ``PREFECT_API_URL``: the first one starts
+    its local Prefect server, which is stopped at the end of the session."""
+    from prefect_s3_concurrency.runtime.prefect_server import stop_server
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    try:
+        yield home
+    finally:
+        stop_server(home)

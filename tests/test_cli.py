@@ -56,7 +56,11 @@ def one_error(err: str) -> str:
     return lines[0]
 
 
-def test_cp_direction_follows_argument_order(calls: list[Any]) -> None:
+def test_cp_direction_follows_argument_order(
+    calls: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # an upload's source must exist before anything starts
     assert cli.main(["cp", "s3://bkt/raw", "out", "--workers", "4", "--include", "*.csv",
                      "--include", "*.txt", "--endpoint-url", "http://127.0.0.1:9",
                      "--max-attempts", "2", "--no-skip-existing"]) == 0  # fmt: skip
@@ -211,13 +215,24 @@ def test_progress_only_on_terminals() -> None:
     assert not cli_output.progress_wanted(False, Tty(), Tty())
 
 
-def test_progress_bar_counts_what_it_is_told() -> None:
+def test_progress_says_listing_until_the_totals_are_final() -> None:
+    """No bar whose total grows while the listing pages: a count first, then the bar."""
     bar = cli_output.ProgressBar("download")
-    bar.expect(4, 400)
+    bar.expect(1000, 3 * 2**20)
     bar.advance(1, 100)
+    task = bar.progress.tasks[0]
+    assert task.description == "listing... 1000 objects, 3.0 MiB so far" and task.total is None
+    bar.expect(500, 2**20)
+    bar.planned()
     bar.advance(2, 50)
     task = bar.progress.tasks[0]
-    assert (task.completed, task.total, task.fields["objects"]) == (150, 400, "3/4")
+    assert (task.description, task.completed, task.total) == ("download", 150, 4 * 2**20)
+    assert task.fields["counts"] == "3/1500 objects, 0.0/4.0 MiB"  # binary units
+
+
+def test_messages_speak_the_command_line() -> None:
+    text = "link skipped (follow_symlinks=True uploads it); Value error, bad (x=True)"
+    assert cli_output.cli_words(text) == "link skipped (--follow-symlinks uploads it); bad (x=True)"
 
 
 def test_serve_lists_and_needs_a_server(

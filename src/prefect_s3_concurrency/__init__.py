@@ -28,6 +28,7 @@ _EXPORTS = {
     "S3Connection": "prefect_s3_concurrency.s3.connection",
     "S3PipelineError": "prefect_s3_concurrency.errors",
     "ConfigurationError": "prefect_s3_concurrency.errors",
+    "local_prefect_server": "prefect_s3_concurrency.runtime.prefect_server",
 }
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "TransferSummary",
     "__version__",
     "download_prefix",
+    "local_prefect_server",
     "square_objects",
     "upload_directory",
 ]
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
         download_prefix,
         upload_directory,
     )
+    from prefect_s3_concurrency.runtime.prefect_server import local_prefect_server
     from prefect_s3_concurrency.s3.connection import S3Connection
 
 

@@ -3,14 +3,16 @@
 Subcommands: ``cp``, ``sync``, ``square``, ``serve``, ``local-s3`` and ``bench``. Options may come
 anywhere after the subcommand; ``--json``, ``--verbose`` and ``--heartbeats`` may also come
 before it. Exit codes: 0 done, 1 some objects failed or were rejected, 2 usage or configuration
-error (see :mod:`prefect_s3_concurrency.cli.run`).
+error, 130 Ctrl-C, 143 SIGTERM (see :mod:`prefect_s3_concurrency.cli.run`).
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import glob
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 from cyclopts import App, CycloptsError, Parameter
@@ -44,7 +46,7 @@ app = App(
     help="Concurrent S3 transfers and an S3 squaring pipeline, run as Prefect flows.\n\n"
     "Exit codes: 0 everything was done; 1 some objects failed or were rejected; "
     "2 usage or configuration error (bad URL or value, missing block or bucket, "
-    "unreachable endpoint, access denied).",
+    "unreachable endpoint, access denied); 130 Ctrl-C; 143 SIGTERM.",
     help_format="markdown",
     version=__version__,
 )
@@ -80,23 +82,104 @@ def _direction(src: str, dst: str) -> str:
     return "download" if _is_s3(src) else "upload"
 
 
-def _endpoint_to_probe(connection: Any) -> str | None:
-    """The S3 endpoint boto3 will use, when known without loading a credentials block."""
-    if connection.endpoint_url or connection.credentials_block:
-        return connection.endpoint_url  # a block may bring its own endpoint
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+def _check_local(direction: str, src: str, dst: str, single_file_ok: bool) -> bool:
+    """Check the local side before anything starts; return True for one file to upload.
+
+    Raises:
+        ConfigurationError: A missing source directory, a file where a directory must be.
+    """
+    from prefect_s3_concurrency.errors import printable
+
+    local = Path(src if direction == "upload" else dst).expanduser()
+    shown = printable(local)
+    if direction == "download":
+        if local.exists() and not local.is_dir():
+            raise ConfigurationError(f"DST '{shown}' is a file, not a directory")
+        return False
+    if not local.exists():
+        raise ConfigurationError(f"SRC '{shown}' does not exist")
+    if local.is_dir():
+        return False
+    if not single_file_ok:
+        raise ConfigurationError(
+            f"SRC '{shown}' is a file, not a directory: sync copies directories (use cp for "
+            "one file)"
+        )
+    return True
+
+
+def _one_file_upload(src: str, dst: str, transfer: TransferOptions) -> tuple[str, TransferOptions]:
+    """``cp FILE s3://b/x/``: upload FILE's directory with --include FILE's name.
+
+    Raises:
+        ConfigurationError: If DST names another object (give a folder, ending in ``/``).
+    """
+    path = Path(src).expanduser()
+    key = dst.split("://", 1)[1].partition("/")[2]
+    if key and not key.endswith("/"):
+        if key.rpartition("/")[2] != path.name:
+            raise ConfigurationError(
+                f"DST '{dst}' names another object than '{path.name}': give the folder to "
+                "upload into, ending in '/'"
+            )
+        dst = dst[: -len(path.name)]  # s3://b/x/f.txt for f.txt: its folder
+    if transfer.include or transfer.exclude:
+        raise ConfigurationError("--include and --exclude apply to directories, not to one file")
+    return str(path.parent), dataclasses.replace(transfer, include=[glob.escape(path.name)])
+
+
+def _probe(connection: Any, url: str) -> Callable[[], bool | None]:
+    """One request to S3 (bucket, credentials, endpoint), made while the Prefect server
+    starts; it returns whether the location holds keys (None: not probed)."""
+    from prefect_s3_concurrency.local.paths import parse_s3_url
+
+    def check() -> bool | None:
+        if connection.credentials_block:  # loading a block needs Prefect's API
+            return None
+        from prefect_s3_concurrency.s3.probe import probe
+
+        return probe(connection, parse_s3_url(url))
+
+    return check
+
+
+def _single_object(connection: Any, src: str) -> tuple[str, str] | None:
+    """``(parent URL, name)`` when ``src`` names one object (no key lies under it)."""
+    from prefect_s3_concurrency.local.paths import parse_s3_url
+    from prefect_s3_concurrency.s3.probe import object_exists
+
+    url = parse_s3_url(src)
+    if not url.prefix or url.prefix.endswith("/") or not object_exists(connection, url):
+        return None
+    parent, _, name = url.prefix.rpartition("/")
+    return f"s3://{url.bucket}/{parent}", name
 
 
 def _copy(
     src: str, dst: str, delete_extra: bool, transfer: TransferOptions, copy: CopyOptions,
     conn: ConnectionOptions, output: OutputOptions, upload: UploadFlags,
 ) -> int:  # fmt: skip
-    """Run download-prefix or upload-directory for ``cp`` and ``sync``."""
+    """Run download-prefix or upload-directory for ``cp`` and ``sync``.
+
+    Like aws-cli and s5cmd, ``cp s3://b/raw DIR`` copies the keys under ``raw/`` when there
+    are any, else the object ``raw`` itself; ``cp FILE s3://b/x/`` uploads one file.
+    """
     try:
         direction = _direction(src, dst)
+        if _check_local(direction, src, dst, single_file_ok=not delete_extra):
+            src, transfer = _one_file_upload(src, dst, transfer)
         connection = conn.connection()
     except ConfigurationError as exc:
         return report_failure(exc, output)
+    probe = _probe(connection, src if direction == "download" else dst)
+    chosen = {"source": src, "transfer": transfer}
+
+    def check() -> None:
+        if probe() is False and direction == "download" and not connection.credentials_block:
+            single = _single_object(connection, src)
+            if single is not None:  # s3://b/raw is one object and no key is under raw/
+                chosen["source"] = single[0]
+                chosen["transfer"] = dataclasses.replace(transfer, include=[glob.escape(single[1])])
 
     def load() -> Any:
         from prefect_s3_concurrency.flows import transfer as flows
@@ -104,13 +187,13 @@ def _copy(
         return flows.download_prefix if direction == "download" else flows.upload_directory
 
     def arguments(flow_obj: Any) -> dict[str, Any]:
-        places = {"source": src, "dest_dir": dst} if direction == "download" else {
+        places = {"source": chosen["source"], "dest_dir": dst} if direction == "download" else {
             "source_dir": src, "dest": dst}  # fmt: skip
-        return {**places, **flow_kwargs(flow_obj, transfer, copy),
+        return {**places, **flow_kwargs(flow_obj, chosen["transfer"], copy),
                 **upload.upload_kwargs(flow_obj), "connection": connection,
                 "delete_extra": delete_extra}  # fmt: skip
 
-    return run_flow(FlowCall(load, arguments, output, direction, _endpoint_to_probe(connection)))
+    return run_flow(FlowCall(load, arguments, output, f"{direction} {src} -> {dst}", check))
 
 
 @app.command
@@ -128,7 +211,9 @@ def cp(
     """Copy an S3 prefix to a local directory, or a local directory to an S3 prefix.
 
     The direction follows the argument order: prefect-s3 cp s3://bucket/raw ./raw downloads,
-    prefect-s3 cp ./raw s3://bucket/raw uploads. Transfers are verified and atomic; objects
+    prefect-s3 cp ./raw s3://bucket/raw uploads. Like aws-cli: s3://bucket/raw is the keys
+    under raw/, or the object raw when there are none; cp ./f.txt s3://bucket/x/ uploads
+    one file. Transfers are verified and atomic; objects
     already identical at the destination are skipped, so a re-run resumes.
     """
     return _copy(src, dst, False, transfer, copy, conn, output, upload)
@@ -191,9 +276,7 @@ def square(
                 **upload.upload_kwargs(flow_obj), "connection": connection}  # fmt: skip
 
     return run_flow(
-        FlowCall(
-            load, arguments, output, "square (downloads + uploads)", _endpoint_to_probe(connection)
-        )
+        FlowCall(load, arguments, output, f"square {src} -> {dst}", _probe(connection, src))
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import unicodedata
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+MIB = 2**20
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -26,9 +28,25 @@ def escape_controls(text: str) -> str:
     return "".join(out)
 
 
+_FLAG_SETTING = re.compile(r"\b([a-z][a-z_]*[a-z])=True\b")
+_LIBRARY_PREFIXES = ("Value error, ", "Assertion failed, ")  # pydantic's
+
+
+def cli_words(text: str) -> str:
+    """Say in the command line's words what the library says in Python's.
+
+    ``follow_symlinks=True`` becomes ``--follow-symlinks`` and pydantic's "Value error, "
+    prefix goes.
+    """
+    for prefix in _LIBRARY_PREFIXES:
+        text = text.replace(prefix, "")
+    return _FLAG_SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
+
+
 def print_error(message: str, file: TextIO | None = None) -> None:
-    """Print ``error: <message>`` as one line on stderr."""
-    print(f"error: {escape_controls(message.strip())}", file=file or sys.stderr, flush=True)
+    """Print ``error: <message>`` as one line on stderr, in the command line's words."""
+    line = escape_controls(cli_words(message.strip()))
+    print(f"error: {line}", file=file or sys.stderr, flush=True)
 
 
 def print_note(message: str, file: TextIO | None = None) -> None:
@@ -54,11 +72,11 @@ def print_summary(summary: Any, as_json: bool, file: TextIO | None = None) -> No
     """
     out = file or sys.stdout
     if as_json and hasattr(summary, "model_dump_json"):
-        print(summary.model_dump_json(indent=2), file=out)
+        print(cli_words(summary.model_dump_json(indent=2)), file=out)
     elif as_json:
-        print(json.dumps(summary, default=str, indent=2), file=out)
+        print(cli_words(json.dumps(summary, default=str, indent=2)), file=out)
     elif hasattr(summary, "rows"):
-        print(summary_table(summary.rows()), file=out)
+        print(cli_words(summary_table(summary.rows())), file=out)
     else:
         print(summary, file=out)
     out.flush()
@@ -78,38 +96,40 @@ def progress_wanted(enabled: bool, stdout: Any = None, stderr: Any = None) -> bo
 
 
 class ProgressBar:
-    """A rich progress bar (objects, bytes, rate, ETA) fed by ``runtime.progress``.
+    """A rich progress display fed by ``runtime.progress``, in binary units like the summary.
 
-    The planned totals grow as the flow plans its batches; until then (and for flows that
-    plan none, like ``square``) the bar shows counts and the rate without an ETA.
+    While the source is still being listed it says so (``listing... 3000 objects, 12.0 MiB so
+    far``) and shows no bar; once the listing ended (``runtime.progress.planned``), a bar of
+    objects and MiB done with the rate and an ETA. Flows that plan nothing (``square``) show
+    counts and the rate only.
     """
 
     def __init__(self, description: str) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._lock = threading.Lock()
         self._objects = self._total_objects = self._bytes = self._total_bytes = 0
+        self._planned = False
+        self.description = description
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(),
-            TextColumn("{task.fields[objects]} objects"), DownloadColumn(),
-            TransferSpeedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
             console=Console(file=sys.stderr), transient=True, redirect_stdout=False,
         )  # fmt: skip
-        self.task = self.progress.add_task(description, total=None, objects="0")
+        self.task = self.progress.add_task(description, total=None, counts="", rate="")
 
     def expect(self, objects: int, nbytes: int) -> None:
         """Add planned work to the totals."""
         with self._lock:
             self._total_objects += objects
             self._total_bytes += nbytes
+            self._refresh()
+
+    def planned(self) -> None:
+        """The totals are final: show the bar."""
+        with self._lock:
+            self._planned = True
             self._refresh()
 
     def advance(self, objects: int, nbytes: int) -> None:
@@ -120,11 +140,22 @@ class ProgressBar:
             self._refresh()
 
     def _refresh(self) -> None:
-        total = self._total_bytes if self._total_objects else None
-        count = (
-            f"{self._objects}/{self._total_objects}" if self._total_objects else f"{self._objects}"
-        )
-        self.progress.update(self.task, completed=self._bytes, total=total, objects=count)
+        done = f"{self._objects} objects, {self._bytes / MIB:.1f} MiB"
+        task = self.progress.tasks[0]
+        rate = f"{task.speed / MIB:.1f} MiB/s" if task.speed else ""
+        if self._planned:
+            counts = (f"{self._objects}/{self._total_objects} objects, "
+                      f"{self._bytes / MIB:.1f}/{self._total_bytes / MIB:.1f} MiB")  # fmt: skip
+            self.progress.update(self.task, description=self.description, counts=counts,
+                                 total=max(1, self._total_bytes), completed=self._bytes,
+                                 rate=rate)  # fmt: skip
+        elif self._total_objects:
+            listing = (f"listing... {self._total_objects} objects, "
+                       f"{self._total_bytes / MIB:.1f} MiB so far")  # fmt: skip
+            self.progress.update(self.task, description=listing, counts=f"done: {done}",
+                                 completed=self._bytes, rate=rate)  # fmt: skip
+        else:
+            self.progress.update(self.task, counts=done, completed=self._bytes, rate=rate)
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 Exit codes: 0 everything was done; 1 some objects failed or were rejected (or the run failed
 for another reason); 2 a usage or configuration error (bad URL or option value, missing
-block or bucket, unreachable endpoint, denied access), found before or during the run.
+block or bucket, unreachable endpoint, denied access), found before or during the run;
+130 Ctrl-C; 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 from prefect_s3_concurrency.cli.options import OutputOptions, option_name
 from prefect_s3_concurrency.cli.output import (
     print_error,
-    print_note,
     print_summary,
     progress_display,
     progress_wanted,
@@ -29,6 +29,7 @@ from prefect_s3_concurrency.errors import (
     S3PipelineError,
     describe_error,
 )
+from prefect_s3_concurrency.runtime import interrupt
 from prefect_s3_concurrency.runtime.watchdog import start_watchdog
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -166,41 +167,17 @@ def _rejected_message(summary: Any) -> str:
     return f"{len(keys)} key(s) rejected as unsafe, not transferred: {', '.join(keys[:5])}{more}"
 
 
-def check_endpoint(url: str | None, timeout: float = 3.0) -> None:
-    """Fail at once if nothing listens at the S3 endpoint ``url`` (refused, unknown host).
-
-    Runs while the temporary Prefect server starts, so a wrong ``--endpoint-url`` is reported
-    without waiting for it. A connection that merely times out is left to the flow's client.
-
-    Raises:
-        S3AccessError: If the host cannot be resolved or refuses the connection.
-    """
-    import socket
-    from urllib.parse import urlsplit
-
-    if not url:
-        return
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
-    except (ConnectionRefusedError, socket.gaierror) as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise S3AccessError(f"cannot reach the S3 endpoint at {url}: {reason}") from None
-    except OSError:  # timeouts, unreachable networks: the flow's own client decides
-        return
-
-
 @dataclass
 class FlowCall:
-    """One flow run to make: how to load the flow, how to build its arguments, what to check
-    while the Prefect API starts (``endpoint``: an explicit S3 endpoint URL to probe)."""
+    """One flow run to make: how to load the flow, how to build its arguments, and what to
+    check against S3 before Prefect starts (``probe``: raises on a wrong bucket, credentials
+    or endpoint)."""
 
     load: Callable[[], Any]
     arguments: Callable[[Any], dict[str, Any]]
     output: OutputOptions
     label: str
-    endpoint: str | None = None
+    probe: Callable[[], object] | None = None
 
 
 def report_failure(exc: BaseException, output: OutputOptions) -> int:
@@ -210,10 +187,11 @@ def report_failure(exc: BaseException, output: OutputOptions) -> int:
         print_summary(summary, output.json)
     elif output.json:
         print_summary({"error": describe_error(exc), "exit_code": exit_code_for(exc)}, True)
+    if isinstance(exc, KeyboardInterrupt):
+        interrupt.say_once(print_error)
+        return interrupt.exit_code()
     if _is_parameter_error(exc):
         print_error(parameter_error(exc))
-    elif isinstance(exc, KeyboardInterrupt):
-        print_error("interrupted")
     elif isinstance(exc, S3PipelineError) or summary is not None:
         print_error(describe_error(exc))
     else:
@@ -223,26 +201,24 @@ def report_failure(exc: BaseException, output: OutputOptions) -> int:
 
 def run_flow(call: FlowCall) -> int:
     """Run ``call``: validate, start or find the Prefect API, run, print; return the exit code."""
-    from prefect_s3_concurrency.cli.server import KEEP_RUNS_HINT, PrefectApi
+    from prefect_s3_concurrency.cli.server import PrefectApi
 
     api = PrefectApi()
-    start_watchdog()  # a SIGKILL of this process must not leave its server or workers alive
+    start_watchdog()  # a SIGKILL of this process must not leave its workers alive
     with contextlib.ExitStack() as stack:
         try:
-            api.start()
-            check_endpoint(call.endpoint)
+            stack.enter_context(interrupt.handle_signals(print_error))  # exit 130/143 in 2 s
+            if call.probe is not None:
+                call.probe()  # one S3 request: a wrong bucket or key is known in a second
+            api.start()  # finds or starts the Prefect server while the flow is imported
             flow_obj = call.load()  # imports Prefect, which sets up its logging
             stack.enter_context(command_line_logs(call.output.verbose))
-            stack.callback(api.stop)
             kwargs = call.arguments(flow_obj)
             if kwargs.get("dask_address"):  # whoever runs this command may name a scheduler
                 from prefect_s3_concurrency.flows.runners import allow_dask_address
 
                 allow_dask_address(kwargs["dask_address"])
             flow_obj.validate_parameters(kwargs)  # one-line errors before any run is created
-            if api.temporary:
-                print_note(f"PREFECT_API_URL is not set: using a temporary Prefect server "
-                           f"(its log: {api.log_path}); {KEEP_RUNS_HINT}")  # fmt: skip
             with (
                 api,
                 local_run_settings(call.output.heartbeats),
@@ -250,8 +226,10 @@ def run_flow(call: FlowCall) -> int:
             ):
                 summary = flow_obj(**kwargs)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - reported as one line
-            api.stop()
-            return report_failure(exc, call.output)
+            code = report_failure(exc, call.output)
+            if isinstance(exc, KeyboardInterrupt):
+                interrupt.leave(code)  # the run is recorded as crashed; skip thread joins
+            return code
     print_summary(summary, call.output.json)
     code = outcome_code(summary)
     if code and getattr(summary, "rejected", None):

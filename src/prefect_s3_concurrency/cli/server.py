@@ -1,35 +1,31 @@
-"""The Prefect API a command-line run reports to: the configured one, or a temporary server.
+"""The Prefect API a command-line run reports to, and ``prefect-s3 server start|status|stop``.
 
-Without ``PREFECT_API_URL`` Prefect starts a temporary API server (``SubprocessASGIServer``)
-on first use and stops it at exit. Left alone, that server writes to the terminal: at
-shutdown its background services are cancelled mid-write and log some 300 lines of
-``database is locked`` / ``CancelledError`` tracebacks. Here the command starts the same
-server (uvicorn with Prefect's app, as Prefect 3.9 does) itself, in a background thread while
-it imports the flows and checks its arguments, with its output in
-``$PREFECT_HOME/prefect-s3-server.log``. It drains the run's logs and events into it before
-stopping it, like ``prefect.testing.utilities.prefect_test_harness``. The command's own
-process never imports Prefect's server code (seconds of CPU).
+With ``PREFECT_API_URL`` set (or a profile naming an API), runs report there. Without it, they
+use the local server of :mod:`prefect_s3_concurrency.runtime.prefect_server`: the first
+command starts it in the background (while it checks its arguments and S3), later commands
+reuse it in milliseconds, and it stops by itself after ``PREFECT_S3_SERVER_IDLE_MINUTES``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import Annotated
 
-LOG_NAME = "prefect-s3-server.log"
-STARTUP_TIMEOUT = 90  # seconds; a first start on a new PREFECT_HOME also creates the database
+from cyclopts import App, Parameter
+
+from prefect_s3_concurrency.cli.output import is_terminal, print_error, print_note
+from prefect_s3_concurrency.runtime import prefect_server as local
+
 KEEP_RUNS_HINT = (
-    "to keep runs visible in the UI, start a server with 'prefect server start' and set "
-    "PREFECT_API_URL=http://127.0.0.1:4200/api, or use 'prefect cloud login'"
+    "start a server with 'prefect-s3 server start' (or 'prefect server start') and set "
+    "PREFECT_API_URL to its API URL, or use 'prefect cloud login'"
 )
+FIRST_START = "starting a local Prefect server for the first time (~15 s)..."
+START = "starting the local Prefect server (~5 s)..."
 
 
 def configured_api_url() -> str | None:
@@ -37,72 +33,6 @@ def configured_api_url() -> str | None:
     from prefect.settings import get_current_settings
 
     return get_current_settings().api.url
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _TemporaryServer:
-    """Prefect's API server in a subprocess on a free 127.0.0.1 port, output to ``log``."""
-
-    def __init__(self, log: IO[bytes]) -> None:
-        self.port = _free_port()
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
-
-    def start(self) -> None:
-        """Start uvicorn as Prefect 3.9's ``SubprocessASGIServer`` does."""
-        import prefect
-        from prefect.settings import get_current_settings
-
-        args = [
-            sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parents[1]),
-            "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-            "--port", str(self.port), "--log-level", "error", "--lifespan", "on",
-            # Close connections left open (this process's API clients, the events websocket)
-            # 1 s after SIGTERM, instead of waiting for them until the server is killed.
-            "--timeout-graceful-shutdown", "1",
-        ]  # fmt: skip
-        settings = get_current_settings().to_environment_variables(exclude_unset=True)
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1", **settings}  # fmt: skip
-        self.process = subprocess.Popen(
-            args, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-    def wait_healthy(self, timeout: float, cancelled: threading.Event) -> None:
-        """Wait until the health check answers; fail at once if the process exits."""
-        import httpx
-
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline and not cancelled.is_set():
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the server exited with code {self.process.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.api_url}/health").status_code == 200:
-                        return
-                time.sleep(0.05)
-        raise RuntimeError(f"no answer from {self.api_url} within {timeout} s")
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def _drain_logs_and_events() -> None:
@@ -128,68 +58,74 @@ def _use_everywhere(stack: contextlib.ExitStack) -> None:
         stack.enter_context(replace(context.get_settings_context()))
 
 
+def _on_start(first_time: bool) -> None:
+    print_note(FIRST_START if first_time else START)
+
+
 class PrefectApi:
     """The API of one command-line run (a context manager).
 
-    Call :meth:`start` early: when no API is configured it starts a temporary server in a
-    background thread. Entering waits for it and points this process's settings at it;
-    leaving drains the logs and stops the server.
+    Call :meth:`start` early: when no API is configured it finds or starts the local server
+    in a background thread. Entering waits for it (with a spinner on a terminal) and points
+    this process's settings at it; leaving sends the run's logs and events.
     """
 
     def __init__(self) -> None:
         self.url: str | None = None
-        self.temporary = False
-        self.log_path: Path | None = None
-        self.startup_seconds = 0.0
-        self._server: _TemporaryServer | None = None
-        self._log: IO[bytes] | None = None
+        self.managed = False
+        self.started_server = False
+        self.home: Path | None = None
+        self._info: local.ServerInfo | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._lock = threading.Lock()  # guards _server against stop() while starting
-        self._cancelled = threading.Event()
         self._stack = contextlib.ExitStack()
 
     def start(self) -> PrefectApi:
-        """Use the configured API, or start a temporary server in the background."""
-        self.url = configured_api_url()
-        if self.url:
-            return self
-        from prefect.settings import get_current_settings
-
-        self.temporary = True
-        home = Path(get_current_settings().home).expanduser()
-        home.mkdir(parents=True, exist_ok=True)
-        self.log_path = home / LOG_NAME
-        self._log = open(self.log_path, "wb")  # closed in stop()
-        self._thread = threading.Thread(target=self._run_start, name="prefect-api", daemon=True)
+        """Find the configured API, or find or start the local server, in the background."""
+        self._thread = threading.Thread(target=self._find_or_start, name="prefect-api", daemon=True)
         self._thread.start()
         return self
 
-    def _run_start(self) -> None:
-        began = time.perf_counter()
+    def _find_or_start(self) -> None:
         try:
-            with self._lock:
-                if self._cancelled.is_set() or self._log is None:
-                    return
-                server = self._server = _TemporaryServer(self._log)
-                server.start()
-            server.wait_healthy(STARTUP_TIMEOUT, self._cancelled)
+            self.url = configured_api_url()
+            if self.url:
+                return
+            self.managed, self.home = True, local.prefect_home()
+            self._info, self.started_server = local.ensure_server(self.home, on_start=_on_start)
         except BaseException as exc:  # noqa: BLE001 - re-raised by __enter__ in the main thread
             self._error = exc
-        self.startup_seconds = time.perf_counter() - began
+
+    def _wait(self) -> None:
+        assert self._thread is not None
+        self._thread.join(0.2)
+        if not self._thread.is_alive() or not is_terminal(sys.stderr):
+            self._thread.join()
+            return
+        from rich.console import Console
+
+        with Console(file=sys.stderr).status("waiting for the local Prefect server"):
+            while self._thread.is_alive():
+                self._thread.join(0.1)
 
     def __enter__(self) -> PrefectApi:
         if self._thread is None:
             return self
-        self._thread.join()
-        if self._error is not None or self._server is None:
-            self.stop()
-            raise RuntimeError(
-                f"the temporary Prefect server did not start (see {self.log_path}): {self._error}"
-            )
+        self._wait()
+        if self._error is not None:
+            raise RuntimeError(f"no local Prefect server: {self._error}")
+        if self._info is None:  # PREFECT_API_URL (or the profile) names the API
+            return self
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        self.url = self._server.api_url
+        self.url = self._info.api_url
+        if self.started_server:
+            minutes = f"{local.idle_minutes():g}"
+            print_note(
+                f"local Prefect server ready: runs at {self._info.ui_url} (it stops after "
+                f"{minutes} idle minutes, or with 'prefect-s3 server stop')"
+            )
+        self._stack.enter_context(local.in_use(self.home))
         self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: self.url}))
         _use_everywhere(self._stack)
         return self
@@ -200,18 +136,78 @@ class PrefectApi:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._server is not None and self._error is None:
+        if self.url is not None:
             _drain_logs_and_events()
         self._stack.close()
-        self.stop()
 
-    def stop(self) -> None:
-        """Stop the temporary server, also while it is starting (idempotent)."""
-        self._cancelled.set()
-        with self._lock:
-            server, self._server = self._server, None
-            if server is not None:
-                server.stop()
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+
+server_app = App(
+    name="server",
+    help="The local Prefect server that commands use when PREFECT_API_URL is not set.\n\n"
+    "The first command starts it in the background (127.0.0.1, state and log in "
+    "$PREFECT_HOME/prefect-s3-server/); later commands reuse it, so their runs stay in its UI. "
+    f"It stops by itself after {local.IDLE_ENV} minutes without use (default "
+    f"{local.DEFAULT_IDLE_MINUTES:g}; 0 = never).",
+)
+
+
+def _api_url_note() -> None:
+    url = configured_api_url()
+    if url:
+        print_note(f"PREFECT_API_URL is set ({url}): commands report there, not to this server")
+
+
+@server_app.command
+def start(
+    *,
+    idle_minutes: Annotated[
+        float | None,
+        Parameter(help=f"Stop after this many idle minutes (0 = never; default: {local.IDLE_ENV} "
+                  f"or {local.DEFAULT_IDLE_MINUTES:g}).", metavar="MIN"),
+    ] = None,
+) -> int:  # fmt: skip
+    """Start the local Prefect server (if it is not running) and print its URLs."""
+    import os
+
+    if idle_minutes is not None:
+        os.environ[local.IDLE_ENV] = str(idle_minutes)
+    try:
+        info, _ = local.ensure_server(on_start=_on_start)
+    except RuntimeError as exc:
+        print_error(str(exc))
+        return 1
+    _print_info(info)
+    _api_url_note()
+    return 0
+
+
+def _print_info(info: local.ServerInfo) -> None:
+    print(f"local Prefect server running (pid {info.pid})")
+    print(f"  UI       {info.ui_url}")
+    print(f"  API      {info.api_url}")
+    print(f"  log      {local.state_dir() / 'server.log'}")
+    print(f"  use it from other Prefect tools: export PREFECT_API_URL={info.api_url}", flush=True)
+
+
+@server_app.command
+def status() -> int:
+    """Print the local Prefect server's URLs; exit 1 if it is not running."""
+    info = local.running_server()
+    if info is None:
+        print("no local Prefect server is running (the next command starts one)")
+        _api_url_note()
+        return 1
+    _print_info(info)
+    _api_url_note()
+    return 0
+
+
+@server_app.command
+def stop() -> int:
+    """Stop the local Prefect server (the next command starts it again)."""
+    info = local.read_state()
+    if local.stop_server():
+        print(f"stopped the local Prefect server at {info.ui_url if info else '?'}")
+    else:
+        print("no local Prefect server was running")
+    return 0

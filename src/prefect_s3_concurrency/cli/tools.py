@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import shlex
 import signal
 import sys
@@ -12,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from cyclopts import App, Parameter
+from cyclopts import App, Parameter, validators
 
 from prefect_s3_concurrency.cli.output import print_error, print_note
 from prefect_s3_concurrency.cli.run import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -86,6 +87,34 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+ENV_NAMES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+def _env_values(server: Any) -> dict[str, str]:
+    values = (server.endpoint_url, server.access_key, server.secret_key, server.region)
+    return dict(zip(ENV_NAMES, values, strict=True))
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` lines of an env file written by :func:`write_env_file` (if any)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    pairs = (shlex.split(line)[0].split("=", 1) for line in lines if "=" in line)
+    return {name: value for name, value in pairs if name in ENV_NAMES}
+
+
+def write_env_file(path: Path, server: Any) -> None:
+    """Write the server's endpoint and credentials (owner-readable only)."""
+    text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in _env_values(server).items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _print_server(server: Any, buckets: Sequence[str]) -> None:
     """Print where the server listens, its credentials and the environment to use it."""
     rows = [
@@ -97,11 +126,8 @@ def _print_server(server: Any, buckets: Sequence[str]) -> None:
     for item, value in rows:
         print(f"  {item:<16} {value}")
     print("use it from a shell (copy and paste):")
-    for name, value in [
-        ("AWS_ENDPOINT_URL", server.endpoint_url), ("AWS_ACCESS_KEY_ID", server.access_key),
-        ("AWS_SECRET_ACCESS_KEY", server.secret_key), ("AWS_DEFAULT_REGION", server.region),
-    ]:  # fmt: skip
-        print(f"  export {name}={shlex.quote(str(value))}")
+    for name, value in _env_values(server).items():
+        print(f"  export {name}={shlex.quote(value)}")
     print(BUCKET_HINT)
     print("press Ctrl-C to stop", flush=True)
 
@@ -121,6 +147,16 @@ def local_s3(
         str | None, Parameter(help="S3 secret key to accept (default: a new random one).")
     ] = None,
     region: Annotated[str, Parameter(help="Region reported to clients.")] = "us-east-1",
+    port: Annotated[
+        int, Parameter(help="127.0.0.1 port to listen on (default: a free one).",
+                       validator=validators.Number(gte=0, lte=65535))
+    ] = 0,
+    env_file: Annotated[
+        str | None, Parameter(help="Write the endpoint and credentials to this file, for "
+                              "'set -a; . FILE; set +a'; when it exists, reuse its port and "
+                              "secret key (the same credentials across restarts).",
+                              metavar="FILE")
+    ] = None,
 ) -> int:  # fmt: skip
     """Serve a local directory over S3 on 127.0.0.1 (rclone serve s3) until Ctrl-C.
 
@@ -133,9 +169,14 @@ def local_s3(
     try:
         for name in bucket or ():
             parse_s3_url(f"s3://{name}")
+        saved = read_env_file(Path(env_file)) if env_file else {}
+        secret_key = secret_key or saved.get("AWS_SECRET_ACCESS_KEY")
+        port = port or int(saved.get("AWS_ENDPOINT_URL", ":0").rsplit(":", 1)[1] or 0)
         server = LocalS3Server(Path(directory).expanduser().resolve(), access_key, secret_key,
-                               region)  # fmt: skip
+                               region, port=port)  # fmt: skip
         server.start()
+        if env_file:
+            write_env_file(Path(env_file), server)
     except (ConfigurationError, ValueError, RuntimeError, OSError) as exc:
         print_error(str(exc).splitlines()[0])
         return EXIT_USAGE
@@ -144,6 +185,9 @@ def local_s3(
             for name in bucket or ():
                 server.create_bucket(name)
             _print_server(server, bucket or [])
+            if env_file:
+                print(f"or load them from {env_file}: set -a; . {shlex.quote(env_file)}; set +a",
+                      flush=True)  # fmt: skip
             stopped = threading.Event()
             while server.running and not stopped.wait(1.0):
                 pass
@@ -198,7 +242,10 @@ def bench(
 
 
 def register(app: App) -> None:
-    """Add ``serve``, ``local-s3`` and ``bench`` to ``app``."""
+    """Add ``serve``, ``local-s3``, ``bench`` and ``server`` to ``app``."""
+    from prefect_s3_concurrency.cli.server import server_app
+
+    app.command(server_app)
     app.command(serve)
     app.command(local_s3, name="local-s3")
     app.command(bench)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-__all__ = ["ProgressListener", "expect", "listening", "report"]
+__all__ = ["ProgressListener", "expect", "listening", "planned", "report"]
 
 
 class ProgressListener(Protocol):
@@ -48,6 +48,18 @@ def expect(objects: int, nbytes: int) -> None:
     for listener in _listeners:
         try:
             listener.expect(objects, nbytes)
+        except Exception:  # noqa: BLE001 - a display problem must not fail a transfer
+            pass
+
+
+def planned() -> None:
+    """Tell every listener that all the work is planned (a listing ended): the totals are final.
+
+    Listeners without a ``planned`` method are skipped.
+    """
+    for listener in _listeners:
+        try:
+            getattr(listener, "planned", lambda: None)()
         except Exception:  # noqa: BLE001 - a display problem must not fail a transfer
             pass
 

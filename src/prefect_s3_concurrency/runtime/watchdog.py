@@ -68,13 +68,18 @@ def _orphans(pgrp: int, since: int, run: int) -> dict[int, int]:
 
 
 def descendants(root: int) -> dict[int, int]:
-    """Return ``pid -> start time`` of every live descendant of ``root``."""
+    """Return ``pid -> start time`` of every live descendant of ``root``.
+
+    A descendant that leads a session of its own (``start_new_session``, like the local
+    Prefect server's supervisor) chose to outlive the run: it and its subtree are left out.
+    """
     children: dict[int, list[int]] = {}
     starts: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (info := process_stat(int(entry))) is not None:
-            children.setdefault(info[0], []).append(int(entry))
-            starts[int(entry)] = info[1]
+        fields = _fields(int(entry)) if entry.isdigit() else None
+        if fields is not None and int(fields[3]) != int(entry):  # not a session leader
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            starts[int(entry)] = int(fields[19])
     found: dict[int, int] = {}
     todo = [root]
     while todo:

@@ -91,6 +91,7 @@ class LocalS3Server:
         *,
         startup_timeout: float = 20.0,
         log_level: str = "NOTICE",
+        port: int = 0,
     ) -> None:
         """Configure (but do not start) the server.
 
@@ -101,6 +102,7 @@ class LocalS3Server:
             region: Region reported to clients.
             startup_timeout: Seconds to wait for the server to answer.
             log_level: rclone log level, one of ERROR, NOTICE, INFO.
+            port: 127.0.0.1 port to listen on; 0 picks a free one.
         """
         if len(access_key) < 3 or any(c in access_key for c in ',"'):
             raise ValueError("access_key needs >= 3 characters and no ',' or '\"'")
@@ -115,6 +117,7 @@ class LocalS3Server:
         self._region = region
         self._startup_timeout = startup_timeout
         self._log_level = log_level.upper()
+        self._port = port
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._owned_root: Path | None = None
@@ -285,7 +288,7 @@ class LocalS3Server:
     def _flags(self) -> list[str]:
         assert self._workdir is not None
         return [
-            "--addr", "127.0.0.1:0",  # kernel picks a free port: no bind race
+            "--addr", f"127.0.0.1:{self._port}",  # 0: the kernel picks a free port, no race
             "--config", "/dev/null",  # ignore any user rclone.conf
             "--vfs-cache-mode", "off",  # stream to disk; 200 OK means the data is in root
             "--etag-hash", "MD5",

@@ -32,7 +32,7 @@ from prefect_s3_concurrency.errors import (
 )
 from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import matches_filters, relative_key
-from prefect_s3_concurrency.runtime import progress
+from prefect_s3_concurrency.runtime import interrupt, progress
 from prefect_s3_concurrency.s3.engines import Boto3Engine, Engine
 from prefect_s3_concurrency.s3.engines.objects import (
     BODY_ATTEMPTS,
@@ -202,6 +202,8 @@ async def _each_object(
         key = key_of(item)
         async with gate:
             try:
+                if interrupt.stopping():  # Ctrl-C or SIGTERM: start nothing new
+                    raise interrupt.Interrupted("stopped before this object (interrupted)")
                 if await is_done(item):
                     if key in earlier:
                         result.transferred.append(key)
@@ -215,7 +217,7 @@ async def _each_object(
                 result.transferred.append(key)
                 result.bytes += size_of(item)
                 progress.report(1, size_of(item))
-            except Exception as exc:  # noqa: BLE001 - recorded per object, batch goes on
+            except (Exception, interrupt.Interrupted) as exc:  # noqa: BLE001 - per object
                 result.fail(key, exc)
 
     await asyncio.gather(*(one(item) for item in items))
