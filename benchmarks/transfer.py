@@ -97,18 +97,11 @@ def make_variants(
     return out
 
 
-def _head_requests() -> int | None:
-    """HEAD requests the project has sent so far, if it exposes a counter (else None).
-
-    Looks for ``REQUEST_COUNTS`` (a mapping of HTTP method to count) in the engines' base.
-    """
+def _head_requests() -> int:
+    """HEAD requests the project has sent only to verify, so far (in this process)."""
     from prefect_s3_concurrency.s3.engines import base
 
-    counts = getattr(base, "REQUEST_COUNTS", None)
-    try:
-        return int(counts["HEAD"]) if counts is not None else None
-    except (KeyError, TypeError, ValueError):
-        return None
+    return int(base.VERIFY_REQUESTS["head"])
 
 
 def _measure(
@@ -127,8 +120,7 @@ def _measure(
     except Exception as exc:  # noqa: BLE001 - a failed tool is a result, not a crash
         return {**CpuMeter.delta(start, meter.sample()), "error": f"{type(exc).__name__}: {exc}"}
     record: dict[str, Any] = {**CpuMeter.delta(start, meter.sample()), **(extra or {})}
-    if heads is not None and (after := _head_requests()) is not None:
-        record["head_requests"] = after - heads
+    record["head_requests"] = _head_requests() - heads
     try:
         verify()
     except BenchmarkError as first:
