@@ -66,10 +66,14 @@ class _FakeS3:
     def __init__(self, faults: list[str | None]) -> None:
         self.faults, self.calls = list(faults), 0
 
-    def get_object(self, Bucket: str, Key: str, IfMatch: str = "") -> dict:
+    def get_object(self, Bucket: str, Key: str, IfMatch: str = "", ChecksumMode: str = "") -> dict:
         self.calls += 1
         assert IfMatch == f'"{hashlib.md5(DATA).hexdigest()}"'
         return {"Body": _Body(DATA, self.faults.pop(0) if self.faults else None)}
+
+    def head_object(self, Bucket: str, Key: str, **kwargs: str) -> dict:
+        """After an MD5 mismatch: the object as S3 describes it (no stored checksum)."""
+        return {"ContentLength": len(DATA), "ETag": f'"{hashlib.md5(DATA).hexdigest()}"'}
 
 
 OBJ = S3Object("k/data.txt", len(DATA), hashlib.md5(DATA).hexdigest())

@@ -98,6 +98,15 @@ def test_run_forms_describe_the_options() -> None:
         assert "upload_options" in schema["properties"]
 
 
+@pytest.fixture
+def local_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in a directory holding the upload sources the commands name (checked first)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("site", "d"):
+        (tmp_path / name).mkdir()
+
+
+@pytest.mark.usefixtures("local_dirs")
 def test_cli_maps_upload_flags(calls: list[Any]) -> None:  # noqa: F811
     argv = ["cp", "./site", "s3://bkt/www", "--content-type", "text/x-forced", "--sse",
             "aws:kms", "--sse-kms-key-id", "alias/k", "--storage-class", "STANDARD_IA",
@@ -119,6 +128,7 @@ def test_cli_maps_upload_flags(calls: list[Any]) -> None:  # noqa: F811
     [(["--sse", "aws:kms:dsse"], "--sse"), (["--storage-class", "COLD"], "--storage-class"),
      (["--sse-kms-key-id", "k"], "--sse-kms-key-id needs --sse aws:kms")],
 )  # fmt: skip
+@pytest.mark.usefixtures("local_dirs")
 def test_bad_upload_flags_exit_2_in_one_line(
     argv: list[str], expected: str, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
