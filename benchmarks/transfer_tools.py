@@ -248,7 +248,7 @@ def project_download(
     conn: Any, bucket: str, prefix: str, dest: Path, workers: int, engine: str = "auto"
 ) -> dict[str, Any]:
     """Run the ``download-prefix`` flow as the CLI does; return what its summary reports."""
-    from prefect_s3_concurrency.flows.cli import local_run_settings
+    from prefect_s3_concurrency.cli.run import local_run_settings
     from prefect_s3_concurrency.flows.transfer import download_prefix
 
     with local_run_settings():
@@ -266,7 +266,7 @@ def project_upload(
     conn: Any, source: Path, bucket: str, prefix: str, workers: int, engine: str = "auto"
 ) -> dict[str, Any]:
     """Run the ``upload-directory`` flow as the CLI does; return what its summary reports."""
-    from prefect_s3_concurrency.flows.cli import local_run_settings
+    from prefect_s3_concurrency.cli.run import local_run_settings
     from prefect_s3_concurrency.flows.transfer import upload_directory
 
     with local_run_settings():

@@ -369,6 +369,6 @@ def square_objects(
 
 
 if __name__ == "__main__":
-    from prefect_s3_concurrency.flows.cli import run_cli
+    from prefect_s3_concurrency.cli import main
 
-    run_cli(square_objects)
+    raise SystemExit(main())

@@ -444,6 +444,6 @@ def upload_directory(
 
 
 if __name__ == "__main__":
-    from prefect_s3_concurrency.flows.cli import run_cli
+    from prefect_s3_concurrency.cli import main
 
-    run_cli(download_prefix, upload_directory)
+    raise SystemExit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import graphlib
 import importlib
 import re
 import sys
@@ -67,3 +68,62 @@ def test_library_modules_import_without_prefect_flows() -> None:
             assert "prefect_s3_concurrency.cli" not in text, path
             module = ".".join(path.relative_to(ROOT / "src").with_suffix("").parts)
             importlib.import_module(module.removesuffix(".__init__"))
+
+
+FOLDER_PACKAGES = {"src/prefect_s3_concurrency": "prefect_s3_concurrency"} | {
+    d: f"prefect_s3_concurrency.{d}" for d in ["flows", "tasks", "deployments"]
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for folder, package in FOLDER_PACKAGES.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            found[".".join([package, *parts]).removesuffix(".__init__")] = path
+    return found
+
+
+def _imported(node: ast.AST, module: str, is_package: bool) -> list[str]:
+    """The dotted names an import statement names (relative ones resolved against ``module``)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:
+        parts = module.split(".")[: len(module.split(".")) - node.level + is_package]
+        base = ".".join([*parts, base] if base else parts)
+    return [f"{base}.{alias.name}" for alias in node.names] + [base]
+
+
+def _skipped(node: ast.AST) -> bool:
+    """Blocks that are not imports of the module: ``TYPE_CHECKING`` and the script entry."""
+    test = ast.unparse(node.test) if isinstance(node, ast.If) else ""
+    return "TYPE_CHECKING" in test or test == "__name__ == '__main__'"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if _skipped(node):
+                node.body = []  # type: ignore[attr-defined]
+        for node in ast.walk(tree):
+            for target in _imported(node, name, path.name == "__init__.py"):
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def test_no_import_circle() -> None:
+    """No module imports (even lazily, inside a function) one that imports it back.
+
+    A ``python flows/transfer.py`` entry block runs as ``__main__``, another module, so it
+    does not count; nor do imports only for type checkers.
+    """
+    list(graphlib.TopologicalSorter(_import_graph()).static_order())  # raises CycleError

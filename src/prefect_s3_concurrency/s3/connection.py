@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Union
@@ -108,6 +109,13 @@ class S3Connection(BaseModel):
                 "were given: use one"
             )
         return self.model_copy(update={"credentials": block})
+
+
+def moto_mock_active() -> bool:
+    """True while moto's in-process ``mock_aws`` patches botocore (it reaches botocore only)."""
+    models = sys.modules.get("moto.core.models")
+    stubber = getattr(models, "botocore_stubber", None)
+    return bool(getattr(stubber, "enabled", False))
 
 
 def client_config(conn: S3Connection, max_pool_connections: int) -> Config:

@@ -14,12 +14,16 @@ boto3's own CRT transfer client (``preferred_transfer_client="crt"``) is never u
 from __future__ import annotations
 
 import os
-import sys
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client, get_session
+from prefect_s3_concurrency.s3.connection import (
+    S3Connection,
+    get_s3_client,
+    get_session,
+    moto_mock_active,
+)
 from prefect_s3_concurrency.s3.engines.base import Engine, ObjectInfo, RangeNotSupported
 from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
 from prefect_s3_concurrency.s3.engines.objects import PART_CONCURRENCY
@@ -46,19 +50,13 @@ __all__ = [
 ]  # fmt: skip
 
 
-def _moto_mock_active() -> bool:
-    models = sys.modules.get("moto.core.models")
-    stubber = getattr(models, "botocore_stubber", None)
-    return bool(getattr(stubber, "enabled", False))
-
-
 def resolve_engine(name: str | None) -> Literal["obstore", "boto3"]:
     """Turn ``auto``/None into a concrete engine name (see the module docstring)."""
     if name in ("obstore", "boto3"):
         return name  # type: ignore[return-value]
     if name not in (None, "auto"):
         raise ValueError(f"unknown engine {name!r}: use auto, obstore or boto3")
-    if _moto_mock_active():
+    if moto_mock_active():
         return "boto3"
     env = os.environ.get(ENGINE_ENV, "").strip().lower()
     if env in ("obstore", "boto3"):

@@ -34,6 +34,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from prefect_s3_concurrency.errors import ListingError
+from prefect_s3_concurrency.s3.connection import moto_mock_active
 from prefect_s3_concurrency.s3.etag import unquote
 from prefect_s3_concurrency.s3.records import S3Object
 from prefect_s3_concurrency.s3.regions import (
@@ -223,9 +224,7 @@ def list_pages(
         credentials: The botocore credentials the client was made with (its boto3 session's
             ``get_credentials()``); None: botocore lists every page.
     """
-    from prefect_s3_concurrency.s3.engines import _moto_mock_active
-
-    fast = credentials is not None and not _moto_mock_active()
+    fast = credentials is not None and not moto_mock_active()
     token: str | None = None
     seen: set[str] = set()
     for _ in range(MAX_PAGES):
