@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from prefect_s3_concurrency.errors import S3PipelineError, run_failure_message
+from prefect_s3_concurrency.errors import FailedWithPayload, run_failure_message
 from prefect_s3_concurrency.flows.common import keyed_rows
 
 
@@ -87,7 +87,7 @@ class PipelineSummary(BaseModel):
         return table + keyed_rows("failed", self.failed) + keyed_rows("rejected", self.rejected)
 
 
-class PipelineFailed(S3PipelineError):
+class PipelineFailed(FailedWithPayload):
     """Raised at the end of a run in which some objects failed or keys were rejected (unless
     allowed); ``summary`` has them all."""
 
@@ -95,6 +95,3 @@ class PipelineFailed(S3PipelineError):
         self.summary, self.allow_rejected = summary, allow_rejected
         rejected = {} if allow_rejected else summary.rejected
         super().__init__(run_failure_message("square-objects", summary.failed, rejected))
-
-    def __reduce__(self):  # keep the summary when pickled (e.g. into a state's result)
-        return (type(self), (self.summary, self.allow_rejected))

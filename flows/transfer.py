@@ -17,8 +17,8 @@ from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
 from prefect_s3_concurrency.errors import (
+    FailedWithPayload,
     ListingError,
-    S3PipelineError,
     printable,
     run_failure_message,
 )
@@ -88,7 +88,7 @@ from prefect_s3_concurrency.tasks.s3 import (
 )
 
 
-class TransferFailed(S3PipelineError):
+class TransferFailed(FailedWithPayload):
     """Raised at the end of a run in which some objects failed or keys were rejected (unless
     allowed); ``summary`` has them all."""
 
@@ -96,9 +96,6 @@ class TransferFailed(S3PipelineError):
         self.summary, self.allow_rejected = summary, allow_rejected
         rejected = {} if allow_rejected else summary.rejected
         super().__init__(run_failure_message(summary.direction, summary.failed, rejected))
-
-    def __reduce__(self):  # keep the summary when pickled
-        return (type(self), (self.summary, self.allow_rejected))
 
 
 def _finish(

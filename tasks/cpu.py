@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from prefect_s3_concurrency.errors import S3PipelineError
+from prefect_s3_concurrency.errors import FailedWithPayload, objects_failed
 from prefect_s3_concurrency.transforms.square import (
     DEFAULT_MAX_LINE_BYTES,
     ChunkResult,
@@ -81,7 +81,7 @@ def shared_api_settings() -> Iterator[str | None]:
         yield url
 
 
-class ChunkFailed(S3PipelineError):
+class ChunkFailed(FailedWithPayload):
     """Some objects of a chunk failed; ``report`` keeps what succeeded and why others failed.
 
     Raised so that the chunk's task run shows Failed in the UI while the flow goes on.
@@ -89,11 +89,7 @@ class ChunkFailed(S3PipelineError):
 
     def __init__(self, report: ChunkReport) -> None:
         self.report = report
-        failed = report.result.failed
-        super().__init__(f"{len(failed)} object(s) failed: {', '.join(sorted(failed)[:5])}")
-
-    def __reduce__(self) -> tuple[type[ChunkFailed], tuple[ChunkReport]]:
-        return (type(self), (self.report,))
+        super().__init__(objects_failed(report.result.failed))
 
 
 def report_of(value: object, error: BaseException | None) -> ChunkReport | None:

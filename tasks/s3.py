@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from prefect_s3_concurrency.errors import S3PipelineError, is_permanent, printable
+from prefect_s3_concurrency.errors import FailedWithPayload, is_permanent, objects_failed
 from prefect_s3_concurrency.local.sync import delete_local
 from prefect_s3_concurrency.local.tempfiles import remove_stale_partials, remove_stale_scratch
 from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
@@ -35,17 +35,12 @@ from prefect_s3_concurrency.s3.upload_options import UploadOptions
 from prefect_s3_concurrency.transforms.resume import find_current_outputs
 
 
-class BatchFailed(S3PipelineError):
+class BatchFailed(FailedWithPayload):
     """Some objects of a batch failed; ``result`` keeps what succeeded and why others failed."""
 
     def __init__(self, result: BatchResult) -> None:
         self.result = result
-        keys = ", ".join(printable(k) for k in sorted(result.failed)[:5])
-        more = f" (+{len(result.failed) - 5} more)" if len(result.failed) > 5 else ""
-        super().__init__(f"{len(result.failed)} object(s) failed: {keys}{more}")
-
-    def __reduce__(self):  # keep the result when pickled across processes
-        return (type(self), (self.result,))
+        super().__init__(objects_failed(result.failed))
 
 
 def _raise_on_failures(result: BatchResult) -> BatchResult:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Self
 from urllib.parse import quote
 
 from botocore.exceptions import (
@@ -58,7 +61,31 @@ def printable(text: object) -> str:
 
 
 class S3PipelineError(Exception):
-    """Base class for the errors this project raises; the message is one line."""
+    """Base class for the errors this project raises; the message is one line.
+
+    It pickles (to and from process-pool workers, into Prefect's results) by calling the
+    class again with the arguments it was made with, then restoring its attributes: a
+    subclass with its own ``__init__`` keeps its fields without a ``__reduce__`` of its own.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """Remember the constructor's arguments (``__init__`` replaces ``args``)."""
+        error = super().__new__(cls, *args)
+        error._made_with = (args, kwargs)
+        return error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self._made_with
+        remake = functools.partial(type(self), **kwargs) if kwargs else type(self)
+        return (remake, args, self.__dict__)
+
+
+class FailedWithPayload(S3PipelineError):
+    """Some objects failed; the error carries everything its run, batch or chunk did.
+
+    Raised so that the run or task shows Failed in the UI, while the payload (a summary, a
+    batch result or a chunk report) keeps what succeeded and why the rest failed.
+    """
 
 
 class ConfigurationError(S3PipelineError, ValueError):
@@ -90,9 +117,6 @@ class WrongRegionError(S3AccessError):
         signed_for = f" (requests were signed for {signed})" if signed else ""
         fix = f": pass --region {region}" if region else ": pass the bucket's --region"
         super().__init__(f"bucket '{bucket}' {where}{signed_for} and S3 refused them{fix}")
-
-    def __reduce__(self):  # keep the fields when pickled across processes
-        return (type(self), (self.bucket, self.region))
 
 
 class ObjectChangedError(S3PipelineError):
@@ -263,6 +287,11 @@ def describe_error(exc: BaseException | None) -> str:
 def _listed(keys: list[str], most: int = 10) -> str:
     shown = ", ".join(printable(k) for k in keys[:most])
     return shown + (f" (+{len(keys) - most} more)" if len(keys) > most else "")
+
+
+def objects_failed(failed: Mapping[str, str]) -> str:
+    """The one line of a batch or chunk whose objects ``failed`` (key -> reason)."""
+    return f"{len(failed)} object(s) failed: {_listed(sorted(failed), 5)}"
 
 
 def run_failure_message(what: str, failed: dict[str, str], rejected: dict[str, str]) -> str:

@@ -83,9 +83,6 @@ class BadLineError(S3PipelineError, ValueError):
         self.key, self.lineno, self.text, self.reason = key, lineno, text, reason
         super().__init__(f"{printable(key)}: line {lineno}: {reason}: '{printable(text)}'")
 
-    def __reduce__(self):  # keep attributes across process boundaries
-        return (type(self), (self.key, self.lineno, self.text, self.reason))
-
 
 def _snippet(raw: bytes) -> str:
     """Decode and truncate an offending line for error messages."""
