@@ -179,17 +179,11 @@ def resolve_location(location: str | S3Bucket, conn: S3Connection) -> tuple[S3Ur
     return parse_s3_url(location), conn
 
 
-def location_text(location: str | S3Bucket) -> str:
-    """The location as the user would read it (an S3Bucket block as its s3:// URL)."""
-    if isinstance(location, S3Bucket):
-        bucket, folder, _ = bucket_location(location)
-        return f"s3://{bucket}/{folder}"
-    return location
-
-
 def _shown(value: Any) -> str:
+    """A run-name part as the user would read it (an S3Bucket block as its s3:// URL)."""
     if isinstance(value, S3Bucket):
-        return location_text(value)
+        bucket, folder, _ = bucket_location(value)
+        return f"s3://{bucket}/{folder}"
     return printable(value) if value is not None else "?"
 
 

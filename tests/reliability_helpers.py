@@ -17,7 +17,9 @@ from prefect.client.schemas.filters import (
 from prefect.logging.handlers import APILogWorker
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import is_partial_name
+from prefect_s3_concurrency.s3.records import S3Object
 
 
 def tree_digests(root: Path) -> dict[str, str]:
@@ -74,3 +76,13 @@ def flow_logs(flow_run_id: UUID) -> list[str]:
         return [log.message for log in logs]
 
     return run_coro_as_sync(read())
+
+
+def plan_downloads(
+    objects: list[S3Object], folder: str, dest: Path
+) -> tuple[list[tuple[S3Object, str]], dict[str, str]]:
+    """Plan a whole listing as the download flow does page by page: pairs, rejected keys."""
+    planner = DownloadPlanner(folder, dest)
+    items, rejected = planner.plan(objects)
+    linked, refused = planner.finish()
+    return items + linked, {**rejected, **refused}

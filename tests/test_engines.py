@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy
+from reliability_helpers import plan_downloads
 
 from prefect_s3_concurrency.errors import UnsafeKeyError
 from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix, upload_directory
 from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.engines import open_engine, resolve_engine
 from prefect_s3_concurrency.s3.records import S3Object
-from prefect_s3_concurrency.s3.transfer import download_objects, plan_downloads
+from prefect_s3_concurrency.s3.transfer import download_objects
 
 pytestmark = pytest.mark.integration
 MIB = 2**20

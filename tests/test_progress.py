@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from reliability_helpers import plan_downloads
+
 from prefect_s3_concurrency.runtime import progress
 from prefect_s3_concurrency.s3.records import S3Object
-from prefect_s3_concurrency.s3.transfer import download_objects, plan_downloads
+from prefect_s3_concurrency.s3.transfer import download_objects
 
 
 class Counter:

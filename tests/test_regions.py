@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from obstore.exceptions import GenericError
+from reliability_helpers import plan_downloads
 from s3proxy import Regions, Reply, Request, S3Proxy
 
 from prefect_s3_concurrency.errors import WrongRegionError, describe_error, is_permanent
@@ -31,7 +32,6 @@ from prefect_s3_concurrency.s3.records import LocalFile
 from prefect_s3_concurrency.s3.transfer import (
     download_objects,
     list_objects,
-    plan_downloads,
     upload_files,
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import logging
 from pathlib import Path
@@ -26,8 +27,9 @@ from prefect_s3_concurrency.local.paths import (
     is_partial_name,
     partial_name,
 )
+from prefect_s3_concurrency.local.safe_write import open_partial_at
 from prefect_s3_concurrency.local.sync import delete_local, local_extras, remote_extras
-from prefect_s3_concurrency.local.tempfiles import open_partial, remove_stale_partials
+from prefect_s3_concurrency.local.tempfiles import remove_stale_partials
 from prefect_s3_concurrency.runtime.redact import (
     MASK,
     install_log_redaction,
@@ -38,7 +40,6 @@ from prefect_s3_concurrency.s3.records import BatchResult
 from prefect_s3_concurrency.s3.transfer import (
     BODY_ATTEMPTS,
     S3Object,
-    download_object,
     download_objects,
 )
 from prefect_s3_concurrency.tasks.s3 import BatchFailed, retry_unless_permanent
@@ -82,8 +83,8 @@ OBJ = S3Object("k/data.txt", len(DATA), hashlib.md5(DATA).hexdigest())
 @pytest.mark.parametrize("fault", ["truncate", "corrupt"])
 def test_bad_body_is_fetched_again(fault: str, tmp_path: Path) -> None:
     s3 = _FakeS3([fault, fault])
-    download_object(s3, "b", OBJ, tmp_path / "data.txt")
-    assert s3.calls == 3 and (tmp_path / "data.txt").read_bytes() == DATA
+    result = download_objects(s3, "b", [(OBJ, str(tmp_path / "data.txt"))])
+    assert result.failed == {} and s3.calls == 3 and (tmp_path / "data.txt").read_bytes() == DATA
     assert partials(tmp_path) == []
 
 
@@ -101,9 +102,8 @@ def test_temp_names_and_long_names(tmp_path: Path) -> None:
     tmp = partial_name(long, "abcd1234")
     assert len(tmp.encode()) <= MAX_NAME_BYTES and is_partial_name(tmp)
     assert not is_partial_name("report.partial") and not is_partial_name("a.s3c.partial.txt")
-    s3 = _FakeS3([])
-    download_object(s3, "b", OBJ, tmp_path / long)
-    assert (tmp_path / long).read_bytes() == DATA
+    result = download_objects(_FakeS3([]), "b", [(OBJ, str(tmp_path / long))])
+    assert result.failed == {} and (tmp_path / long).read_bytes() == DATA
 
 
 def test_stale_temp_files_removed_live_ones_kept(tmp_path: Path) -> None:
@@ -115,13 +115,13 @@ def test_stale_temp_files_removed_live_ones_kept(tmp_path: Path) -> None:
     outside = tmp_path.parent / f"{tmp_path.name}-outside.s3c.partial"
     outside.write_bytes(b"not ours")
     (tmp_path / ".link.11111111.s3c.partial").symlink_to(outside)
-    live_path, live = open_partial(tmp_path / "live.txt")  # locked, as by a running download
-    with live:
+    with open_partial_at(tmp_path, tmp_path / "live.txt") as live:  # as by a running download
         removed = remove_stale_partials(tmp_path)
-        assert live_path.exists()
-    assert removed == [s3t.name, "sub/.a.txt.0badf00d.s3c.partial"]
-    assert not stale.exists() and not s3t.exists() and outside.read_bytes() == b"not ours"
-    assert remove_stale_partials(tmp_path) == [live_path.name]  # its writer is gone now
+        assert live.path.exists()
+        assert removed == [s3t.name, "sub/.a.txt.0badf00d.s3c.partial"]
+        assert not stale.exists() and not s3t.exists() and outside.read_bytes() == b"not ours"
+        fcntl.flock(live.fd, fcntl.LOCK_UN)  # as when its writer dies
+        assert remove_stale_partials(tmp_path) == [live.path.name]
 
 
 USER_PARTIALS = [

@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reliability_helpers import plan_downloads
 
 import prefect_s3_concurrency.flows.transfer as transfer_flows
 from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix
 from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.records import S3Object
-from prefect_s3_concurrency.s3.transfer import plan_downloads
 from prefect_s3_concurrency.transforms.square import transform_files
 
 

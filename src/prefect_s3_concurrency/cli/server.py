@@ -72,7 +72,6 @@ class PrefectApi:
 
     def __init__(self) -> None:
         self.url: str | None = None
-        self.managed = False
         self.started_server = False
         self.home: Path | None = None
         self._info: local.ServerInfo | None = None
@@ -91,7 +90,7 @@ class PrefectApi:
             self.url = configured_api_url()
             if self.url:
                 return
-            self.managed, self.home = True, local.prefect_home()
+            self.home = local.prefect_home()
             self._info, self.started_server = local.ensure_server(self.home, on_start=_on_start)
         except BaseException as exc:  # noqa: BLE001 - re-raised by __enter__ in the main thread
             self._error = exc

@@ -22,12 +22,10 @@ import shutil
 import stat
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
-from prefect_s3_concurrency.local.paths import is_partial_name, partial_name
+from prefect_s3_concurrency.local.paths import is_partial_name
 
 try:
     import fcntl
@@ -51,21 +49,6 @@ def _try_lock(fd: int) -> bool | None:
     except OSError:
         return None
     return True
-
-
-def open_partial(target: Path) -> tuple[Path, BinaryIO]:
-    """Create and lock a new temp file beside ``target``.
-
-    Args:
-        target: Final path of the download.
-
-    Returns:
-        The temp path and its file object (binary, write mode), locked while open.
-    """
-    tmp = target.with_name(partial_name(target.name, uuid.uuid4().hex[:8]))
-    fh = open(tmp, "xb")  # the caller closes it
-    _try_lock(fh.fileno())
-    return tmp, fh
 
 
 def _remove_if_stale(path: str, now: float) -> bool:

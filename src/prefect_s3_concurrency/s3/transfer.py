@@ -28,9 +28,7 @@ from prefect_s3_concurrency.errors import (
     ListingError,
     S3PipelineError,
     ThrottledError,
-    translate_boto_error,
 )
-from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import matches_filters, relative_key
 from prefect_s3_concurrency.runtime import interrupt, progress
 from prefect_s3_concurrency.s3.engines import Boto3Engine, Engine
@@ -60,8 +58,7 @@ RETRYABLE_BODY_ERRORS = (
 log = logging.getLogger(__name__)
 __all__ = [  # the records live in s3.records; re-exported here for callers
     "BODY_ATTEMPTS", "BatchResult", "LocalFile", "MULTIPART_THRESHOLD", "PART_CONCURRENCY",
-    "PART_SIZE", "S3Object", "download_objects", "iter_objects", "list_objects",
-    "plan_downloads", "upload_files",
+    "PART_SIZE", "S3Object", "download_objects", "iter_objects", "list_objects", "upload_files",
 ]  # fmt: skip
 
 
@@ -147,14 +144,6 @@ def list_objects(
     return sorted((o for page in pages for o in page), key=lambda o: o.key)
 
 
-def check_bucket(client: Any, bucket: str) -> None:
-    """Raise a clear one-line error unless ``bucket`` exists and is accessible."""
-    try:
-        client.head_bucket(Bucket=bucket)
-    except Exception as exc:  # noqa: BLE001 - re-raised as a clear one-line error
-        raise translate_boto_error(exc, bucket, client.meta.endpoint_url) from None
-
-
 def _engine_of(client: Any) -> tuple[Engine, bool]:
     """The engine to use, and whether this call made it (and so must close it)."""
     if isinstance(client, Engine):
@@ -228,16 +217,6 @@ async def _each_object(
     return result
 
 
-def download_object(client: Any, bucket: str, obj: S3Object, target: Path) -> None:
-    """Download one object atomically and verify it (see :mod:`s3.engines.objects`).
-
-    Raises:
-        IntegrityError: If size or checksum still do not match after the last attempt.
-        LocalIOError: If the destination is full or not writable.
-    """
-    _run(client, lambda e: download_one(e, bucket, obj, target, None, RETRYABLE_BODY_ERRORS))
-
-
 def download_objects(
     client: Any,
     bucket: str,
@@ -286,15 +265,6 @@ def _same_size(path: str, size: int) -> bool:
         return os.stat(path).st_size == size
     except OSError:
         return False
-
-
-def upload_file(client: Any, bucket: str, item: LocalFile) -> None:
-    """Upload one file and verify what S3 stored (see :mod:`s3.engines.objects`).
-
-    Raises:
-        IntegrityError: If the stored size or ETag do not match the local file.
-    """
-    _run(client, lambda e: upload_one(e, bucket, item))
 
 
 def upload_files(
@@ -366,17 +336,3 @@ def delete_objects(
     failed = _run(client, lambda e: e.delete(bucket, keys))
     return [k for k in keys if k not in failed], failed
 
-
-def plan_downloads(
-    objects: Sequence[S3Object], folder: str, dest: Path
-) -> tuple[list[tuple[S3Object, str]], dict[str, str]]:
-    """Pair each object with its safe local path; return the pairs and the rejected keys.
-
-    Keys that resolve to one file (through a symlink inside ``dest``) are rejected, except
-    the one whose path has no symlink (see :class:`~local.links.DownloadPlanner`, which
-    plans a streamed listing page by page).
-    """
-    planner = DownloadPlanner(folder, dest)
-    items, rejected = planner.plan(objects)
-    linked, refused = planner.finish()
-    return items + linked, {**rejected, **refused}
