@@ -200,10 +200,6 @@ def test_help_is_written_for_users(capsys: pytest.CaptureFixture[str]) -> None:
                 assert argument.name.split()[0] in text, (command, argument.name)
 
 
-def test_escape_controls_makes_one_line() -> None:
-    assert cli_output.escape_controls("a\nb\tc\x1b[0m\u2028ü") == "a\\nb\\tc\\x1b[0m\\u2028ü"
-
-
 def test_progress_only_on_terminals() -> None:
     class Tty(io.StringIO):
         def isatty(self) -> bool:

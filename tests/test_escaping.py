@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from prefect_s3_concurrency.cli.output import print_error, summary_table
 from prefect_s3_concurrency.errors import (
     IntegrityError,
     describe_error,
@@ -17,6 +19,7 @@ from prefect_s3_concurrency.errors import (
 )
 from prefect_s3_concurrency.flows.common import keyed_rows
 from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix
+from prefect_s3_concurrency.runtime.redact import install_log_redaction
 from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.records import BatchResult
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
@@ -55,7 +58,22 @@ def test_any_log_record_is_defused(caplog: pytest.LogCaptureFixture) -> None:
 
     with caplog.at_level(logging.WARNING, logger="some.library"):
         logging.getLogger("some.library").warning("retrying %s", "k\x1b[2Jx\ry")
-    assert caplog.records[-1].getMessage() == "retrying k\\x1b[2Jx\\x0dy"
+    assert caplog.records[-1].getMessage() == "retrying k\\x1b[2Jx\\ry"
+
+
+def test_one_escaping_for_messages_output_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """The CLI's lines, its summary table and every log record escape as errors.printable."""
+    text = "k\x1b[2J\ry\u2028z\udcff.txt"
+    escaped = printable(text)
+    assert escaped == "k\\x1b[2J\\ry\\u2028z\\xff.txt"
+    err = io.StringIO()
+    print_error(text, file=err)
+    assert err.getvalue() == f"error: {escaped}\n"
+    assert escaped in summary_table([{"item": text, "value": 1}])
+    install_log_redaction()
+    with caplog.at_level(logging.WARNING, logger="some.library"):
+        logging.getLogger("some.library").warning("%s", text)
+    assert caplog.records[-1].getMessage() == escaped
 
 
 def test_hostile_key_in_a_failed_run(moto_server, bucket_factory, tmp_path) -> None:

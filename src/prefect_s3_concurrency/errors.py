@@ -34,20 +34,25 @@ _AUTH_CODES = {
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def printable(text: object) -> str:
+def printable(text: object, keep: str = "") -> str:
     """Return ``text`` with every non-printable character escaped, so it stays on one line.
 
-    Keys and paths go into messages and logs through this helper: control characters (ESC,
-    newlines, DEL...) become ``\\x1b``, ``\\n``..., undecodable file-name bytes (surrogate
-    escapes) become ``\\xNN`` and other invisible code points ``\\uNNNN``. Printable text,
-    spaces and backslashes are kept as they are.
+    The one escaping helper: keys, paths and messages reach errors, summaries, the command
+    line's output and every log record through it. Control characters (ESC, newlines,
+    DEL...) become ``\\x1b``, ``\\n``..., undecodable file-name bytes (surrogate escapes)
+    become ``\\xNN`` and other invisible code points ``\\uNNNN``. Printable text, spaces
+    and backslashes are kept as they are.
+
+    Args:
+        text: Anything; its ``str()`` is escaped.
+        keep: Characters left as they are (the log records keep tab and newline).
     """
     text = str(text)
     if text.isprintable():
         return text
     out = []
     for ch in text:
-        if ch.isprintable():
+        if ch.isprintable() or ch in keep:
             out.append(ch)
         elif ch in _ESCAPES:
             out.append(_ESCAPES[ch])

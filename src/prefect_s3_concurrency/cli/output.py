@@ -6,28 +6,13 @@ import json
 import re
 import sys
 import threading
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from prefect_s3_concurrency.errors import printable
+
 MIB = 2**20
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def escape_controls(text: str) -> str:
-    """Escape control characters (newlines included), so ``text`` prints as one safe line."""
-    out = []
-    for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
-            out.append(char.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(char)
-    return "".join(out)
-
-
 _FLAG_SETTING = re.compile(r"\b([a-z][a-z_]*[a-z])=True\b")
 _LIBRARY_PREFIXES = ("Value error, ", "Assertion failed, ")  # pydantic's
 
@@ -45,18 +30,18 @@ def cli_words(text: str) -> str:
 
 def print_error(message: str, file: TextIO | None = None) -> None:
     """Print ``error: <message>`` as one line on stderr, in the command line's words."""
-    line = escape_controls(cli_words(message.strip()))
+    line = printable(cli_words(message.strip()))
     print(f"error: {line}", file=file or sys.stderr, flush=True)
 
 
 def print_note(message: str, file: TextIO | None = None) -> None:
     """Print ``note: <message>`` as one line on stderr."""
-    print(f"note: {escape_controls(message.strip())}", file=file or sys.stderr, flush=True)
+    print(f"note: {printable(message.strip())}", file=file or sys.stderr, flush=True)
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """Render ``item``/``value`` rows as an aligned two-column table."""
-    cells = [(escape_controls(str(r["item"])), escape_controls(str(r["value"]))) for r in rows]
+    cells = [(printable(str(r["item"])), printable(str(r["value"]))) for r in rows]
     width = max((len(item) for item, _ in cells), default=0)
     return "\n".join(f"{item:<{width}}  {value}" for item, value in cells)
 

@@ -14,8 +14,9 @@ depending on which loggers are configured. It masks:
 * any secret registered with :func:`register_secret` (the client factory registers the
   secret access key and session token of every client it builds), wherever it appears.
 
-It also escapes terminal control characters (``ESC``, ``CR``, ``BEL``...; tab and newline
-are kept), so an object key in any log line cannot inject terminal sequences.
+It also escapes non-printable characters with :func:`errors.printable` (``ESC``, ``CR``,
+``BEL``...; tab and newline are kept), so an object key in any log line cannot inject
+terminal sequences.
 
 Log levels are left alone: DEBUG output stays useful, minus the secrets.
 """
@@ -26,6 +27,8 @@ import logging
 import re
 import threading
 from collections.abc import Callable
+
+from prefect_s3_concurrency.errors import printable
 
 MASK = "[REDACTED]"
 _SENSITIVE = r"authorization|x-amz-security-token|x-amz-signature|x-amz-credential"
@@ -65,21 +68,13 @@ def redact(text: str) -> str:
     return text
 
 
-# Terminal control characters (ESC sequences, CR, BEL...) but not tab and newline, which
-# multi-line log messages use: a key logged anywhere cannot move the cursor or recolour text.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
-
-
 def _redact_record(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
     except Exception:  # noqa: BLE001 - a broken record is logging's problem, not ours
         return
-    cleaned = _CONTROL.sub(_escape, redact(message))
+    # tab and newline stay (multi-line log messages use them); no key can move the cursor
+    cleaned = printable(redact(message), keep="\t\n")
     if cleaned != message:
         record.msg, record.args = cleaned, ()
 
