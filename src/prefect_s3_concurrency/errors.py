@@ -73,6 +73,8 @@ class S3PipelineError(Exception):
     subclass with its own ``__init__`` keeps its fields without a ``__reduce__`` of its own.
     """
 
+    _made_with: tuple[tuple[Any, ...], dict[str, Any]]
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         """Remember the constructor's arguments (``__init__`` replaces ``args``)."""
         error = super().__new__(cls, *args)
