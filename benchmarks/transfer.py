@@ -99,9 +99,9 @@ def make_variants(
 
 def _head_requests() -> int:
     """HEAD requests the project has sent only to verify, so far (in this process)."""
-    from prefect_s3_concurrency.s3.engines import base
+    from prefect_s3_concurrency.runtime import caches
 
-    return int(base.VERIFY_REQUESTS["head"])
+    return int(caches.VERIFY_REQUESTS["head"])
 
 
 def _measure(

@@ -282,13 +282,9 @@ def project_upload(
 
 def reset_project_clients() -> None:
     """Forget cached S3 clients, so each flow run pays for creating its own (as a new run does)."""
-    from prefect_s3_concurrency.s3.connection import _cached_client
-    from prefect_s3_concurrency.s3.engines import base, obstore_engine
+    from prefect_s3_concurrency.runtime import caches
 
-    _cached_client.cache_clear()
-    obstore_engine._cached_store.cache_clear()
-    obstore_engine.PARTIAL_AS_200.clear()  # a new process learns the server's Range support anew
-    base.IGNORES_RANGE.clear()
+    caches.clear_all()  # and, as a new process, learn each server's Range support anew
 
 
 @dataclass(frozen=True)

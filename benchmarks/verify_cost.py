@@ -72,8 +72,9 @@ def run(mib: int, objects: int) -> dict[str, object]:
     """Upload both sets, download them with both engines; the measurements."""
     from moto.server import ThreadedMotoServer
 
+    from prefect_s3_concurrency.runtime import caches
     from prefect_s3_concurrency.s3.connection import S3Connection
-    from prefect_s3_concurrency.s3.engines import base, open_engine
+    from prefect_s3_concurrency.s3.engines import open_engine
     from prefect_s3_concurrency.s3.transfer import (
         LocalFile,
         download_objects,
@@ -119,7 +120,7 @@ def run(mib: int, objects: int) -> dict[str, object]:
                 for name in ("obstore", "boto3"):
                     dest = Path(tmp) / f"{bucket}-{name}"
                     dest.mkdir()
-                    heads = base.VERIFY_REQUESTS["head"]
+                    heads = caches.VERIFY_REQUESTS["head"]
                     engine = open_engine(conn, name)
                     start = time.perf_counter()
                     result = download_objects(
@@ -133,7 +134,7 @@ def run(mib: int, objects: int) -> dict[str, object]:
                         "failed": len(result.failed),
                         "size_only": len(result.size_only),
                         "heads_per_1000_objects": 1000
-                        * (base.VERIFY_REQUESTS["head"] - heads) / len(objs),
+                        * (caches.VERIFY_REQUESTS["head"] - heads) / len(objs),
                     }
             out["downloads"] = downloads
     finally:

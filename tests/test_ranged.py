@@ -21,8 +21,9 @@ from prefect_aws import AwsCredentials
 
 from prefect_s3_concurrency.errors import IntegrityError
 from prefect_s3_concurrency.flows.transfer import download_prefix
+from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3.connection import S3Connection
-from prefect_s3_concurrency.s3.engines import base, obstore_engine, open_engine, resolve_engine
+from prefect_s3_concurrency.s3.engines import base, open_engine, resolve_engine
 from prefect_s3_concurrency.s3.engines.objects import download_one
 from prefect_s3_concurrency.s3.engines.ranged import InOrderDigest, spans_of
 from prefect_s3_concurrency.s3.etag import unquote
@@ -37,9 +38,9 @@ SIZE = 20 * MIB  # three 8 MiB ranges
 @pytest.fixture(autouse=True)
 def _forget_servers() -> Iterator[None]:
     """Each test learns its server's Range behaviour anew (it is cached per endpoint)."""
-    base.IGNORES_RANGE.clear(), obstore_engine.PARTIAL_AS_200.clear()
+    caches.clear_all()
     yield
-    base.IGNORES_RANGE.clear(), obstore_engine.PARTIAL_AS_200.clear()
+    caches.clear_all()
 
 
 def _put(client, bucket: str, key: str, body: bytes, multipart: bool = False) -> S3Object:
@@ -112,7 +113,7 @@ def test_rclone_200_with_content_range_is_a_partial_reply(
             # three ranges; obstore refuses rclone's first 200 once, then botocore reads them
             refused = 1 if run == 0 and resolve_engine("auto") == "obstore" else 0
             assert proxy.stats["ranged"] == 3 + refused
-        assert proxy.endpoint_url not in base.IGNORES_RANGE
+        assert proxy.endpoint_url not in caches.IGNORES_RANGE
 
 
 def test_server_ignoring_range_is_read_whole(s3_engine, moto_server, bucket_factory, tmp_path):
@@ -123,7 +124,7 @@ def test_server_ignoring_range_is_read_whole(s3_engine, moto_server, bucket_fact
         proxy.drop_request_headers = {"range"}
         conn = S3Connection(endpoint_url=proxy.endpoint_url)
         _download(conn, bucket, obj, tmp_path / "a" / "big.bin")
-        assert proxy.endpoint_url in base.IGNORES_RANGE
+        assert proxy.endpoint_url in caches.IGNORES_RANGE
         tried = proxy.stats["ranged"]
         assert 1 <= tried <= 2  # the first range only (once more through botocore for obstore)
         _download(conn, bucket, obj, tmp_path / "b" / "big.bin")

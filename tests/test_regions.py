@@ -22,11 +22,12 @@ from reliability_helpers import plan_downloads
 from s3proxy import Regions, Reply, Request, S3Proxy
 
 from prefect_s3_concurrency.errors import WrongRegionError, describe_error, is_permanent
+from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3 import regions
 from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
 from prefect_s3_concurrency.s3.engines import open_engine
 from prefect_s3_concurrency.s3.engines.listing import signed_page_request
-from prefect_s3_concurrency.s3.engines.obstore_engine import _cached_store, store_config, store_for
+from prefect_s3_concurrency.s3.engines.obstore_engine import store_config, store_for
 from prefect_s3_concurrency.s3.engines.obstore_errors import obstore_error
 from prefect_s3_concurrency.s3.records import LocalFile
 from prefect_s3_concurrency.s3.transfer import (
@@ -69,11 +70,9 @@ class RegionProxy(S3Proxy):
 
 @pytest.fixture(autouse=True)
 def _fresh_regions() -> Iterator[None]:
-    regions.BUCKET_REGIONS.clear()
-    _cached_store.cache_clear()
+    caches.clear_all()
     yield
-    regions.BUCKET_REGIONS.clear()
-    _cached_store.cache_clear()
+    caches.clear_all()
 
 
 @pytest.fixture
@@ -169,7 +168,7 @@ def test_round_trip_to_a_bucket_in_another_region(engine_name, eu_bucket, tmp_pa
     # The region is learnt once per signer, not per request: from HeadBucket or the first
     # refused listing page; each botocore client (two pool sizes here) follows one refusal.
     assert proxy.refused <= 4, proxy.refused
-    assert regions.BUCKET_REGIONS[(proxy.endpoint_url, bucket)] == "eu-west-1"
+    assert caches.BUCKET_REGIONS[(proxy.endpoint_url, bucket)] == "eu-west-1"
 
 
 def test_unfixable_region_fails_each_object_in_one_line(eu_bucket, tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from awscrt import checksums as crt
 from conftest import S3Endpoint
 from s3proxy import FaultProxy, KmsEtags, Reply, Request, Rule, S3Proxy
 
+from prefect_s3_concurrency.runtime.caches import VERIFY_REQUESTS
 from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.engines import open_engine
-from prefect_s3_concurrency.s3.engines.base import VERIFY_REQUESTS
 from prefect_s3_concurrency.s3.integrity import crc_b64
 from prefect_s3_concurrency.s3.limits import TEST_ENV
 from prefect_s3_concurrency.s3.transfer import (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 import boto3
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.json_schema import SkipJsonSchema
 
 from prefect_s3_concurrency.errors import ConfigurationError
+from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.runtime.redact import install_log_redaction, register_secret
 
 install_log_redaction()  # botocore DEBUG logs would otherwise show signatures and tokens
@@ -180,7 +180,7 @@ def _register_secrets(session: boto3.Session, params: dict[str, Any]) -> None:
         register_secret(frozen.token)
 
 
-@lru_cache(maxsize=32)
+@caches.cached(maxsize=32)
 def _cached_session(conn: S3Connection) -> tuple[boto3.Session, dict[str, Any]]:
     session, params = _session_and_params(conn)
     _register_secrets(session, params)
@@ -197,7 +197,7 @@ def get_session(conn: S3Connection | None = None) -> boto3.Session:
         return _cached_session(conn or S3Connection())[0]
 
 
-@lru_cache(maxsize=32)
+@caches.cached(maxsize=32)
 def _cached_client(conn: S3Connection, max_pool_connections: int) -> Any:
     session, shared = _cached_session(conn)
     params = dict(shared)

@@ -7,7 +7,7 @@ header, or (real AWS on a regional or virtual-hosted endpoint) a 301 with that h
 sign requests on their own, so they sign for the region found here:
 
 * a region learnt from a refused request (the fast listing reads the reply), or proved by a
-  listing request that S3 accepted, is remembered in :data:`BUCKET_REGIONS`;
+  listing request that S3 accepted, is remembered in :data:`runtime.caches.BUCKET_REGIONS`;
 * otherwise one HeadBucket through botocore (which follows the redirects) tells it, from
   its ``x-amz-bucket-region`` header (also on a refused HeadBucket); a server that does not
   say (rclone, most loopback servers) gets the client's own region.
@@ -24,10 +24,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from prefect_s3_concurrency.runtime import caches
+
 REGION_HEADER = "x-amz-bucket-region"
 DEFAULT_REGION = "us-east-1"
-# (endpoint URL, bucket) -> the bucket's region, for this process.
-BUCKET_REGIONS: dict[tuple[str, str], str] = {}
 _lock = threading.Lock()
 _asking = threading.Lock()
 _REGION_XML = re.compile(rb"<(?:\w+:)?Region>\s*([a-z0-9-]{1,40})\s*</(?:\w+:)?Region>")
@@ -47,13 +47,13 @@ def endpoint_of(client: Any) -> str:
 def known_region(endpoint: str, bucket: str) -> str | None:
     """The region remembered for ``bucket`` at ``endpoint``, if any."""
     with _lock:
-        return BUCKET_REGIONS.get((endpoint, bucket))
+        return caches.BUCKET_REGIONS.get((endpoint, bucket))
 
 
 def remember_region(endpoint: str, bucket: str, region: str) -> None:
     """Record that ``bucket`` at ``endpoint`` lives in ``region``."""
     with _lock:
-        BUCKET_REGIONS[(endpoint, bucket)] = region
+        caches.BUCKET_REGIONS[(endpoint, bucket)] = region
 
 
 def region_from_reply(headers: Mapping[str, str], body: bytes = b"") -> str | None:

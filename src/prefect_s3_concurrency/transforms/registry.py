@@ -20,7 +20,6 @@ No Prefect import here: spawned process-pool workers resolve transforms too.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import re
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from importlib import metadata
 
 from prefect_s3_concurrency.errors import S3PipelineError, printable
+from prefect_s3_concurrency.runtime import caches
 
 TRANSFORMS_ENV = "PREFECT_S3_TRANSFORMS"
 ENTRY_POINT_GROUP = "prefect_s3_concurrency.transforms"
@@ -56,7 +56,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-@functools.cache
+@caches.cached(maxsize=None)
 def _entry_points() -> dict[str, str]:
     return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
@@ -88,7 +88,7 @@ def registered_transforms() -> dict[str, str]:
     return registry
 
 
-@functools.lru_cache(maxsize=64)
+@caches.cached(maxsize=64)
 def _resolve(name: str, target: str) -> Callable[[int], int]:
     module_name, attr_path = target.split(":", 1)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import collections
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,15 +20,13 @@ from botocore.exceptions import ClientError
 from typing_extensions import Buffer  # what get() yields: anything with the buffer protocol
 
 from prefect_s3_concurrency.errors import S3PipelineError
+from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3.engines.listing import epoch
 from prefect_s3_concurrency.s3.etag import ETag
 from prefect_s3_concurrency.s3.integrity import StoredChecksum
 from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
 
-#: Requests made only to verify (``head``: HeadObject with ChecksumMode or PartNumber), per
-#: process: the benchmark reports them per 1,000 objects.
-VERIFY_REQUESTS: collections.Counter[str] = collections.Counter()
 OnReply = Callable[[Mapping[str, str]], None]  # gets a GET reply's lower-case headers
 
 
@@ -90,10 +87,6 @@ class Digest(Protocol):
         """Add ``data``."""
 
 
-# Endpoints that answered a ranged GET with the whole object: whole-object GETs from then on.
-IGNORES_RANGE: set[str] = set()
-
-
 def write_at(fd: int, data: Buffer, offset: int, digest: Digest | None = None) -> int:
     """``pwrite`` all of ``data`` at ``offset`` (and feed ``digest``); return its length."""
     view = memoryview(data)
@@ -116,7 +109,7 @@ class Engine(abc.ABC):
     @property
     def ranges_ok(self) -> bool:
         """False once the server proved it ignores ``Range`` (whole-object GETs from then)."""
-        return self.endpoint not in IGNORES_RANGE
+        return self.endpoint not in caches.IGNORES_RANGE
 
     @property
     @abc.abstractmethod
@@ -142,11 +135,11 @@ class Engine(abc.ABC):
         """HeadObject with ``ChecksumMode=ENABLED`` (or for one part), with its headers.
 
         Always botocore's (object_store exposes no checksum or encryption headers); counted
-        in :data:`VERIFY_REQUESTS`. None if the object does not exist.
+        in :data:`runtime.caches.VERIFY_REQUESTS`. None if the object does not exist.
         """
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
         kwargs.update({"PartNumber": part_number} if part_number else {"ChecksumMode": "ENABLED"})
-        VERIFY_REQUESTS["head"] += 1
+        caches.VERIFY_REQUESTS["head"] += 1
         try:
             head = await asyncio.to_thread(lambda: self.client.head_object(**kwargs))
         except ClientError as exc:

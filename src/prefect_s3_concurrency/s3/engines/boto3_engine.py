@@ -18,8 +18,8 @@ from prefect_s3_concurrency.errors import (
     object_error,
     translate_boto_error,
 )
+from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3.engines.base import (
-    IGNORES_RANGE,
     Buffer,
     Digest,
     Engine,
@@ -107,7 +107,7 @@ class Boto3Engine(Engine):
             on_reply({k.lower(): str(v) for k, v in headers.items()})
         if byte_range and not range_honoured(resp, byte_range):
             resp["Body"].close()
-            IGNORES_RANGE.add(self.endpoint)
+            caches.IGNORES_RANGE.add(self.endpoint)
             raise RangeNotSupported(f"{self.endpoint} ignores Range")
         return resp
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from prefect_s3_concurrency.errors import IntegrityError
+from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3.engines.base import PutReply
 from prefect_s3_concurrency.s3.etag import ETag
 from prefect_s3_concurrency.s3.integrity import Hashes, combine_all, crc_b64
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
 
 ALGORITHM = "CRC64NVME"
-CRC_REFUSED: set[str] = set()  # endpoints that refuse or ignore x-amz-checksum-crc64nvme
-CRC_ECHOED: set[str] = set()  # endpoints that echoed it: they check it, no Content-MD5 needed
 _REFUSALS = {"InvalidRequest", "NotImplemented", "InvalidArgument", "501"}
 
 
@@ -55,11 +54,11 @@ def _learn(endpoint: str, echoed: str | None, sent: str) -> None:
     """Remember whether ``endpoint`` checks CRC64NVME (it echoes it); a different echo is a
     server that stored other bytes than those sent."""
     if echoed is None:
-        CRC_REFUSED.add(endpoint)
+        caches.CRC_REFUSED.add(endpoint)
     elif echoed != sent:
         raise IntegrityError(f"the server stored a different CRC64NVME ({echoed}, sent {sent})")
     else:
-        CRC_ECHOED.add(endpoint)
+        caches.CRC_ECHOED.add(endpoint)
 
 
 def put_object(
@@ -77,14 +76,14 @@ def put_object(
     """
     endpoint = str(client.meta.endpoint_url)
     args = {"Bucket": bucket, "Key": key, "Body": data, "ContentMD5": _b64(md5), **extra}
-    if endpoint not in CRC_REFUSED:
+    if endpoint not in caches.CRC_REFUSED:
         sent = crc_b64("crc64nvme", crc64)
         try:
             resp = client.put_object(**args, ChecksumAlgorithm=ALGORITHM, ChecksumCRC64NVME=sent)
         except ClientError as exc:
             if not _refused(exc):
                 raise
-            CRC_REFUSED.add(endpoint)
+            caches.CRC_REFUSED.add(endpoint)
         else:
             _learn(endpoint, resp.get("ChecksumCRC64NVME"), sent)
             return _reply(resp)
@@ -106,7 +105,7 @@ async def upload_multipart(
         IntegrityError: If the file changed, or the server's checksums or ETag disagree.
     """
     client, endpoint = engine.client, engine.endpoint
-    crc = endpoint not in CRC_REFUSED
+    crc = endpoint not in caches.CRC_REFUSED
     args = {"Bucket": bucket, "Key": key, **extra}
     try:
         checked = {"ChecksumAlgorithm": ALGORITHM, "ChecksumType": "FULL_OBJECT"} if crc else {}
@@ -114,7 +113,7 @@ async def upload_multipart(
     except ClientError as exc:
         if not (crc and _refused(exc)):
             raise
-        CRC_REFUSED.add(endpoint)
+        caches.CRC_REFUSED.add(endpoint)
         crc = False
         created = await engine._call(lambda: client.create_multipart_upload(**args))
     upload_id = created["UploadId"]
@@ -176,7 +175,7 @@ async def _upload_parts(
             data = fh.read(part_size)
         if len(data) != min(part_size, size - (number - 1) * part_size):
             raise IntegrityError(f"{path} changed while uploading: not stored")
-        with_md5 = endpoint not in CRC_ECHOED
+        with_md5 = endpoint not in caches.CRC_ECHOED
         hashes = Hashes(md5=with_md5)
         hashes.update(data)
         kwargs: dict[str, Any] = {"ContentMD5": _b64(hashes.md5_digest())} if with_md5 else {}

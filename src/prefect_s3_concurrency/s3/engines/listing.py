@@ -22,7 +22,6 @@ request would leave it.
 
 from __future__ import annotations
 
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import datetime
@@ -34,6 +33,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from prefect_s3_concurrency.errors import ListingError
+from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3.connection import moto_mock_active
 from prefect_s3_concurrency.s3.etag import unquote
 from prefect_s3_concurrency.s3.records import S3Object
@@ -47,23 +47,19 @@ from prefect_s3_concurrency.s3.regions import (
     remember_region,
 )
 
-_pool: urllib3.PoolManager | None = None
-_lock = threading.Lock()
 MAX_PAGES = 10**6
 
 
+@caches.cached(maxsize=1)
 def _http() -> urllib3.PoolManager:
-    global _pool
-    with _lock:
-        if _pool is None:
-            retry = urllib3.Retry(  # a GET: safe to repeat (stale keep-alive, 5xx)
-                total=3, backoff_factor=0.05, status_forcelist=(500, 502, 503, 504),
-                raise_on_status=False,
-            )  # fmt: skip
-            _pool = urllib3.PoolManager(
-                num_pools=8, maxsize=4, retries=retry, timeout=urllib3.Timeout(10, 60)
-            )
-        return _pool
+    """The HTTP pool of the fast listing (one per process)."""
+    retry = urllib3.Retry(  # a GET: safe to repeat (stale keep-alive, 5xx)
+        total=3, backoff_factor=0.05, status_forcelist=(500, 502, 503, 504),
+        raise_on_status=False,
+    )  # fmt: skip
+    return urllib3.PoolManager(
+        num_pools=8, maxsize=4, retries=retry, timeout=urllib3.Timeout(10, 60)
+    )
 
 
 def _local(tag: str) -> str:

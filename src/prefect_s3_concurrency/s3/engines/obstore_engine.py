@@ -30,7 +30,6 @@ import re
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from obstore.auth.boto3 import Boto3CredentialProvider
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
+from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3.connection import S3Connection, get_session
 from prefect_s3_concurrency.s3.engines.base import (
     Buffer,
@@ -69,9 +69,6 @@ _STANDARD_ATTRIBUTES = {
 # Keys object_store's Path cannot represent (it refuses them or rewrites them).
 _UNREPRESENTABLE = re.compile(r"(^|/)\.{1,2}(/|$)|//|^/|/$|[\x00-\x1f\x7f]")
 _lock = threading.Lock()
-# Endpoints that send a range with 200 instead of 206 (rclone): object_store refuses those
-# replies, so ranged GETs there go through botocore, which checks the Content-Range itself.
-PARTIAL_AS_200: set[str] = set()
 
 
 def representable(key: str) -> bool:
@@ -108,7 +105,7 @@ def _credential_provider(session: Any) -> Boto3CredentialProvider | None:
         return None
 
 
-@lru_cache(maxsize=64)
+@caches.cached(maxsize=64)
 def _cached_store(
     conn: S3Connection,
     bucket: str,
@@ -224,7 +221,7 @@ class ObstoreEngine(Engine):
         )  # fmt: skip
 
     def _botocore_reads(self, key: str, byte_range: tuple[int, int] | None) -> bool:
-        ranged_200 = byte_range is not None and self._endpoint in PARTIAL_AS_200
+        ranged_200 = byte_range is not None and self._endpoint in caches.PARTIAL_AS_200
         return ranged_200 or not representable(key)
 
     async def get(
@@ -247,7 +244,8 @@ class ObstoreEngine(Engine):
             res = await obs.get_async(store, key, options=options)  # type: ignore[arg-type]
         except (BaseError, FileNotFoundError) as exc:
             if byte_range and "non-partial" in str(exc):
-                PARTIAL_AS_200.add(self._endpoint)  # nothing was yielded yet: botocore's turn
+                # nothing was yielded yet: botocore's turn
+                caches.PARTIAL_AS_200.add(self._endpoint)
                 async for block in self.fallback.get(bucket, key, if_match, byte_range):
                     yield block
                 return

@@ -11,7 +11,7 @@ An engine that sees the GET's headers (boto3, ``ChecksumMode=ENABLED``) decides 
 One that does not (obstore) checks an MD5-shaped ETag first, with no extra request; only
 when that fails, or the ETag is not an MD5, one HEAD with ``ChecksumMode`` decides. Large
 (ranged) downloads of non-MD5 ETags ask that HEAD first, to learn the checksum or the part
-size before the ranges are cut. Every such HEAD is counted in ``VERIFY_REQUESTS``.
+size before the ranges are cut. Every such HEAD is counted in ``runtime.caches.VERIFY_REQUESTS``.
 """
 
 from __future__ import annotations
