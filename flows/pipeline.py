@@ -72,6 +72,7 @@ from prefect_s3_concurrency.flows.runners import (
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
 from prefect_s3_concurrency.local.paths import make_batches
 from prefect_s3_concurrency.local.tempfiles import locked_scratch_dir
+from prefect_s3_concurrency.runtime.redact import install_log_redaction
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight
 from prefect_s3_concurrency.s3.hints import exact_key_hint
@@ -285,6 +286,7 @@ def square_objects(
         upload_options: Content-Type (guessed from each key's name by default), server-side
             encryption, storage class and Cache-Control of the outputs.
     """
+    install_log_redaction()  # before any library logs a request
     start = time.perf_counter()
     logger = get_run_logger()
     connection = connection.with_credentials(credentials)

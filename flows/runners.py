@@ -22,6 +22,7 @@ from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from prefect_s3_concurrency.errors import ConfigurationError
+from prefect_s3_concurrency.runtime.redact import install_log_redaction
 
 ALLOWED_ENV = "PREFECT_S3_DASK_ADDRESSES"
 CONNECT_TIMEOUT = 5.0  # seconds to reach a Dask scheduler
@@ -104,13 +105,14 @@ def cpu_runner(
     if dask_address:
         return dask_runner(dask_address)
     if use_processes:
-        return ProcessPoolTaskRunner(max_workers=cpu_workers)
+        return fresh_process_pool(cpu_workers)
     return ThreadPoolTaskRunner(max_workers=1)
 
 
 def fresh_process_pool(workers: int) -> TaskRunner[Any]:
-    """A new, unstarted process pool, to replace one that a dead worker broke."""
-    return ProcessPoolTaskRunner(max_workers=workers)
+    """A new, unstarted process pool (also to replace one that a dead worker broke); each
+    worker process redacts its logs from its start."""
+    return ProcessPoolTaskRunner(max_workers=workers, initializer=install_log_redaction)
 
 
 def submit(runner: TaskRunner[Any], task_obj: Task[Any, Any], params: dict[str, Any]) -> Any:

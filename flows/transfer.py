@@ -63,6 +63,7 @@ from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import S3Url, relative_key
 from prefect_s3_concurrency.local.sync import local_extras, remote_extras
 from prefect_s3_concurrency.runtime import progress as report_progress
+from prefect_s3_concurrency.runtime.redact import install_log_redaction
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.s3.engines import (
     EngineChoice,
@@ -286,6 +287,7 @@ def download_prefix(
         engine: Transfer engine: auto (the fastest available), obstore or boto3.
         requests_in_flight: S3 requests each batch task keeps in flight (empty: the engine's).
     """
+    install_log_redaction()  # before any library logs a request
     start = time.perf_counter()
     url, conn = resolve_location(source, connection.with_credentials(credentials))
     require_dir_parameter(dest_dir, "dest_dir")
@@ -383,6 +385,7 @@ def upload_directory(
         upload_options: Content-Type (guessed from each file name by default), server-side
             encryption, storage class and Cache-Control of the uploaded objects.
     """
+    install_log_redaction()  # before any library logs a request
     start = time.perf_counter()
     url, conn = resolve_location(dest, connection.with_credentials(credentials))
     root = source_root(source_dir)

@@ -54,8 +54,7 @@ def test_messages_stay_one_line() -> None:
 def test_any_log_record_is_defused(caplog: pytest.LogCaptureFixture) -> None:
     """A log call anywhere (botocore, a retry warning) cannot move the cursor or clear the
     screen: the record factory escapes control characters other than tab and newline."""
-    from prefect_s3_concurrency.s3 import connection  # noqa: F401 - installs the factory
-
+    install_log_redaction()
     with caplog.at_level(logging.WARNING, logger="some.library"):
         logging.getLogger("some.library").warning("retrying %s", "k\x1b[2Jx\ry")
     assert caplog.records[-1].getMessage() == "retrying k\\x1b[2Jx\\ry"

@@ -38,6 +38,7 @@ from prefect_s3_concurrency.cli.run import (
 )
 from prefect_s3_concurrency.cli.tools import register
 from prefect_s3_concurrency.errors import ConfigurationError, describe_error
+from prefect_s3_concurrency.runtime.redact import install_log_redaction
 
 GLOBAL_FLAGS = ("--json", "--verbose", "--heartbeats")  # also accepted before the subcommand
 
@@ -290,6 +291,7 @@ def _global_flags_after_command(tokens: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``prefect-s3`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    install_log_redaction()  # before any command logs a request
     tokens = _global_flags_after_command(list(sys.argv[1:] if argv is None else argv))
     try:
         command, bound, _ = app.parse_args(tokens, exit_on_error=False, print_error=False)

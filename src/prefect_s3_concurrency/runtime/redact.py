@@ -5,7 +5,10 @@ signature, and ``X-Amz-Security-Token``, the session token itself) and its SigV4
 canonical request and signature. :func:`install_log_redaction` wraps the logging
 record factory, so every record is redacted *when it is created*: before any handler (the
 console, a file, Prefect's API log handler, pytest's caplog) can see it, and without
-depending on which loggers are configured. It masks:
+depending on which loggers are configured. Each entry point calls it (importing a module
+never does): ``prefect-s3``'s ``main``, the start of every flow, each process-pool worker's
+start (its initializer), and the client factory when it registers a client's secrets (so
+a Dask worker or a library caller is covered too). It masks:
 
 * ``Authorization``, ``X-Amz-Security-Token`` and ``X-Amz-Signature``/``Signature=``
   values, in header dicts, header lines and query strings;

@@ -18,7 +18,6 @@ from prefect_s3_concurrency.errors import ConfigurationError
 from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.runtime.redact import install_log_redaction, register_secret
 
-install_log_redaction()  # botocore DEBUG logs would otherwise show signatures and tokens
 BLOCK_TYPES = ("aws-credentials", "minio-credentials", "s3-bucket")
 _lock = threading.Lock()
 CredentialsBlock = Union[AwsCredentials, MinIOCredentials]  # noqa: UP007 - Prefect's form needs it
@@ -170,7 +169,9 @@ def _shared_loader(session: boto3.Session) -> boto3.Session:
 
 
 def _register_secrets(session: boto3.Session, params: dict[str, Any]) -> None:
-    """Mask this client's secret key and session token in all logs."""
+    """Mask this client's secret key and session token in all logs (from now on, also where
+    no entry point installed the redaction: a Dask worker, a library caller)."""
+    install_log_redaction()
     register_secret(params.get("aws_secret_access_key"))
     register_secret(params.get("aws_session_token"))
     creds = session.get_credentials()
