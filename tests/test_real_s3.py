@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 from conftest import S3Endpoint
-from s3proxy import Counting, Reply, Request, Rule, S3Proxy, StrictS3
+from s3proxy import Counting, Faults, Reply, Request, Rule, S3Proxy, StrictS3
 
 from prefect_s3_concurrency.flows.pipeline import square_objects
 from prefect_s3_concurrency.flows.transfer import download_prefix, upload_directory
 from prefect_s3_concurrency.s3.connection import S3Connection
+from prefect_s3_concurrency.s3.engines import open_engine
 from prefect_s3_concurrency.s3.limits import TEST_ENV
+from prefect_s3_concurrency.s3.records import BatchResult
+from prefect_s3_concurrency.s3.transfer import download_objects, list_objects
 
 pytestmark = pytest.mark.integration
 UNIT = 16 * 1024  # stands for 1 MiB
@@ -175,3 +178,77 @@ def test_square_objects_kms_source_to_other_region(s3_engine, strict, tmp_path) 
         out = key.replace("in/", "out/", 1)
         got = eu.get_object(Bucket=buckets["both"], Key=out)["Body"].read()
         assert got == b"".join(b"%d\n" % (int(n) ** 2) for n in body.split()), out
+
+
+# (part units, object units): aws-cli's 8 and 10 MiB parts, s5cmd's 50, below and above the
+# ranged-download threshold (16 units)
+SHAPES = [(8, 10), (8, 24), (10, 21), (50, 60)]
+
+
+def _multipart_crc32(client, bucket: str, key: str, body: bytes, part: int) -> None:
+    """Upload as s3transfer does (boto3, aws-cli): a COMPOSITE CRC32 of the parts' CRC32s."""
+    args = {"Bucket": bucket, "Key": key}
+    up = client.create_multipart_upload(**args, ChecksumAlgorithm="CRC32")["UploadId"]
+    parts = []
+    for number, start in enumerate(range(0, len(body), part), 1):
+        reply = client.upload_part(
+            **args, UploadId=up, PartNumber=number, Body=body[start : start + part],
+            ChecksumAlgorithm="CRC32",
+        )  # fmt: skip
+        parts.append(
+            {"PartNumber": number, "ETag": reply["ETag"], "ChecksumCRC32": reply["ChecksumCRC32"]}
+        )
+    client.complete_multipart_upload(**args, UploadId=up, MultipartUpload={"Parts": parts})
+
+
+def _download(endpoint: str, bucket: str, out: Path) -> BatchResult:
+    engine = open_engine(S3Connection(endpoint_url=endpoint, region="us-east-1", max_attempts=1))
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        objs = list_objects(engine.client, bucket, "")
+        items = [(o, str(out / o.key)) for o in objs]
+        return download_objects(engine, bucket, items, root=str(out))
+    finally:
+        engine.close()
+
+
+def test_kms_multipart_objects_corrupted_in_flight_are_never_kept(
+    s3_engine, strict, tmp_path
+) -> None:
+    """Multipart objects in an SSE-KMS bucket (ETags that are no MD5s), uploaded as boto3
+    and aws-cli do (COMPOSITE CRC32) or as older clients did (no checksum: S3 adds its
+    CRC64NVME): valid ones download checked, not by size; a flipped byte in every GET is
+    never kept."""
+    proxy, rule, buckets = strict
+    bucket = buckets["kms"]
+    client = S3Endpoint(proxy.endpoint_url).client()
+    plain = S3Endpoint(proxy.endpoint_url).client(request_checksum_calculation="when_required")
+    bodies = {}
+    for part, size in SHAPES:
+        for style, upload in (("crc32", _multipart_crc32), ("none", _multipart_plain)):
+            key = f"{style}-p{part}-s{size}.bin"
+            bodies[key] = os.urandom(size * UNIT + 7)
+            upload(client if style == "crc32" else plain, bucket, key, bodies[key], part * UNIT)
+    good = _download(proxy.endpoint_url, bucket, tmp_path / "good")
+    assert (sorted(good.transferred), good.failed) == (sorted(bodies), {}), good.failed
+    assert good.size_only == []  # the composite CRC32s are checked (once: size only)
+    assert _tree(tmp_path / "good") == bodies
+    faults = Faults(fault_rate=1.0, kinds=["corrupt"], key_filter=lambda t: t.endswith(".bin"))
+    faults.fault_methods = {"GET"}
+    proxy.rules = [*proxy.rules, faults]
+    bad = _download(proxy.endpoint_url, bucket, tmp_path / "bad")
+    assert faults.stats["corrupt"] >= len(bodies)
+    assert (sorted(bad.failed), bad.transferred) == (sorted(bodies), []), bad
+    assert _tree(tmp_path / "bad") == {}
+
+
+def _multipart_plain(client, bucket: str, key: str, body: bytes, part: int) -> None:
+    """Upload with no checksum at all (aws-cli before 2025)."""
+    args = {"Bucket": bucket, "Key": key}
+    up = client.create_multipart_upload(**args)["UploadId"]
+    parts = [
+        {"PartNumber": n, "ETag": client.upload_part(
+            **args, UploadId=up, PartNumber=n, Body=body[s : s + part])["ETag"]}
+        for n, s in enumerate(range(0, len(body), part), 1)
+    ]  # fmt: skip
+    client.complete_multipart_upload(**args, UploadId=up, MultipartUpload={"Parts": parts})
