@@ -1,16 +1,18 @@
 """Issue 18's acceptance: the flows against an S3 that behaves like Amazon's, on each engine.
 
-``StrictS3`` in front of moto server: one bucket with default SSE-KMS (ETags that are not the
-MD5, ``x-amz-server-side-encryption: aws:kms``), one in eu-west-1 while the client says
-us-east-1 (a request signed for the wrong region is refused as S3 refuses it), S3's limits
-(parts, PUT size, DeleteObjects keys) and checksums. Sizes are scaled down: 16 KiB stands
-for 1 MiB (``PREFECT_S3_TEST_LIMITS``, the proxy's limits and moto's part minimum alike).
+``StrictS3`` in front of moto server: buckets with default SSE-KMS (ETags that are not the
+MD5, ``x-amz-server-side-encryption: aws:kms``), one of them in eu-west-1 while the client
+says us-east-1 (a request signed for the wrong region is refused as S3 refuses it), S3's
+limits (parts, PUT size, DeleteObjects keys, a complete answered 200 with an error) and
+checksums. Sizes are scaled down: 16 KiB stands for 1 MiB (``PREFECT_S3_TEST_LIMITS``, the
+proxy's limits and moto's part minimum alike). Flows run in-process (Prefect test harness).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,10 +59,13 @@ def scaled(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def strict(moto_server: S3Endpoint, bucket_factory) -> Iterator[tuple[S3Proxy, StrictS3, dict]]:
+def strict(moto_server: S3Endpoint) -> Iterator[tuple[S3Proxy, StrictS3, dict]]:
     """The proxy, its StrictS3 rule and the buckets: ``kms`` (SSE-KMS, us-east-1) and
     ``both`` (SSE-KMS in eu-west-1); the client's region is us-east-1."""
-    buckets = {k: bucket_factory(moto_server, k) for k in ("kms", "both")}
+    direct = moto_server.client()
+    buckets = {k: f"{k}-{uuid.uuid4().hex[:12]}" for k in ("kms", "both")}
+    for name in buckets.values():
+        direct.create_bucket(Bucket=name)
     rule = StrictS3(
         kms_buckets={buckets["kms"], buckets["both"]},
         bucket_regions={buckets["both"]: "eu-west-1"},
@@ -160,9 +165,9 @@ def test_square_objects_kms_source_to_other_region(s3_engine, strict, tmp_path) 
     proxy, rule, buckets = strict
     inputs = {f"in/{i}.txt": "".join(f"{n * (-1) ** i}\n" for n in range(i * 50)).encode()
               for i in range(1, 4)}  # fmt: skip
-    seeded = S3Endpoint(proxy.endpoint_url).client()
+    client = S3Endpoint(proxy.endpoint_url).client()  # botocore follows the region's 400
     for key, body in inputs.items():
-        seeded.put_object(Bucket=buckets["kms"], Key=key, Body=body)
+        client.put_object(Bucket=buckets["kms"], Key=key, Body=body)
     args = dict(
         source=f"s3://{buckets['kms']}/in", dest=f"s3://{buckets['both']}/out",
         connection=_conn(proxy), cpu_workers=1, min_process_mib=1024, scratch_dir=str(tmp_path),
@@ -173,16 +178,15 @@ def test_square_objects_kms_source_to_other_region(s3_engine, strict, tmp_path) 
     again = square_objects(**args)
     assert (again.resumed, again.processed, again.failed) == (3, 0, {}), again
     assert _transfers(proxy.rules[0]) == {}
-    eu = S3Endpoint(proxy.endpoint_url, region="eu-west-1").client()
     for key, body in inputs.items():
         out = key.replace("in/", "out/", 1)
-        got = eu.get_object(Bucket=buckets["both"], Key=out)["Body"].read()
+        got = client.get_object(Bucket=buckets["both"], Key=out)["Body"].read()
         assert got == b"".join(b"%d\n" % (int(n) ** 2) for n in body.split()), out
 
 
-# (part units, object units): aws-cli's 8 and 10 MiB parts, s5cmd's 50, below and above the
-# ranged-download threshold (16 units)
-SHAPES = [(8, 10), (8, 24), (10, 21), (50, 60)]
+# (checksum sent, part units, object units): aws-cli's 8 and 10 MiB parts, s5cmd's 50, below and
+# above the ranged-download threshold (16 units)
+SHAPES = [("crc32", 8, 10), ("crc32", 10, 21), ("crc32", 50, 60), ("none", 10, 21)]
 
 
 def _multipart_crc32(client, bucket: str, key: str, body: bytes, part: int) -> None:
@@ -224,11 +228,11 @@ def test_kms_multipart_objects_corrupted_in_flight_are_never_kept(
     client = S3Endpoint(proxy.endpoint_url).client()
     plain = S3Endpoint(proxy.endpoint_url).client(request_checksum_calculation="when_required")
     bodies = {}
-    for part, size in SHAPES:
-        for style, upload in (("crc32", _multipart_crc32), ("none", _multipart_plain)):
-            key = f"{style}-p{part}-s{size}.bin"
-            bodies[key] = os.urandom(size * UNIT + 7)
-            upload(client if style == "crc32" else plain, bucket, key, bodies[key], part * UNIT)
+    for style, part, size in SHAPES:
+        key = f"{style}-p{part}-s{size}.bin"
+        bodies[key] = os.urandom(size * UNIT + 7)
+        upload = _multipart_crc32 if style == "crc32" else _multipart_plain
+        upload(client if style == "crc32" else plain, bucket, key, bodies[key], part * UNIT)
     good = _download(proxy.endpoint_url, bucket, tmp_path / "good")
     assert (sorted(good.transferred), good.failed) == (sorted(bodies), {}), good.failed
     assert good.size_only == []  # the composite CRC32s are checked (once: size only)
