@@ -26,6 +26,13 @@ from pydantic import (
 
 from prefect_s3_concurrency.errors import ConfigurationError, printable
 from prefect_s3_concurrency.local.paths import BUCKET_PATTERN, S3Url, parse_s3_url
+from prefect_s3_concurrency.parameters import (  # noqa: F401 - the flows' parameter types
+    DEFAULT_WORKERS,
+    BatchMiB,
+    BatchObjects,
+    TaskRetries,
+    Workers,
+)
 from prefect_s3_concurrency.s3.connection import S3Connection, bucket_location
 from prefect_s3_concurrency.s3.transfer import BatchResult
 from prefect_s3_concurrency.tasks.s3 import BatchFailed
@@ -67,13 +74,8 @@ S3Location = Annotated[
     Field(union_mode="left_to_right"),
     WrapValidator(_one_location_error),
 ]
-DEFAULT_WORKERS = 16
-Workers = Annotated[int, Field(ge=1, le=256, description="Concurrent threads for S3 transfers.")]
 LocalDir = Annotated[str, Field(description="A local directory.")]  # "" refused by the flows
 Globs = Annotated[list[str] | None, Field(description="Glob patterns on the relative key.")]
-BatchObjects = Annotated[int, Field(ge=1, le=100_000, description="Most objects per batch task.")]
-BatchMiB = Annotated[int, Field(ge=1, description="Most MiB per batch task.")]
-TaskRetries = Annotated[int, Field(ge=0, le=10, description="Prefect retries per batch task.")]
 MAX_LISTED_KEYS = 1000  # per list in the artifact; logs always carry every failed key
 
 

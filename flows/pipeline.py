@@ -72,6 +72,15 @@ from prefect_s3_concurrency.flows.runners import (
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
 from prefect_s3_concurrency.local.paths import make_batches
 from prefect_s3_concurrency.local.tempfiles import locked_scratch_dir
+from prefect_s3_concurrency.parameters import (
+    ChunksPerWorker,
+    CpuWorkers,
+    MaxLineBytes,
+    MinChunkMiB,
+    MinProcessMiB,
+    ScratchMiB,
+    documented,
+)
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight
 from prefect_s3_concurrency.s3.hints import exact_key_hint
@@ -115,27 +124,6 @@ DaskStages = Annotated[
     tuple[Literal["io", "cpu"], ...],
     Field(description="Stages that run on the Dask cluster when dask_address is set."),
 ]
-CpuWorkers = Annotated[int, Field(ge=1, le=64, description="Worker processes for squaring.")]
-MinProcessMiB = Annotated[
-    float,
-    Field(
-        ge=0,
-        le=10**7,
-        description="Below this much input, square in the flow process (0: always processes).",
-    ),
-]
-ScratchMiB = Annotated[int, Field(ge=1, le=10**8, description="Most local scratch MiB in use.")]
-ChunksPerWorker = Annotated[int, Field(ge=1, le=64, description="CPU chunks per worker process.")]
-MaxLineBytes = Annotated[
-    int,
-    Field(
-        ge=64,
-        le=2**31,
-        description="Longest input line, newline included; a longer one fails its object "
-        "(memory stays bounded whatever the input).",
-    ),
-]
-MinChunkMiB = Annotated[float, Field(gt=0, le=10**6, description="Smallest CPU chunk, MiB.")]
 
 
 def _current_outputs(
@@ -214,6 +202,7 @@ def _finish(summary: PipelineSummary, allow_rejected: bool = False) -> PipelineS
 
 
 @flow(name="square-objects", flow_run_name=run_name("square", "source", "dest"))
+@documented
 def square_objects(
     source: S3Location,
     dest: S3Location,
@@ -259,17 +248,9 @@ def square_objects(
         source: Objects to read: s3://bucket/prefix, or an S3Bucket block (bucket and folder).
         dest: Where outputs go: s3://bucket/prefix, or an S3Bucket block; must not overlap source.
         transform: The transform: 'square', or one registered for this deployment.
-        workers: Threads transferring at once.
-        cpu_workers: Worker processes squaring at once.
         include: Only keys (relative to the prefix) matching one of these globs.
         exclude: Skip keys matching any of these globs.
-        min_process_mib: Below this much input, square in the flow process (0: always processes).
-        max_scratch_mib: Most local scratch space in use at once, in MiB.
-        chunks_per_worker: CPU chunks per worker process (more balance, more task overhead).
-        min_chunk_mib: Smallest CPU chunk, in MiB.
         scratch_dir: Local directory for scratch files; the system temp directory if empty.
-        batch_max_objects: Most objects per transfer batch task.
-        task_retries: Prefect retries per transfer batch task.
         credentials: AWS or MinIO credentials block; empty means the default AWS chain.
         connection: Endpoint, region and botocore retry settings.
         recompute: Square everything again, even outputs that are current.
@@ -279,11 +260,12 @@ def square_objects(
         dask_stages: Which stages run on the Dask cluster: 'cpu' (squaring), 'io' (transfers).
         allow_rejected: Let the run succeed although some keys were rejected (unsafe paths,
             folder markers holding data).
-        max_line_bytes: Longest input line accepted; a longer line fails its object.
         engine: Transfer engine of the S3 stages: auto (the fastest available), obstore, boto3.
-        requests_in_flight: S3 requests each transfer batch keeps in flight (engine default).
         upload_options: Content-Type (guessed from each key's name by default), server-side
             encryption, storage class and Cache-Control of the outputs.
+
+    The bounded numbers (workers, batch and CPU sizes, retries) are described where they are
+    declared, in :mod:`prefect_s3_concurrency.parameters`.
     """
     start = time.perf_counter()
     logger = get_run_logger()

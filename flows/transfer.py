@@ -62,6 +62,7 @@ from prefect_s3_concurrency.local.files import (
 from prefect_s3_concurrency.local.links import DownloadPlanner
 from prefect_s3_concurrency.local.paths import S3Url, relative_key
 from prefect_s3_concurrency.local.sync import local_extras, remote_extras
+from prefect_s3_concurrency.parameters import documented
 from prefect_s3_concurrency.runtime import progress as report_progress
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.s3.engines import (
@@ -243,6 +244,7 @@ def _record_result(summary: TransferSummary, result: BatchResult) -> None:
 
 
 @flow(name="download-prefix", flow_run_name=run_name("download", "source", "dest_dir"))
+@documented
 def download_prefix(
     source: S3Location,
     dest_dir: LocalDir,
@@ -274,12 +276,8 @@ def download_prefix(
         dest_dir: Local directory to write into; created if missing.
         include: Only keys (relative to the prefix) matching one of these globs.
         exclude: Skip keys matching any of these globs.
-        workers: Threads transferring at once.
-        batch_max_objects: Most objects per batch task.
-        batch_max_mib: Most MiB per batch task.
         skip_existing: Skip objects whose local copy has the same size and checksum.
         dry_run: Name what would be downloaded or deleted; transfer nothing.
-        task_retries: Prefect retries per batch task; a retry re-sends only failed objects.
         credentials: AWS or MinIO credentials block; empty means the default AWS chain.
         connection: Endpoint, region and botocore retry settings.
         delete_extra: Also delete local files (passing the globs) that the source lacks.
@@ -287,7 +285,9 @@ def download_prefix(
         dask_address: Run the batch tasks on this Dask cluster instead of local threads.
         allow_rejected: Let the run succeed although some keys were rejected (unsafe paths).
         engine: Transfer engine: auto (the fastest available), obstore or boto3.
-        requests_in_flight: S3 requests each batch task keeps in flight (empty: the engine's).
+
+    The bounded numbers (workers, batch sizes, retries) are described where they are
+    declared, in :mod:`prefect_s3_concurrency.parameters`.
     """
     start = time.perf_counter()
     url, conn = resolve_location(source, connection.with_credentials(credentials))
@@ -335,6 +335,7 @@ def download_prefix(
 
 
 @flow(name="upload-directory", flow_run_name=run_name("upload", "source_dir", "dest"))
+@documented
 def upload_directory(
     source_dir: LocalDir,
     dest: S3Location,
@@ -367,12 +368,8 @@ def upload_directory(
         dest: Where to write: s3://bucket/prefix, or an S3Bucket block (bucket and folder).
         include: Only files (relative paths) matching one of these globs.
         exclude: Skip files matching any of these globs.
-        workers: Threads transferring at once.
-        batch_max_objects: Most objects per batch task.
-        batch_max_mib: Most MiB per batch task.
         skip_existing: Skip files already stored with the same size and checksum.
         dry_run: Name what would be uploaded or deleted; transfer nothing.
-        task_retries: Prefect retries per batch task; a retry re-sends only failed files.
         credentials: AWS or MinIO credentials block; empty means the default AWS chain.
         connection: Endpoint, region and botocore retry settings.
         delete_extra: Also delete objects under the prefix (passing the globs) with no local file.
@@ -382,9 +379,11 @@ def upload_directory(
         allow_outside_symlinks: With follow_symlinks, also follow links out of source_dir.
         allow_rejected: Let the run succeed although some files were rejected.
         engine: Transfer engine: auto (the fastest available), obstore or boto3.
-        requests_in_flight: S3 requests each batch task keeps in flight (empty: the engine's).
         upload_options: Content-Type (guessed from each file name by default), server-side
             encryption, storage class and Cache-Control of the uploaded objects.
+
+    The bounded numbers (workers, batch sizes, retries) are described where they are
+    declared, in :mod:`prefect_s3_concurrency.parameters`.
     """
     start = time.perf_counter()
     url, conn = resolve_location(dest, connection.with_credentials(credentials))

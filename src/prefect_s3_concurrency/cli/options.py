@@ -2,8 +2,10 @@
 
 Each group is a dataclass that cyclopts flattens into ``--options``. A field whose name is a
 parameter of the flow being run is passed to it as is, so a new flow parameter needs one new
-field here (with its help text) and nothing else. A field the flow does not have is refused
-when it is set (``--dry-run`` on a flow without ``dry_run``) and otherwise left out.
+field here and nothing else; a bounded one takes its help text and range from its declaration
+in :mod:`prefect_s3_concurrency.parameters` (``cli_parameter``), which the flow uses too.
+A field the flow does not have is refused when it is set (``--dry-run`` on a flow without
+``dry_run``) and otherwise left out.
 """
 
 from __future__ import annotations
@@ -13,9 +15,25 @@ import inspect
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from cyclopts import Group, Parameter, validators
+from cyclopts import Group, Parameter
 
 from prefect_s3_concurrency.errors import ConfigurationError
+from prefect_s3_concurrency.parameters import (
+    DEFAULT_WORKERS,
+    BatchMiB,
+    BatchObjects,
+    ChunksPerWorker,
+    CpuWorkers,
+    MaxLineBytes,
+    MinChunkMiB,
+    MinProcessMiB,
+    RequestsInFlight,
+    ScratchMiB,
+    TaskRetries,
+    Workers,
+    cli_parameter,
+)
+from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.object_headers import SseChoice, StorageClass
 
 TRANSFER = Group("Transfer", sort_key=1)
@@ -35,12 +53,7 @@ def _flag(help_text: str, group: Group) -> Parameter:
 class TransferOptions:
     """Options of every transfer command."""
 
-    workers: Annotated[
-        int,
-        Parameter(
-            help="Concurrent S3 transfer threads.", validator=validators.Number(gte=1, lte=256)
-        ),
-    ] = 16
+    workers: Annotated[int, cli_parameter(Workers)] = DEFAULT_WORKERS
     include: Annotated[
         list[str] | None,
         Parameter(
@@ -57,29 +70,14 @@ class TransferOptions:
     dry_run: Annotated[
         bool, _flag("Show what would be transferred (and deleted); change nothing.", TRANSFER)
     ] = False
-    task_retries: Annotated[
-        int,
-        Parameter(
-            help="Prefect retries of a failed batch (only its failed objects are re-sent).",
-            validator=validators.Number(gte=0, lte=10),
-        ),
-    ] = 2
-    batch_max_objects: Annotated[
-        int,
-        Parameter(
-            help="Most objects per batch task.", validator=validators.Number(gte=1, lte=100_000)
-        ),
-    ] = 100
+    task_retries: Annotated[int, cli_parameter(TaskRetries)] = 2
+    batch_max_objects: Annotated[int, cli_parameter(BatchObjects)] = 100
     engine: Annotated[
         Literal["auto", "obstore", "boto3"],
         Parameter(help="Transfer engine: auto (the fastest installed), obstore (Rust, async) "
                   "or boto3 (threads)."),
     ] = "auto"  # fmt: skip
-    requests_in_flight: Annotated[
-        int | None,
-        Parameter(help="S3 requests each batch task keeps in flight (default: the engine's).",
-                  validator=validators.Number(gte=1, lte=1024)),
-    ] = None  # fmt: skip
+    requests_in_flight: Annotated[int | None, cli_parameter(RequestsInFlight)] = None
     fail_if_empty: Annotated[
         bool, _flag("Fail when the source holds no matching object (a mistyped prefix).", TRANSFER)
     ] = False
@@ -105,9 +103,7 @@ class CopyOptions:
         bool,
         Parameter(help="Skip objects whose size and checksum already match at the destination."),
     ] = True
-    batch_max_mib: Annotated[
-        int, Parameter(help="Most MiB per batch task.", validator=validators.Number(gte=1))
-    ] = 256
+    batch_max_mib: Annotated[int, cli_parameter(BatchMiB)] = 256
     follow_symlinks: Annotated[
         bool, _flag("Upload the targets of symbolic links (skipped by default).", TRANSFER)
     ] = False
@@ -128,30 +124,11 @@ class SquareOptions:
             "prefect_s3_concurrency.transforms entry points."
         ),
     ] = "square"
-    cpu_workers: Annotated[
-        int,
-        Parameter(
-            help="Worker processes for squaring.", validator=validators.Number(gte=1, lte=64)
-        ),
-    ] = 2
-    min_process_mib: Annotated[
-        float,
-        Parameter(help="Below this much input (MiB), square in the flow's own process; "
-                  "0 always uses worker processes.", validator=validators.Number(gte=0)),
-    ] = 128.0  # fmt: skip
-    max_scratch_mib: Annotated[
-        int,
-        Parameter(help="Most local scratch space in use, MiB.", validator=validators.Number(gte=1)),
-    ] = 2048
-    chunks_per_worker: Annotated[
-        int,
-        Parameter(
-            help="CPU chunks per worker process.", validator=validators.Number(gte=1, lte=64)
-        ),
-    ] = 4
-    min_chunk_mib: Annotated[
-        float, Parameter(help="Smallest CPU chunk, MiB.", validator=validators.Number(gt=0))
-    ] = 16.0
+    cpu_workers: Annotated[int, cli_parameter(CpuWorkers)] = 2
+    min_process_mib: Annotated[float, cli_parameter(MinProcessMiB)] = 128.0
+    max_scratch_mib: Annotated[int, cli_parameter(ScratchMiB)] = 2048
+    chunks_per_worker: Annotated[int, cli_parameter(ChunksPerWorker)] = 4
+    min_chunk_mib: Annotated[float, cli_parameter(MinChunkMiB)] = 16.0
     scratch_dir: Annotated[
         str | None,
         Parameter(help="Directory for scratch files (default: the system temp directory)."),
@@ -159,11 +136,7 @@ class SquareOptions:
     recompute: Annotated[
         bool, _flag("Square every object again, even when its output is up to date.", SQUARE)
     ] = False
-    max_line_bytes: Annotated[
-        int,
-        Parameter(help="Longest input line accepted, bytes; a longer one fails its object.",
-                  validator=validators.Number(gte=1)),
-    ] = 16 * 2**20  # fmt: skip
+    max_line_bytes: Annotated[int, cli_parameter(MaxLineBytes)] = 16 * 2**20
 
 
 @Parameter(name="*", group=CONNECTION)
@@ -187,13 +160,7 @@ class ConnectionOptions:
     retry_mode: Annotated[
         Literal["standard", "adaptive"], Parameter(help="botocore retry mode.")
     ] = "standard"
-    max_attempts: Annotated[
-        int,
-        Parameter(
-            help="botocore attempts per request, including the first (1 = no retry).",
-            validator=validators.Number(gte=1, lte=20),
-        ),
-    ] = 5
+    max_attempts: Annotated[int, cli_parameter(S3Connection.model_fields["max_attempts"])] = 5
 
     def connection(self) -> Any:
         """Return the flows' ``S3Connection`` for these options.

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from prefect_s3_concurrency.parameters import RequestsInFlight
 from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client, get_session
 from prefect_s3_concurrency.s3.engines.base import Engine, ObjectInfo, RangeNotSupported
 from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
@@ -28,10 +29,6 @@ EngineName = Literal["auto", "obstore", "boto3"]
 EngineChoice = Annotated[
     EngineName,
     Field(description="Transfer engine: auto (= obstore), obstore (Rust, async) or boto3."),
-]
-RequestsInFlight = Annotated[
-    int | None,
-    Field(ge=1, le=1024, description="S3 requests in flight per batch task (engine default)."),
 ]
 ENGINE_ENV = "PREFECT_S3_ENGINE"
 # Requests in flight per batch task, from the benchmark (benchmarks/README.md).
