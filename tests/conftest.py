@@ -53,7 +53,7 @@ def safe_env() -> Iterator[None]:
 # also in the flow processes they start).
 ENGINE_MODULES = {
     "test_faults", "test_sync_flows", "test_secrets", "test_transfer_flows", "test_pipeline",
-    "test_engines", "test_ranged", "test_verification",
+    "test_engines", "test_ranged", "test_verification", "test_real_s3",
 }  # fmt: skip
 ENGINES = ("obstore", "boto3")
 

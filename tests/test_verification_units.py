@@ -19,11 +19,13 @@ from prefect_s3_concurrency.errors import (
 from prefect_s3_concurrency.s3 import limits
 from prefect_s3_concurrency.s3.etag import ETag, Kind
 from prefect_s3_concurrency.s3.integrity import (
+    CompositeChecksum,
     Hashes,
     StoredChecksum,
     combine_all,
     crc_b64,
     file_crc,
+    part_crcs,
     part_md5s,
 )
 
@@ -106,6 +108,27 @@ def test_stored_checksum_from_headers() -> None:
     composite = {"x-amz-checksum-crc32c": "AAAAAQ==-3", "x-amz-checksum-type": "COMPOSITE"}
     assert StoredChecksum.from_headers(composite) is None
     assert StoredChecksum.from_headers({"etag": "x"}) is None
+
+
+def test_composite_checksum_of_part_crcs(tmp_path: Path) -> None:
+    from s3proxy.checksums import composite  # the proxy's own implementation, as S3 does it
+
+    data = os.urandom(2 * MIB + 5)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    parts = [data[i : i + MIB] for i in range(0, len(data), MIB)]
+    for algorithm, fn, width in (("crc32", crt.crc32, 4), ("crc64nvme", crt.crc64nvme, 8)):
+        stored = composite(algorithm, [fn(p).to_bytes(width, "big") for p in parts])
+        found = CompositeChecksum.from_headers({f"x-amz-checksum-{algorithm}": stored})
+        assert found is not None and (found.algorithm, found.parts) == (algorithm, 3)
+        assert found.matches(part_crcs(path, MIB, algorithm))
+        assert not found.matches(part_crcs(path, 2 * MIB, algorithm))  # other part size
+        flipped = bytearray(data)
+        flipped[MIB + 1] ^= 1
+        path.write_bytes(flipped)
+        assert not found.matches(part_crcs(path, MIB, algorithm))
+        path.write_bytes(data)
+    assert CompositeChecksum.from_headers({"x-amz-checksum-crc32": "AAAAAQ=="}) is None
 
 
 def test_refused_objects_fail_alone_with_one_line() -> None:

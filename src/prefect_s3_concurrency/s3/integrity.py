@@ -69,6 +69,33 @@ class StoredChecksum:
         return crc_b64(self.algorithm, value) == self.value
 
 
+@dataclass(frozen=True)
+class CompositeChecksum:
+    """A composite checksum S3 holds for a multipart object (boto3's and aws-cli's uploads):
+    the CRC of the parts' CRCs (big-endian bytes, in order), written ``<base64>-N``."""
+
+    algorithm: str
+    value: str  # base64, without the ``-N``
+    parts: int
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> CompositeChecksum | None:
+        """The composite CRC in a reply's (lower-case) headers, if it has one."""
+        for algorithm in CRC_ALGORITHMS:
+            head, sep, count = str(headers.get(f"x-amz-checksum-{algorithm}", "")).rpartition("-")
+            if sep and head.strip() and count.strip().isdigit() and int(count) >= 1:
+                return cls(algorithm, head.strip(), int(count))
+        return None
+
+    def matches(self, part_crcs: list[int]) -> bool:
+        """True if the CRCs of the parts (in order, this algorithm's) make this checksum."""
+        crc_fn, width = CRC_ALGORITHMS[self.algorithm]
+        total = 0
+        for crc in part_crcs:
+            total = crc_fn(crc.to_bytes(width, "big"), total)
+        return len(part_crcs) == self.parts and crc_b64(self.algorithm, total) == self.value
+
+
 class Hashes:
     """What a download or upload computes in one pass: CRC64NVME, and an MD5 if asked.
 
@@ -130,18 +157,28 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def part_md5s(path: Path, part_size: int) -> list[bytes]:
-    """The MD5 of each ``part_size`` part of a file, in order."""
-    parts: list[bytes] = []
+def _per_part(path: Path, part_size: int, new: Callable[[], Hashes]) -> list[Hashes]:
+    """The hashes of each ``part_size`` part of a file, in order."""
+    parts: list[Hashes] = []
     with open(path, "rb") as fh:
         while True:
-            digest, left = hashlib.md5(usedforsecurity=False), part_size
+            hashes, left = new(), part_size
             while left and (block := fh.read(min(CHUNK, left))):
-                digest.update(block)
+                hashes.update(block)
                 left -= len(block)
             if left == part_size:
-                return parts or [digest.digest()]  # an empty file is one empty part
-            parts.append(digest.digest())
+                return parts or [hashes]  # an empty file is one empty part
+            parts.append(hashes)
+
+
+def part_md5s(path: Path, part_size: int) -> list[bytes]:
+    """The MD5 of each ``part_size`` part of a file, in order."""
+    return [h.md5_digest() for h in _per_part(path, part_size, lambda: Hashes(md5=True))]
+
+
+def part_crcs(path: Path, part_size: int, algorithm: str) -> list[int]:
+    """The CRC (of ``algorithm``) of each ``part_size`` part of a file, in order."""
+    return [h.crc for h in _per_part(path, part_size, lambda: Hashes(algorithm=algorithm))]
 
 
 def multipart_etag(path: Path, part_size: int) -> str:

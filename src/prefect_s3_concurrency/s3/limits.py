@@ -1,10 +1,11 @@
 """S3's size limits, and the part size that makes a file fit in them.
 
 A multipart upload has at most 10,000 parts of 5 MiB to 5 GiB (the last may be smaller); a
-single PUT carries at most 5 GiB. :func:`part_size_for` starts at 8 MiB (aws-cli's and
-boto3's default) and doubles, as s3transfer's ``ChunksizeAdjuster`` does, until the file
-fits. Tests shrink every limit with the test-only environment variable
-``PREFECT_S3_TEST_LIMITS`` (``"max_parts=4,min_part=1024,..."``) to keep their data small.
+single PUT carries at most 5 GiB; one DeleteObjects names at most 1,000 keys.
+:func:`part_size_for` starts at 8 MiB (aws-cli's and boto3's default) and doubles, as
+s3transfer's ``ChunksizeAdjuster`` does, until the file fits.
+Tests shrink every limit with the test-only environment variable ``PREFECT_S3_TEST_LIMITS``
+(``"max_parts=4,min_part=1024,..."``) to keep their data small.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Limits:
     max_object: int = 5 * TIB
     default_part: int = 8 * MIB
     multipart_threshold: int = 16 * MIB
+    max_delete_keys: int = 1000  # one DeleteObjects
 
 
 S3_LIMITS = Limits()

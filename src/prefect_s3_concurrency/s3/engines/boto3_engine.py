@@ -19,6 +19,7 @@ from prefect_s3_concurrency.errors import (
     translate_boto_error,
 )
 from prefect_s3_concurrency.runtime import caches
+from prefect_s3_concurrency.s3 import limits
 from prefect_s3_concurrency.s3.engines.base import (
     Buffer,
     Digest,
@@ -37,7 +38,6 @@ from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
 
 T = TypeVar("T")
-DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
 
 class Boto3Engine(Engine):
@@ -212,8 +212,9 @@ class Boto3Engine(Engine):
 
     async def delete(self, bucket: str, keys: Sequence[str]) -> dict[str, str]:
         failed: dict[str, str] = {}
-        for start in range(0, len(keys), DELETE_BATCH):
-            chunk = list(keys[start : start + DELETE_BATCH])
+        batch = limits.current().max_delete_keys  # the most keys one DeleteObjects takes
+        for start in range(0, len(keys), batch):
+            chunk = list(keys[start : start + batch])
             request = {"Objects": [{"Key": k} for k in chunk], "Quiet": True}
             try:
                 resp = await self._call(

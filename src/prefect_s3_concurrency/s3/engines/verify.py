@@ -3,8 +3,9 @@
 1. the full-object checksum S3 stores (CRC64NVME for every new object; CRC32C/CRC32 too),
    compared with the CRC computed while the bytes were written (combined per range);
 2. the ETag's MD5, only when it really is one (single part, not SSE-KMS/SSE-C);
-3. the per-part MD5s of a multipart ETag, with the part size S3 reports
-   (HeadObject ``PartNumber=1``), never guessed;
+3. a composite CRC (boto3's and aws-cli's multipart uploads: the CRC of the parts' CRCs,
+   also when the ETag is no MD5 as with SSE-KMS), or else the per-part MD5s of a multipart
+   ETag, with the part size S3 reports (HeadObject ``PartNumber=1``), never guessed;
 4. the size alone: the object counts as "verified by size only".
 
 An engine that sees the GET's headers (boto3, ``ChecksumMode=ENABLED``) decides at once.
@@ -26,7 +27,14 @@ from botocore.exceptions import ClientError
 from prefect_s3_concurrency.errors import IntegrityError
 from prefect_s3_concurrency.s3.engines.base import Engine, ObjectInfo
 from prefect_s3_concurrency.s3.etag import ETag, Kind
-from prefect_s3_concurrency.s3.integrity import StoredChecksum, file_crc, file_md5, part_md5s
+from prefect_s3_concurrency.s3.integrity import (
+    CompositeChecksum,
+    StoredChecksum,
+    file_crc,
+    file_md5,
+    part_crcs,
+    part_md5s,
+)
 from prefect_s3_concurrency.s3.records import S3Object
 
 SIZE_ONLY = "size"
@@ -55,17 +63,20 @@ class RangePlan:
     part_size: int | None = None
 
 
-async def learn_part_size(engine: Engine, bucket: str, obj: S3Object, tag: ETag) -> int | None:
-    """The part size S3 used for a multipart object (HeadObject ``PartNumber=1``).
+async def learn_part_size(
+    engine: Engine, bucket: str, obj: S3Object, count: int | None
+) -> int | None:
+    """The part size S3 used for a multipart object of ``count`` parts (HeadObject
+    ``PartNumber=1``).
 
-    None when the server does not say, or says something that does not fit the ETag's part
-    count and the object's size (then only the size can be checked).
+    None when the server does not say, or says something that does not fit the part count
+    (of the ETag or the composite checksum) and the object's size (then only the size can
+    be checked).
     """
     try:
         first = await engine.head_checked(bucket, obj.key, part_number=1)
     except ClientError:
         return None
-    count = tag.parts
     if first is None or count is None or first.parts not in (None, count):
         return None
     size = first.size
@@ -80,7 +91,7 @@ async def plan_ranges(engine: Engine, bucket: str, obj: S3Object, default: int) 
     info = await engine.head_checked(bucket, obj.key)
     if info is None or info.checksum is not None or info.tag.parts is None:
         return RangePlan(default, info=info)
-    part = await learn_part_size(engine, bucket, obj, info.tag)
+    part = await learn_part_size(engine, bucket, obj, info.tag.parts)
     if part is None:
         return RangePlan(default, info=info)
     aligned = part <= MAX_ALIGNED_RANGE
@@ -136,14 +147,41 @@ async def _decide(
         if md5 != tag.md5:
             raise IntegrityError(f"MD5 mismatch for {obj.key}")
         return "md5"
+    composite = CompositeChecksum.from_headers(headers)
+    if composite is not None and await _composite_checked(
+        engine, bucket, obj, landed, path, composite
+    ):
+        return f"{composite.algorithm}-composite"
     if tag.parts is None:
         return SIZE_ONLY
     md5s = landed.part_md5s
     if md5s is None:
-        part = landed.part_size or await learn_part_size(engine, bucket, obj, tag)
+        part = landed.part_size or await learn_part_size(engine, bucket, obj, tag.parts)
         if part is None:
             return SIZE_ONLY
         md5s = await asyncio.to_thread(part_md5s, path(), part)
     if not tag.matches_multipart(md5s):
         raise IntegrityError(f"checksum mismatch for {obj.key}")
     return "multipart-md5"
+
+
+async def _composite_checked(
+    engine: Engine,
+    bucket: str,
+    obj: S3Object,
+    landed: Landed,
+    path: Callable[[], Path],
+    composite: CompositeChecksum,
+) -> bool:
+    """Check the parts' CRCs against a composite checksum; False if the part size is unknown.
+
+    Raises:
+        IntegrityError: On a mismatch.
+    """
+    part = landed.part_size or await learn_part_size(engine, bucket, obj, composite.parts)
+    if part is None:
+        return False
+    crcs = await asyncio.to_thread(part_crcs, path(), part, composite.algorithm)
+    if not composite.matches(crcs):
+        raise IntegrityError(f"checksum mismatch for {obj.key} ({composite.algorithm})")
+    return True
