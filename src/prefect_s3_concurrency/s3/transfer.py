@@ -44,7 +44,9 @@ from prefect_s3_concurrency.s3.engines.objects import (
     remote_matches,
     upload_one,
 )
+from prefect_s3_concurrency.s3.engines.paced import PacedEngine
 from prefect_s3_concurrency.s3.engines.verify import SIZE_ONLY
+from prefect_s3_concurrency.s3.pacing import Pacer
 from prefect_s3_concurrency.s3.records import BatchResult, LocalFile, S3Object
 from prefect_s3_concurrency.s3.upload_options import UploadOptions
 
@@ -176,6 +178,32 @@ def _run(client: Any, work: Callable[[Engine], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
+def _run_paced(
+    client: Any, work: Callable[[Engine], Awaitable[BatchResult]], ceiling: int
+) -> BatchResult:
+    """:func:`_run` with every request through one pacer (:mod:`s3.pacing`): at most
+    ``ceiling`` in flight, fewer after SlowDown; the result counts the SlowDown replies."""
+    engine, owned = _engine_of(client)
+    pacer = Pacer(ceiling)
+
+    async def main() -> BatchResult:
+        try:
+            result = await work(PacedEngine(engine, pacer))
+        finally:
+            if owned:
+                await engine.aclose()
+        result.throttled += pacer.throttled_count
+        return result
+
+    return asyncio.run(main())
+
+
+def request_ceiling(in_flight: int, max_requests: int | None) -> int:
+    """Requests a batch may have in flight: ``max_requests`` (its budget's slots), else
+    what it always could (``in_flight`` objects, each with its parts)."""
+    return max_requests or max(1, in_flight) * PART_CONCURRENCY
+
+
 async def _each_object(
     items: Sequence[T],
     key_of: Callable[[T], str],
@@ -247,6 +275,7 @@ def download_objects(
     root: str | None = None,
     in_flight: int = 1,
     done_before: Mapping[str, int] | None = None,
+    max_requests: int | None = None,
 ) -> BatchResult:
     """Download a batch of objects, each to its (already safe) path.
 
@@ -260,6 +289,8 @@ def download_objects(
             following symlinks at write time. None: each target's own directory.
         in_flight: Objects in flight at once.
         done_before: ``key -> size`` downloaded by an earlier attempt of this batch.
+        max_requests: Most S3 requests in flight (parts, HEADs... included), e.g. the
+            slots of a request budget; None: ``in_flight`` objects with their parts.
 
     Returns:
         The batch result; one object's failure never stops the others.
@@ -274,11 +305,11 @@ def download_objects(
             return False  # no file (the usual case): no thread hop, no hashing
         return await asyncio.to_thread(local_matches, Path(item[1]), item[0])
 
-    return _run(client, lambda e: _each_object(
+    return _run_paced(client, lambda e: _each_object(
         items, key_of=lambda i: i[0].key, size_of=lambda i: i[0].size, is_done=done,
         transfer=lambda i: fetch(e, i), dry_run=dry_run, in_flight=in_flight,
         done_before=done_before,
-    ))  # fmt: skip
+    ), request_ceiling(in_flight, max_requests))  # fmt: skip
 
 
 def _same_size(path: str, size: int) -> bool:
@@ -307,6 +338,7 @@ def upload_files(
     in_flight: int = 1,
     done_before: Mapping[str, int] | None = None,
     options: UploadOptions | None = None,
+    max_requests: int | None = None,
 ) -> BatchResult:
     """Upload a batch of files.
 
@@ -323,6 +355,7 @@ def upload_files(
         done_before: ``key -> size`` uploaded by an earlier attempt of this batch.
         options: Content-Type, encryption, storage class and Cache-Control to set; None
             guesses each Content-Type from the key's file name and sets nothing else.
+        max_requests: Most S3 requests in flight (see :func:`download_objects`).
 
     Returns:
         The batch result; one file's failure never stops the others.
@@ -347,7 +380,7 @@ def upload_files(
             done_before=done_before,
         )  # fmt: skip
 
-    return _run(client, work)
+    return _run_paced(client, work, request_ceiling(in_flight, max_requests))
 
 
 def delete_objects(
