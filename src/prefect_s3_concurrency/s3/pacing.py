@@ -9,9 +9,10 @@ multiplicative decrease, as TCP does):
   again); every success adds ``1/window``, so a whole window of successes adds one.
 * At one request in flight S3 may still be asked too often (a fast server answers in
   milliseconds), so below that the pace is a rate: a SlowDown then sets it to
-  ``DECREASE`` times the rate of the last second (or of the rate itself, once set), and
-  every success adds ``1/rate`` requests a second (one a second per second). Once the rate
-  is twice what the batch achieves, it binds no more and is dropped: the window grows again.
+  ``RATE_DECREASE`` times the rate of the last second (or of the rate itself, once set),
+  and it grows back by ``RATE_STEP`` of the rate it was cut from each second (additive:
+  about three seconds back to where S3 refused). Once the rate is twice what the batch
+  achieves, it binds no more and is dropped: the window grows again.
 
 SlowDown replies are seen where they happen: botocore's own retries report each one
 (:func:`report_throttle`, from the client's ``needs-retry`` hook), object_store's only
@@ -31,7 +32,9 @@ from dataclasses import dataclass
 
 from prefect_s3_concurrency.errors import ThrottledError
 
-DECREASE = 0.5  # the window's (and the rate's) factor on a SlowDown
+DECREASE = 0.5  # the window's factor on a SlowDown
+RATE_DECREASE = 0.7  # the rate's (a sawtooth between 0.7 and 1 of what S3 serves)
+RATE_STEP = 0.1  # the rate grows by this share of the rate it was cut from, a second
 RATE_WINDOW_S = 1.0  # the achieved rate is measured over this many seconds
 MIN_RATE = 1.0  # requests a second: never slower than this
 
@@ -46,6 +49,7 @@ class AIMD:
     rate: float | None = None
     throttled: int = 0
     round: int = 0  # bumped by every decrease; a request remembers the round it started in
+    step: float = 1.0  # requests a second the rate grows by, each second
 
     def __post_init__(self) -> None:
         self.ceiling = max(1, self.ceiling)
@@ -75,10 +79,10 @@ class AIMD:
         return sum(1 for t in self._starts if t >= now - RATE_WINDOW_S) / RATE_WINDOW_S
 
     def success(self) -> None:
-        """Additive increase: the rate by one a second per second, else the window by
-        one per window of successes."""
+        """Additive increase: the rate by :attr:`step` a second per second, else the window
+        by one per window of successes."""
         if self.rate is not None:
-            self.rate += 1.0 / self.rate
+            self.rate += self.step / self.rate
             if self.rate > 2 * max(self.achieved(), MIN_RATE):
                 self.rate = None  # binds no more: the window takes over
             return
@@ -98,7 +102,8 @@ class AIMD:
             self.window = max(1.0, self.window * DECREASE)
         else:
             base = self.rate if self.rate is not None else self.achieved()
-            self.rate = max(MIN_RATE, base * DECREASE)
+            self.rate = max(MIN_RATE, base * RATE_DECREASE)
+            self.step = max(MIN_RATE, base * RATE_STEP)
         return True
 
 
