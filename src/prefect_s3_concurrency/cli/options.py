@@ -80,6 +80,11 @@ class TransferOptions:
         Parameter(help="S3 requests each batch task keeps in flight (default: the engine's).",
                   validator=validators.Number(gte=1, lte=1024)),
     ] = None  # fmt: skip
+    request_budget: Annotated[
+        str | None,
+        Parameter(help="A Prefect global concurrency limit (prefect gcl create NAME --limit K) "
+                  "bounding the S3 requests in flight of every run naming it.", metavar="NAME"),
+    ] = None  # fmt: skip
     fail_if_empty: Annotated[
         bool, _flag("Fail when the source holds no matching object (a mistyped prefix).", TRANSFER)
     ] = False
