@@ -221,6 +221,7 @@ class ChunkStreamer:
         else:
             flight.batch.merge(result)
             self.clock.add("download", time.perf_counter(), result.seconds)
+            self.summary.throttled += result.throttled
         if flight.pending:
             return
         self._downloading -= 1
@@ -350,6 +351,7 @@ class ChunkStreamer:
         else:
             flight.batch.merge(result)
             self.clock.add("upload", time.perf_counter(), result.seconds)
+            self.summary.throttled += result.throttled
         if flight.pending:
             return
         s = self.summary

@@ -98,3 +98,20 @@ def test_slots_never_exceed_the_ceiling() -> None:
             return pacer.in_flight
 
     assert asyncio.run(main()) == 2
+
+
+def test_summaries_report_slowdowns() -> None:
+    from prefect_s3_concurrency.flows.common import TransferSummary
+    from prefect_s3_concurrency.flows.pipeline_summary import PipelineSummary
+    from prefect_s3_concurrency.s3.records import BatchResult
+
+    merged = BatchResult()
+    for count in (2, 3):
+        merged.merge(BatchResult(throttled=count))
+    summary = TransferSummary(direction="download", source="s", destination="d")
+    summary.throttled = merged.throttled
+    rows = {r["item"]: r["value"] for r in summary.rows()}
+    assert rows["SlowDown replies (backed off)"] == 5
+    assert summary.model_dump(mode="json")["throttled"] == 5
+    pipeline = PipelineSummary(source="s", destination="d", transform="t", throttled=4)
+    assert {r["item"]: r["value"] for r in pipeline.rows()}["SlowDown replies (backed off)"] == 4
