@@ -84,7 +84,10 @@ def held(budget: RequestBudget | None) -> Iterator[int | None]:
         return
     from prefect.concurrency.sync import concurrency
 
+    # A renewal that fails once (the API restarting) must not kill a transfer half done: the
+    # batch goes on, and at worst its slots are revoked early.
     with concurrency(
-        budget.name, occupy=budget.slots, lease_duration=LEASE_SECONDS, strict=True
-    ):
+        budget.name, occupy=budget.slots, lease_duration=LEASE_SECONDS, strict=True,
+        raise_on_lease_renewal_failure=False,
+    ):  # fmt: skip
         yield budget.slots
