@@ -67,16 +67,16 @@ class AIMD:
 
     def started(self) -> int:
         """Note a request start; return its round."""
-        now = self.clock()
-        self._starts.append(now)
-        while self._starts and self._starts[0] < now - RATE_WINDOW_S:
-            self._starts.popleft()
+        self._starts.append(self.clock())
+        self.achieved()  # drops the starts older than the window (amortised O(1))
         return self.round
 
     def achieved(self) -> float:
         """Requests started a second, over the last :data:`RATE_WINDOW_S`."""
-        now = self.clock()
-        return sum(1 for t in self._starts if t >= now - RATE_WINDOW_S) / RATE_WINDOW_S
+        since = self.clock() - RATE_WINDOW_S
+        while self._starts and self._starts[0] < since:
+            self._starts.popleft()
+        return len(self._starts) / RATE_WINDOW_S
 
     def success(self) -> None:
         """Additive increase: the rate by :attr:`step` a second per second, else the window
