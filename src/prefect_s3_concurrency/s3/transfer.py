@@ -44,9 +44,8 @@ from prefect_s3_concurrency.s3.engines.objects import (
     remote_matches,
     upload_one,
 )
-from prefect_s3_concurrency.s3.engines.paced import PacedEngine
+from prefect_s3_concurrency.s3.engines.paced import request_ceiling, run_paced
 from prefect_s3_concurrency.s3.engines.verify import SIZE_ONLY
-from prefect_s3_concurrency.s3.pacing import Pacer
 from prefect_s3_concurrency.s3.records import BatchResult, LocalFile, S3Object
 from prefect_s3_concurrency.s3.upload_options import UploadOptions
 
@@ -178,32 +177,6 @@ def _run(client: Any, work: Callable[[Engine], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def _run_paced(
-    client: Any, work: Callable[[Engine], Awaitable[BatchResult]], ceiling: int
-) -> BatchResult:
-    """:func:`_run` with every request through one pacer (:mod:`s3.pacing`): at most
-    ``ceiling`` in flight, fewer after SlowDown; the result counts the SlowDown replies."""
-    engine, owned = _engine_of(client)
-    pacer = Pacer(ceiling)
-
-    async def main() -> BatchResult:
-        try:
-            result = await work(PacedEngine(engine, pacer))
-        finally:
-            if owned:
-                await engine.aclose()
-        result.throttled += pacer.throttled_count
-        return result
-
-    return asyncio.run(main())
-
-
-def request_ceiling(in_flight: int, max_requests: int | None) -> int:
-    """Requests a batch may have in flight: ``max_requests`` (its budget's slots), else
-    what it always could (``in_flight`` objects, each with its parts)."""
-    return max_requests or max(1, in_flight) * PART_CONCURRENCY
-
-
 async def _each_object(
     items: Sequence[T],
     key_of: Callable[[T], str],
@@ -305,11 +278,11 @@ def download_objects(
             return False  # no file (the usual case): no thread hop, no hashing
         return await asyncio.to_thread(local_matches, Path(item[1]), item[0])
 
-    return _run_paced(client, lambda e: _each_object(
+    return _run(client, lambda eng: run_paced(eng, lambda e: _each_object(
         items, key_of=lambda i: i[0].key, size_of=lambda i: i[0].size, is_done=done,
         transfer=lambda i: fetch(e, i), dry_run=dry_run, in_flight=in_flight,
         done_before=done_before,
-    ), request_ceiling(in_flight, max_requests))  # fmt: skip
+    ), request_ceiling(in_flight, max_requests)))  # fmt: skip
 
 
 def _same_size(path: str, size: int) -> bool:
@@ -380,7 +353,8 @@ def upload_files(
             done_before=done_before,
         )  # fmt: skip
 
-    return _run_paced(client, work, request_ceiling(in_flight, max_requests))
+    ceiling = request_ceiling(in_flight, max_requests)
+    return _run(client, lambda eng: run_paced(eng, work, ceiling))
 
 
 def delete_objects(

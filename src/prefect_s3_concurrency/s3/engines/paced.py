@@ -11,7 +11,14 @@ for the whole batch, whichever engine sends the requests.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 
 from prefect_s3_concurrency.s3.engines.base import (
@@ -22,9 +29,10 @@ from prefect_s3_concurrency.s3.engines.base import (
     OnReply,
     PutReply,
 )
+from prefect_s3_concurrency.s3.engines.objects import PART_CONCURRENCY
 from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.pacing import Pacer
-from prefect_s3_concurrency.s3.records import S3Object
+from prefect_s3_concurrency.s3.records import BatchResult, S3Object
 
 
 class PacedEngine(Engine):
@@ -137,8 +145,18 @@ class PacedEngine(Engine):
         await self.inner.aclose()
 
 
-def paced(engine: Engine, ceiling: int) -> PacedEngine:
-    """``engine`` with at most ``ceiling`` requests in flight, backing off on SlowDown."""
-    if isinstance(engine, PacedEngine):
-        return engine
-    return PacedEngine(engine, Pacer(ceiling))
+async def run_paced(
+    engine: Engine, work: Callable[[Engine], Awaitable[BatchResult]], ceiling: int
+) -> BatchResult:
+    """Run a batch's ``work`` with every request through one pacer: at most ``ceiling`` in
+    flight, fewer after SlowDown; the result counts the SlowDown replies."""
+    pacer = Pacer(ceiling)
+    result = await work(PacedEngine(engine, pacer))
+    result.throttled += pacer.throttled_count
+    return result
+
+
+def request_ceiling(in_flight: int, max_requests: int | None) -> int:
+    """Requests a batch may have in flight: ``max_requests`` (its budget's slots), else
+    what it always could (``in_flight`` objects, each with its parts)."""
+    return max_requests or max(1, in_flight) * PART_CONCURRENCY
