@@ -101,6 +101,11 @@ class TransferSummary(BaseModel):
     failed: dict[str, str] = Field(default_factory=dict)
     deleted: list[str] = Field(default_factory=list)
     stale_removed: int = 0
+    throttled: int = Field(
+        default=0,
+        description="SlowDown replies S3 gave (each lowered the batch's pace, see "
+        "docs/sharing-s3.md).",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -140,6 +145,7 @@ class TransferSummary(BaseModel):
             {"item": "stale temp files removed", "value": self.stale_removed},
             {"item": "rejected keys", "value": len(self.rejected)},
             {"item": "failed keys", "value": len(self.failed)},
+            {"item": "SlowDown replies (backed off)", "value": self.throttled},
         ]
         rows += keyed_rows("failed", self.failed)
         rows += keyed_rows("rejected", self.rejected)

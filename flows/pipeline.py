@@ -81,9 +81,10 @@ from prefect_s3_concurrency.parameters import (
     ScratchMiB,
     documented,
 )
+from prefect_s3_concurrency.runtime.budget import RequestBudgetName, resolve_budget
 from prefect_s3_concurrency.runtime.redact import install_log_redaction
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
-from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight
+from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight, in_flight_for
 from prefect_s3_concurrency.s3.hints import exact_key_hint
 from prefect_s3_concurrency.s3.upload_options import UploadOptions
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
@@ -230,6 +231,7 @@ def square_objects(
     engine: EngineChoice = "auto",
     requests_in_flight: RequestsInFlight = None,
     upload_options: UploadOptions = UploadOptions(),  # noqa: B008 - frozen, shared safely
+    request_budget: RequestBudgetName = None,
 ) -> PipelineSummary:
     """Square every integer of every object under ``source`` into ``dest``, same relative keys.
 
@@ -264,12 +266,15 @@ def square_objects(
         engine: Transfer engine of the S3 stages: auto (the fastest available), obstore, boto3.
         upload_options: Content-Type (guessed from each key's name by default), server-side
             encryption, storage class and Cache-Control of the outputs.
+        request_budget: A Prefect global concurrency limit shared with other runs: each
+            transfer batch holds one slot per request it may have in flight.
 
     The bounded numbers (workers, batch and CPU sizes, retries) are described where they are
     declared, in :mod:`prefect_s3_concurrency.parameters`.
     """
     install_log_redaction()  # before any library logs a request
     start = time.perf_counter()
+    requests = resolve_budget(request_budget, in_flight_for(engine, requests_in_flight))
     logger = get_run_logger()
     connection = connection.with_credentials(credentials)
     (src, src_conn), (dst, dst_conn) = (
@@ -339,6 +344,7 @@ def square_objects(
                 new_cpu=fresh_process_pool if warm else None,
                 square_options={"max_line_bytes": max_line_bytes}, engine=engine,
                 requests_in_flight=requests_in_flight, upload_options=upload_options,
+                request_budget=requests,
             )  # fmt: skip
             streamer.run(chunks, start_worker if warm else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak

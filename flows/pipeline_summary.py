@@ -52,6 +52,7 @@ class PipelineSummary(BaseModel):
     peak_scratch_bytes: int = 0
     rejected: dict[str, str] = Field(default_factory=dict)
     failed: dict[str, str] = Field(default_factory=dict)
+    throttled: int = Field(0, description="SlowDown replies S3 gave the transfer batches.")
 
     def rows(self) -> list[dict[str, Any]]:
         """Return the summary as table rows (``item``, ``value``)."""
@@ -82,6 +83,7 @@ class PipelineSummary(BaseModel):
             ("stale scratch dirs removed", self.stale_scratch_removed),
             ("rejected keys", len(self.rejected)),
             ("failed keys", len(self.failed)),
+            ("SlowDown replies (backed off)", self.throttled),
         ]  # fmt: skip
         table = [{"item": item, "value": value} for item, value in rows]
         return table + keyed_rows("failed", self.failed) + keyed_rows("rejected", self.rejected)

@@ -29,6 +29,7 @@ from prefect_s3_concurrency.flows.common import batch_of, task_outcome
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineSummary
 from prefect_s3_concurrency.flows.runners import submit
 from prefect_s3_concurrency.local.paths import make_batches
+from prefect_s3_concurrency.runtime.budget import RequestBudget
 from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.transfer import BatchResult, LocalFile
 from prefect_s3_concurrency.s3.upload_options import UploadOptions
@@ -93,6 +94,7 @@ class ChunkStreamer:
             one-worker pool, so only the chunk that kills its worker again fails.
         square_options: Extra parameters for every ``square`` task (e.g. ``max_line_bytes``).
         engine, requests_in_flight: Transfer engine and requests in flight per batch task.
+        request_budget: The shared request budget the transfer batches take slots of.
         upload_options: Headers of the uploaded outputs (Content-Type, encryption...).
     """
 
@@ -106,12 +108,14 @@ class ChunkStreamer:
         new_cpu: Callable[[int], TaskRunner] | None = None,
         square_options: dict[str, Any] | None = None, engine: str = "auto",
         requests_in_flight: int | None = None, upload_options: UploadOptions | None = None,
+        request_budget: RequestBudget | None = None,
     ) -> None:  # fmt: skip
         self.io, self.cpu, self.budget, self.clock = io, cpu, budget, clock
         self.summary, self.logger = summary, logger
         self.tasks = {"download": download, "square": square, "upload": upload}
         self.conn, self.dest_conn, self.pool_size = conn, dest_conn or conn, pool_size
-        self.engine = {"engine": engine, "requests_in_flight": requests_in_flight}
+        self.engine = {"engine": engine, "requests_in_flight": requests_in_flight,
+                       "request_budget": request_budget}  # fmt: skip
         self.upload_options = upload_options
         # Several chunks transfer at once (two downloading, a few uploading), so a quarter of
         # the threads per chunk keeps them all busy with half the tasks (each costs the flow
@@ -217,6 +221,7 @@ class ChunkStreamer:
         else:
             flight.batch.merge(result)
             self.clock.add("download", time.perf_counter(), result.seconds)
+            self.summary.throttled += result.throttled
         if flight.pending:
             return
         self._downloading -= 1
@@ -346,6 +351,7 @@ class ChunkStreamer:
         else:
             flight.batch.merge(result)
             self.clock.add("upload", time.perf_counter(), result.seconds)
+            self.summary.throttled += result.throttled
         if flight.pending:
             return
         s = self.summary

@@ -64,12 +64,14 @@ from prefect_s3_concurrency.local.paths import S3Url, relative_key
 from prefect_s3_concurrency.local.sync import local_extras, remote_extras
 from prefect_s3_concurrency.parameters import documented
 from prefect_s3_concurrency.runtime import progress as report_progress
+from prefect_s3_concurrency.runtime.budget import RequestBudgetName, resolve_budget
 from prefect_s3_concurrency.runtime.redact import install_log_redaction
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.s3.engines import (
     EngineChoice,
     RequestsInFlight,
     batches_for,
+    in_flight_for,
     open_engine,
 )
 from prefect_s3_concurrency.s3.hints import exact_key_hint
@@ -238,6 +240,7 @@ def _record_result(summary: TransferSummary, result: BatchResult) -> None:
     summary.skipped = len(result.skipped)
     summary.failed.update(result.failed)  # after any listing failure
     summary.verified_by_size_only = result.size_only
+    summary.throttled = result.throttled
     summary.planned = result.transferred if summary.dry_run else []
 
 
@@ -262,6 +265,7 @@ def download_prefix(
     allow_rejected: bool = False,
     engine: EngineChoice = "auto",
     requests_in_flight: RequestsInFlight = None,
+    request_budget: RequestBudgetName = None,
 ) -> TransferSummary:
     """Download every object under an S3 prefix into a local directory, keeping relative keys.
 
@@ -283,6 +287,8 @@ def download_prefix(
         dask_address: Run the batch tasks on this Dask cluster instead of local threads.
         allow_rejected: Let the run succeed although some keys were rejected (unsafe paths).
         engine: Transfer engine: auto (the fastest available), obstore or boto3.
+        request_budget: A Prefect global concurrency limit shared with other runs: each
+            batch holds one slot per request it may have in flight (docs/sharing-s3.md).
 
     The bounded numbers (workers, batch sizes, retries) are described where they are
     declared, in :mod:`prefect_s3_concurrency.parameters`.
@@ -290,6 +296,7 @@ def download_prefix(
     install_log_redaction()  # before any library logs a request
     start = time.perf_counter()
     url, conn = resolve_location(source, connection.with_credentials(credentials))
+    budget = resolve_budget(request_budget, in_flight_for(engine, requests_in_flight))
     require_dir_parameter(dest_dir, "dest_dir")
     dest = ensure_writable_dir(dest_dir)
     stale = [] if dry_run else remove_stale_partials_task(str(dest))
@@ -307,6 +314,7 @@ def download_prefix(
         "engine": engine,
         "requests_in_flight": requests_in_flight,
         "root": str(dest),
+        "request_budget": budget,
     }
     cut = BatchCutter[tuple[S3Object, str]](
         lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, lanes
@@ -357,6 +365,7 @@ def upload_directory(
     engine: EngineChoice = "auto",
     requests_in_flight: RequestsInFlight = None,
     upload_options: UploadOptions = UploadOptions(),  # noqa: B008 - frozen, shared safely
+    request_budget: RequestBudgetName = None,
 ) -> TransferSummary:
     """Upload every file under a local directory to an S3 prefix, keeping relative paths as keys.
 
@@ -380,6 +389,8 @@ def upload_directory(
         engine: Transfer engine: auto (the fastest available), obstore or boto3.
         upload_options: Content-Type (guessed from each file name by default), server-side
             encryption, storage class and Cache-Control of the uploaded objects.
+        request_budget: A Prefect global concurrency limit shared with other runs: each
+            batch holds one slot per request it may have in flight (docs/sharing-s3.md).
 
     The bounded numbers (workers, batch sizes, retries) are described where they are
     declared, in :mod:`prefect_s3_concurrency.parameters`.
@@ -387,6 +398,7 @@ def upload_directory(
     install_log_redaction()  # before any library logs a request
     start = time.perf_counter()
     url, conn = resolve_location(dest, connection.with_credentials(credentials))
+    budget = resolve_budget(request_budget, in_flight_for(engine, requests_in_flight))
     root = source_root(source_dir)
     # Listing the destination proves the bucket is reachable and finds identical objects.
     listed = list_objects_task(conn, url.bucket, url.folder, pool_size=workers)
@@ -414,6 +426,7 @@ def upload_directory(
         "engine": engine,
         "requests_in_flight": requests_in_flight,
         "upload_options": upload_options,
+        "request_budget": budget,
     }
     cuts = cut_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, lanes)
     batches = (

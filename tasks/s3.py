@@ -20,6 +20,7 @@ from prefect.runtime import task_run
 from prefect_s3_concurrency.errors import FailedWithPayload, is_permanent, objects_failed
 from prefect_s3_concurrency.local.sync import delete_local
 from prefect_s3_concurrency.local.tempfiles import remove_stale_partials, remove_stale_scratch
+from prefect_s3_concurrency.runtime.budget import RequestBudget, held
 from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
 from prefect_s3_concurrency.s3.engines import in_flight_for, open_engine
 from prefect_s3_concurrency.s3.transfer import (
@@ -126,19 +127,23 @@ def download_batch(
     engine: str = "auto",
     requests_in_flight: int | None = None,
     root: str | None = None,
+    request_budget: RequestBudget | None = None,
 ) -> BatchResult:
     """Download a batch of objects to their local paths; raise BatchFailed on any failure.
 
     ``root`` is the destination directory every path component is opened from (no symlink
-    followed at write time); None means each target's own directory.
+    followed at write time); None means each target's own directory. With a
+    ``request_budget``, the batch holds its slots while it runs and never has more
+    requests in flight.
     """
     eng = open_engine(conn, engine, pool_size, requests_in_flight)
     in_flight = in_flight_for(engine, requests_in_flight)
     sizes = {o.key: o.size for o, _ in items}
     try:
-        result = _with_attempts(sizes, lambda earlier: download_objects(
-            eng, bucket, items, skip_existing, dry_run, root, in_flight, earlier
-        ))  # fmt: skip
+        with held(request_budget) as slots:
+            result = _with_attempts(sizes, lambda earlier: download_objects(
+                eng, bucket, items, skip_existing, dry_run, root, in_flight, earlier, slots
+            ))  # fmt: skip
     finally:
         eng.close()
     return _raise_on_failures(result)
@@ -155,20 +160,24 @@ def upload_batch(
     engine: str = "auto",
     requests_in_flight: int | None = None,
     upload_options: UploadOptions | None = None,
+    request_budget: RequestBudget | None = None,
 ) -> BatchResult:
     """Upload a batch of files; a retry checks S3 first so only the failed files go again.
 
-    ``upload_options`` set Content-Type, encryption, storage class and Cache-Control.
+    ``upload_options`` set Content-Type, encryption, storage class and Cache-Control; a
+    ``request_budget`` bounds the requests in flight as for :func:`download_batch`.
     """
     eng = open_engine(conn, engine, pool_size, requests_in_flight)
     in_flight = in_flight_for(engine, requests_in_flight)
     retrying = (task_run.run_count or 1) > 1
     sizes = {f.key: f.size for f in items}
     try:
-        result = _with_attempts(sizes, lambda earlier: upload_files(
-            eng, bucket, items, existing, check_remote=retrying, dry_run=dry_run,
-            in_flight=in_flight, done_before=earlier, options=upload_options,
-        ))  # fmt: skip
+        with held(request_budget) as slots:
+            result = _with_attempts(sizes, lambda earlier: upload_files(
+                eng, bucket, items, existing, check_remote=retrying, dry_run=dry_run,
+                in_flight=in_flight, done_before=earlier, options=upload_options,
+                max_requests=slots,
+            ))  # fmt: skip
     finally:
         eng.close()
     return _raise_on_failures(result)

@@ -63,7 +63,8 @@ def test_cp_direction_follows_argument_order(
     (tmp_path / "data").mkdir()  # an upload's source must exist before anything starts
     assert cli.main(["cp", "s3://bkt/raw", "out", "--workers", "4", "--include", "*.csv",
                      "--include", "*.txt", "--endpoint-url", "http://127.0.0.1:9",
-                     "--max-attempts", "2", "--no-skip-existing"]) == 0  # fmt: skip
+                     "--max-attempts", "2", "--no-skip-existing",
+                     "--request-budget", "s3-prod"]) == 0  # fmt: skip
     assert cli.main(["cp", "./data", "s3://bkt/copy", "--dry-run", "--exclude", "*.tmp"]) == 0
     flow_obj, kwargs = flow_and_kwargs(calls[0])
     assert flow_obj is download_prefix and kwargs == {
@@ -72,6 +73,7 @@ def test_cp_direction_follows_argument_order(
         "batch_max_objects": 100, "skip_existing": False, "batch_max_mib": 256,
         "delete_extra": False, "fail_if_empty": False, "allow_rejected": False,
         "dask_address": None, "engine": "auto", "requests_in_flight": None,
+        "request_budget": "s3-prod",
         "connection": S3Connection(endpoint_url="http://127.0.0.1:9", max_attempts=2),
     }  # fmt: skip
     flow_obj, kwargs = flow_and_kwargs(calls[1])

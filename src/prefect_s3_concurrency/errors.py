@@ -329,6 +329,13 @@ def run_failure_message(what: str, failed: dict[str, str], rejected: dict[str, s
 
 
 _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+
+
+def is_throttle(code: str) -> bool:
+    """True if S3's error ``code`` asks to slow down (``SlowDown``, ``Throttling``...)."""
+    return code in _THROTTLE_CODES
+
+
 _REGION_CODES = {"AuthorizationHeaderMalformed", "PermanentRedirect", "301", "400"}
 
 

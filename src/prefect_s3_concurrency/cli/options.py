@@ -78,6 +78,11 @@ class TransferOptions:
                   "or boto3 (threads)."),
     ] = "auto"  # fmt: skip
     requests_in_flight: Annotated[int | None, cli_parameter(RequestsInFlight)] = None
+    request_budget: Annotated[
+        str | None,
+        Parameter(help="A Prefect global concurrency limit (prefect gcl create NAME --limit K) "
+                  "bounding the S3 requests in flight of every run naming it.", metavar="NAME"),
+    ] = None  # fmt: skip
     fail_if_empty: Annotated[
         bool, _flag("Fail when the source holds no matching object (a mistyped prefix).", TRANSFER)
     ] = False

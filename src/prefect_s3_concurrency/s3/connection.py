@@ -14,9 +14,10 @@ from prefect_aws import AwsCredentials, MinIOCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from prefect_s3_concurrency.errors import ConfigurationError
+from prefect_s3_concurrency.errors import ConfigurationError, is_throttle
 from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.runtime.redact import install_log_redaction, register_secret
+from prefect_s3_concurrency.s3.pacing import report_throttle
 
 BLOCK_TYPES = ("aws-credentials", "minio-credentials", "s3-bucket")
 _lock = threading.Lock()
@@ -212,7 +213,16 @@ def _cached_client(conn: S3Connection, max_pool_connections: int) -> Any:
     client = session.client("s3", config=config, **params)
     _fail_fast_until_reached(client)
     client.meta.events.register("before-call.s3.GetObject", _no_whole_checksum_on_ranges)
+    client.meta.events.register("needs-retry.s3", _report_throttle)
     return client
+
+
+def _report_throttle(response: Any = None, **_: Any) -> None:
+    """Tell the request's pacer about each SlowDown reply, retried by botocore or not."""
+    parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else None
+    code = str((parsed or {}).get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
+    if is_throttle(code):
+        report_throttle()
 
 
 def _no_whole_checksum_on_ranges(params: dict[str, Any], **_: Any) -> None:

@@ -51,6 +51,7 @@ class BatchResult:
     seconds: float = 0.0
     permanent: list[str] = field(default_factory=list)  # failed keys a retry cannot fix
     size_only: list[str] = field(default_factory=list)  # transferred, verified by size only
+    throttled: int = 0  # SlowDown replies S3 gave the batch (it backed off on each)
 
     def merge(self, other: BatchResult) -> None:
         """Add ``other``'s counts into this result."""
@@ -61,6 +62,7 @@ class BatchResult:
         self.seconds += other.seconds
         self.permanent += other.permanent
         self.size_only += other.size_only
+        self.throttled += other.throttled
 
     def fail(self, key: str, exc: BaseException) -> None:
         """Record that ``key`` failed with ``exc``."""

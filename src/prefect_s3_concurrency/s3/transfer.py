@@ -42,6 +42,7 @@ from prefect_s3_concurrency.s3.engines.objects import (
     remote_matches,
     upload_one,
 )
+from prefect_s3_concurrency.s3.engines.paced import request_ceiling, run_paced
 from prefect_s3_concurrency.s3.engines.verify import SIZE_ONLY
 from prefect_s3_concurrency.s3.records import BatchResult, LocalFile, S3Object
 from prefect_s3_concurrency.s3.upload_options import UploadOptions
@@ -226,6 +227,7 @@ def download_objects(
     root: str | None = None,
     in_flight: int = 1,
     done_before: Mapping[str, int] | None = None,
+    max_requests: int | None = None,
 ) -> BatchResult:
     """Download a batch of objects, each to its (already safe) path.
 
@@ -239,6 +241,8 @@ def download_objects(
             following symlinks at write time. None: each target's own directory.
         in_flight: Objects in flight at once.
         done_before: ``key -> size`` downloaded by an earlier attempt of this batch.
+        max_requests: Most S3 requests in flight (parts, HEADs... included), e.g. the
+            slots of a request budget; None: ``in_flight`` objects with their parts.
 
     Returns:
         The batch result; one object's failure never stops the others.
@@ -253,11 +257,11 @@ def download_objects(
             return False  # no file (the usual case): no thread hop, no hashing
         return await asyncio.to_thread(local_matches, Path(item[1]), item[0])
 
-    return _run(client, lambda e: _each_object(
+    return _run(client, lambda eng: run_paced(eng, lambda e: _each_object(
         items, key_of=lambda i: i[0].key, size_of=lambda i: i[0].size, is_done=done,
         transfer=lambda i: fetch(e, i), dry_run=dry_run, in_flight=in_flight,
         done_before=done_before,
-    ))  # fmt: skip
+    ), request_ceiling(in_flight, max_requests)))  # fmt: skip
 
 
 def _same_size(path: str, size: int) -> bool:
@@ -277,6 +281,7 @@ def upload_files(
     in_flight: int = 1,
     done_before: Mapping[str, int] | None = None,
     options: UploadOptions | None = None,
+    max_requests: int | None = None,
 ) -> BatchResult:
     """Upload a batch of files.
 
@@ -293,6 +298,7 @@ def upload_files(
         done_before: ``key -> size`` uploaded by an earlier attempt of this batch.
         options: Content-Type, encryption, storage class and Cache-Control to set; None
             guesses each Content-Type from the key's file name and sets nothing else.
+        max_requests: Most S3 requests in flight (see :func:`download_objects`).
 
     Returns:
         The batch result; one file's failure never stops the others.
@@ -317,7 +323,8 @@ def upload_files(
             done_before=done_before,
         )  # fmt: skip
 
-    return _run(client, work)
+    ceiling = request_ceiling(in_flight, max_requests)
+    return _run(client, lambda eng: run_paced(eng, work, ceiling))
 
 
 def delete_objects(

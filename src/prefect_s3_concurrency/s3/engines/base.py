@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -237,6 +238,10 @@ class Engine(abc.ABC):
     async def delete(self, bucket: str, keys: Sequence[str]) -> dict[str, str]:
         """Delete ``keys`` (DeleteObjects, 1,000 a request); return ``key -> reason`` for
         those not deleted (all of a request that failed as a whole)."""
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held around a request made through :attr:`client` (a paced engine counts it)."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what this engine holds for its batch (threads, not the shared clients)."""

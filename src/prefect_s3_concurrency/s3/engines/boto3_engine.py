@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import os
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -56,7 +58,11 @@ class Boto3Engine(Engine):
         return str(getattr(getattr(self.client, "meta", None), "endpoint_url", ""))
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        # In the caller's context: botocore's SlowDown hook finds the request's pacer there.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(context.run, fn, *args)
+        )
 
     async def _s3(self, bucket: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the pool, its S3 errors in the project's terms (see errors)."""

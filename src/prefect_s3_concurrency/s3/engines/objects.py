@@ -189,7 +189,8 @@ async def sweep_uploads(engine: Engine, bucket: str, key: str, before: set[str] 
                 continue
         return aborted
 
-    aborted = await asyncio.to_thread(run)
+    async with engine.slot():  # one request at a time: a slot of the batch's
+        aborted = await asyncio.to_thread(run)
     if aborted:
         log.warning("aborted %d abandoned multipart upload(s) of %s", aborted, key)
     return aborted
@@ -273,7 +274,8 @@ async def _upload_large(
         unchanged = _unchanged_since(path, item.size)
     except OSError as exc:
         raise local_io_error(exc, item.path, "read") from None
-    before = await asyncio.to_thread(_open_uploads, engine, bucket, item.key)
+    async with engine.slot():
+        before = await asyncio.to_thread(_open_uploads, engine, bucket, item.key)
     try:
         reply = await engine.put_multipart(
             bucket, item.key, path, part_size, PART_CONCURRENCY, item.metadata, unchanged,

@@ -1,0 +1,210 @@
+"""Back off on SlowDown: an AIMD controller of a batch's S3 requests (both engines).
+
+S3 answers ``503 SlowDown`` when a prefix gets more requests a second than it serves. A
+batch then lowers its own pace and raises it again slowly (additive increase,
+multiplicative decrease, as TCP does):
+
+* The window (requests in flight) starts at the batch's ceiling. A SlowDown halves it (at
+  most once per round: replies to requests sent before the last decrease do not count
+  again); every success adds ``1/window``, so a whole window of successes adds one.
+* At one request in flight S3 may still be asked too often (a fast server answers in
+  milliseconds), so below that the pace is a rate: a SlowDown then sets it to
+  ``RATE_DECREASE`` times the rate of the last second (or of the rate itself, once set),
+  and it grows back by ``RATE_STEP`` of the rate it was cut from each second (additive:
+  about three seconds back to where S3 refused). Once the rate is twice what the batch
+  achieves, it binds no more and is dropped: the window grows again.
+
+SlowDown replies are seen where they happen: botocore's own retries report each one
+(:func:`report_throttle`, from the client's ``needs-retry`` hook), object_store's only
+when its retries ran out (it retries 503s inside, with its own exponential back-off).
+:class:`Pacer` is the batch's gate; the pure :class:`AIMD` holds the arithmetic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from prefect_s3_concurrency.errors import ThrottledError
+
+DECREASE = 0.5  # the window's factor on a SlowDown
+RATE_DECREASE = 0.7  # the rate's (a sawtooth between 0.7 and 1 of what S3 serves)
+RATE_STEP = 0.1  # the rate grows by this share of the rate it was cut from, a second
+RATE_WINDOW_S = 1.0  # the achieved rate is measured over this many seconds
+MIN_RATE = 1.0  # requests a second: never slower than this
+
+
+@dataclass
+class AIMD:
+    """The window (requests in flight) and rate (requests a second, None: unpaced)."""
+
+    ceiling: int
+    clock: Callable[[], float] = time.monotonic
+    window: float = 0.0
+    rate: float | None = None
+    throttled: int = 0
+    round: int = 0  # bumped by every decrease; a request remembers the round it started in
+    step: float = 1.0  # requests a second the rate grows by, each second
+
+    def __post_init__(self) -> None:
+        self.ceiling = max(1, self.ceiling)
+        self.window = float(self.ceiling)
+        self._starts: collections.deque[float] = collections.deque()
+
+    @property
+    def limit(self) -> int:
+        """Requests that may be in flight now."""
+        return max(1, int(self.window))
+
+    def interval(self) -> float:
+        """Seconds between request starts (0: unpaced)."""
+        return 1.0 / self.rate if self.rate else 0.0
+
+    def started(self) -> int:
+        """Note a request start; return its round."""
+        self._starts.append(self.clock())
+        self.achieved()  # drops the starts older than the window (amortised O(1))
+        return self.round
+
+    def achieved(self) -> float:
+        """Requests started a second, over the last :data:`RATE_WINDOW_S`."""
+        since = self.clock() - RATE_WINDOW_S
+        while self._starts and self._starts[0] < since:
+            self._starts.popleft()
+        return len(self._starts) / RATE_WINDOW_S
+
+    def success(self) -> None:
+        """Additive increase: the rate by :attr:`step` a second per second, else the window
+        by one per window of successes."""
+        if self.rate is not None:
+            self.rate += self.step / self.rate
+            if self.rate > 2 * max(self.achieved(), MIN_RATE):
+                self.rate = None  # binds no more: the window takes over
+            return
+        self.window = min(float(self.ceiling), self.window + 1.0 / self.window)
+
+    def throttle(self, started_round: int | None = None) -> bool:
+        """Multiplicative decrease, once per round; return whether it decreased.
+
+        Args:
+            started_round: The round the throttled request started in (None: current).
+        """
+        self.throttled += 1
+        if started_round is not None and started_round != self.round:
+            return False  # sent before the last decrease: already answered for
+        self.round += 1
+        if self.window > 1:
+            self.window = max(1.0, self.window * DECREASE)
+        else:
+            base = self.rate if self.rate is not None else self.achieved()
+            self.rate = max(MIN_RATE, base * RATE_DECREASE)
+            self.step = max(MIN_RATE, base * RATE_STEP)
+        return True
+
+
+@dataclass
+class _Request:
+    """A request the pacer let through: its round, and whether a SlowDown was reported."""
+
+    pacer: Pacer
+    round: int
+    reported: bool = False
+
+
+# The request this code runs for (set by the pacer; botocore's hook reads it on the worker
+# thread, which runs in a copy of the caller's context).
+_current: contextvars.ContextVar[_Request | None] = contextvars.ContextVar(
+    "s3_request", default=None
+)
+
+
+def report_throttle() -> None:
+    """Tell the running request's pacer that S3 asked to slow down (no-op outside one)."""
+    request = _current.get()
+    if request is not None:
+        request.reported = True
+        request.pacer.throttled(request.round)
+
+
+class Pacer:
+    """One batch's gate: at most ``AIMD.limit`` requests in flight, spaced by its rate.
+
+    Thread-safe for :meth:`throttled` (botocore's threads report there); the rest runs on
+    the batch's event loop.
+    """
+
+    def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.aimd = AIMD(ceiling, clock)
+        self.in_flight = 0
+        self._changed: asyncio.Condition | None = None
+        self._next_start = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def throttled_count(self) -> int:
+        """SlowDown replies seen so far."""
+        return self.aimd.throttled
+
+    def throttled(self, started_round: int | None = None) -> None:
+        """A SlowDown reply (from any thread)."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _on_loop(loop):
+            loop.call_soon_threadsafe(self.aimd.throttle, started_round)
+        else:
+            self.aimd.throttle(started_round)
+
+    @contextlib.asynccontextmanager
+    async def slots(self, count: int = 1) -> AsyncIterator[None]:
+        """Hold ``count`` request slots (at most the ceiling) while the body runs.
+
+        Reports success on a normal exit, and a :class:`ThrottledError` not reported yet.
+        """
+        count = min(max(1, count), self.aimd.ceiling)
+        self._loop = asyncio.get_running_loop()
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight + count <= self.aimd.limit
+                                         or self.in_flight == 0)  # fmt: skip
+            self.in_flight += count
+        await self._pace()
+        request = _Request(self, self.aimd.started())
+        token = _current.set(request)
+        ok = False
+        try:
+            yield
+            ok = True
+        except ThrottledError:  # object_store's retries ran out (botocore's hook reported)
+            if not request.reported:
+                self.throttled(request.round)
+            raise
+        finally:
+            _current.reset(token)
+            if ok:
+                self.aimd.success()
+            async with self._changed:
+                self.in_flight -= count
+                self._changed.notify_all()
+
+    async def _pace(self) -> None:
+        """Wait until the rate lets the next request start."""
+        interval = self.aimd.interval()
+        if not interval:
+            return
+        now = time.monotonic()
+        start = max(now, self._next_start)
+        self._next_start = start + interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

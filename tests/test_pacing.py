@@ -1,0 +1,117 @@
+"""The AIMD controller and the pacer (pure: a fake clock, no S3)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from prefect_s3_concurrency.errors import ThrottledError
+from prefect_s3_concurrency.s3.pacing import AIMD, Pacer, report_throttle
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> None:
+    """No Prefect API for these tests."""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_window_halves_on_throttle_and_grows_one_per_window() -> None:
+    aimd = AIMD(16, Clock())
+    assert aimd.limit == 16 and aimd.interval() == 0
+    assert aimd.throttle(aimd.started()) and aimd.limit == 8
+    for _ in range(8):  # a whole window of successes adds about one
+        aimd.success()
+    assert aimd.limit == 8 and 8.9 < aimd.window <= 9.0
+    for _ in range(1000):
+        aimd.success()
+    assert aimd.limit == 16  # never above the ceiling
+    assert aimd.throttled == 1
+
+
+def test_one_decrease_per_round() -> None:
+    aimd = AIMD(16, Clock())
+    rounds = [aimd.started() for _ in range(10)]  # ten requests in flight
+    decreased = [aimd.throttle(r) for r in rounds]  # all of them answered SlowDown
+    assert decreased == [True] + [False] * 9 and aimd.limit == 8
+    assert aimd.throttled == 10
+    assert aimd.throttle(aimd.started()) and aimd.limit == 4  # a request of the new round
+
+
+def test_below_one_in_flight_the_pace_becomes_a_rate_and_recovers() -> None:
+    clock = Clock()
+    aimd = AIMD(2, clock)
+    for _ in range(200):  # 200 requests in the last second
+        aimd.started()
+        clock.now += 0.005
+    aimd.throttle(aimd.started())
+    assert aimd.limit == 1 and aimd.rate is None
+    aimd.throttle(aimd.started())
+    assert aimd.rate == pytest.approx(0.7 * 201, rel=0.02)  # of the achieved rate
+    assert aimd.interval() == pytest.approx(1 / aimd.rate)
+    aimd.throttle(aimd.started())
+    assert aimd.rate == pytest.approx(0.49 * 201, rel=0.02)  # of the rate itself
+    before = aimd.rate
+    for _ in range(int(before)):  # a second's worth at the rate: a tenth of the cut rate
+        aimd.success()
+    assert aimd.rate == pytest.approx(before + 14.07, rel=0.05)
+    clock.now += 10  # nothing started for a while: the rate no longer binds
+    aimd.success()
+    assert aimd.rate is None and aimd.limit == 1
+    aimd.success()
+    assert aimd.window > 1
+
+
+def test_pacer_caps_in_flight_and_counts_throttles() -> None:
+    pacer = Pacer(3)
+    seen: list[int] = []
+
+    async def one(n: int) -> None:
+        async with pacer.slots(2 if n == 0 else 1):
+            seen.append(pacer.in_flight)
+            await asyncio.sleep(0)
+            if n == 1:
+                report_throttle()  # as botocore's hook does
+            if n == 2:
+                raise ThrottledError("slow down")  # as obstore does once its retries ran out
+
+    async def main() -> None:
+        await asyncio.gather(*(one(n) for n in range(8)), return_exceptions=True)
+
+    asyncio.run(main())
+    assert max(seen) <= 3 and pacer.in_flight == 0
+    assert pacer.throttled_count == 2
+
+
+def test_slots_never_exceed_the_ceiling() -> None:
+    pacer = Pacer(2)
+
+    async def main() -> int:
+        async with pacer.slots(8):  # a multipart upload asking for more than the batch has
+            return pacer.in_flight
+
+    assert asyncio.run(main()) == 2
+
+
+def test_summaries_report_slowdowns() -> None:
+    from prefect_s3_concurrency.flows.common import TransferSummary
+    from prefect_s3_concurrency.flows.pipeline_summary import PipelineSummary
+    from prefect_s3_concurrency.s3.records import BatchResult
+
+    merged = BatchResult()
+    for count in (2, 3):
+        merged.merge(BatchResult(throttled=count))
+    summary = TransferSummary(direction="download", source="s", destination="d")
+    summary.throttled = merged.throttled
+    rows = {r["item"]: r["value"] for r in summary.rows()}
+    assert rows["SlowDown replies (backed off)"] == 5
+    assert summary.model_dump(mode="json")["throttled"] == 5
+    pipeline = PipelineSummary(source="s", destination="d", transform="t", throttled=4)
+    assert {r["item"]: r["value"] for r in pipeline.rows()}["SlowDown replies (backed off)"] == 4
