@@ -16,7 +16,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 
 __all__ = [
-    "DEFAULT_WORKERS", "BatchMiB", "BatchObjects", "ChunksPerWorker", "CpuWorkers",
+    "DEFAULT_WORKERS", "BatchMiB", "BatchObjects", "ChunksPerWorker", "CpuWorkers", "MaxAttempts",
     "MaxLineBytes", "MinChunkMiB", "MinProcessMiB", "RequestsInFlight", "ScratchMiB",
     "TaskRetries", "Workers", "bounds", "cli_parameter", "description", "documented",
 ]  # fmt: skip
@@ -60,13 +60,17 @@ MaxLineBytes = Annotated[
     ),
 ]  # fmt: skip
 MinChunkMiB = Annotated[float, Field(gt=0, le=10**6, description="Smallest CPU chunk, MiB.")]
+MaxAttempts = Annotated[
+    int, Field(ge=1, le=20, description="botocore attempts per request, including the first "
+               "(1 = no retry).")
+]  # fmt: skip
 
 _BOUNDS = (("ge", "gte"), ("le", "lte"), ("gt", "gt"), ("lt", "lt"))
 _DECLARED = {
     "Workers": Workers, "BatchObjects": BatchObjects, "BatchMiB": BatchMiB,
     "TaskRetries": TaskRetries, "RequestsInFlight": RequestsInFlight, "CpuWorkers": CpuWorkers,
     "MinProcessMiB": MinProcessMiB, "ScratchMiB": ScratchMiB, "ChunksPerWorker": ChunksPerWorker,
-    "MaxLineBytes": MaxLineBytes, "MinChunkMiB": MinChunkMiB,
+    "MaxLineBytes": MaxLineBytes, "MinChunkMiB": MinChunkMiB, "MaxAttempts": MaxAttempts,
 }  # fmt: skip
 
 

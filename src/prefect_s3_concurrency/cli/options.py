@@ -24,6 +24,7 @@ from prefect_s3_concurrency.parameters import (
     BatchObjects,
     ChunksPerWorker,
     CpuWorkers,
+    MaxAttempts,
     MaxLineBytes,
     MinChunkMiB,
     MinProcessMiB,
@@ -33,7 +34,6 @@ from prefect_s3_concurrency.parameters import (
     Workers,
     cli_parameter,
 )
-from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.object_headers import SseChoice, StorageClass
 
 TRANSFER = Group("Transfer", sort_key=1)
@@ -165,7 +165,7 @@ class ConnectionOptions:
     retry_mode: Annotated[
         Literal["standard", "adaptive"], Parameter(help="botocore retry mode.")
     ] = "standard"
-    max_attempts: Annotated[int, cli_parameter(S3Connection.model_fields["max_attempts"])] = 5
+    max_attempts: Annotated[int, cli_parameter(MaxAttempts)] = 5
 
     def connection(self) -> Any:
         """Return the flows' ``S3Connection`` for these options.

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.json_schema import SkipJsonSchema
 
 from prefect_s3_concurrency.errors import ConfigurationError, is_throttle
+from prefect_s3_concurrency.parameters import MaxAttempts
 from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.runtime.redact import install_log_redaction, register_secret
 from prefect_s3_concurrency.s3.pacing import report_throttle
@@ -77,9 +78,7 @@ class S3Connection(BaseModel):
     retry_mode: Literal["standard", "adaptive"] = Field(
         default="standard", description="botocore retry mode."
     )
-    max_attempts: int = Field(
-        default=5, ge=1, le=20, description="botocore attempts per request (1 = no retry)."
-    )
+    max_attempts: MaxAttempts = 5
 
     @field_validator("endpoint_url")
     @classmethod
