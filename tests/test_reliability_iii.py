@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from reliability_helpers import plan_downloads
 
-import prefect_s3_concurrency.flows.transfer as transfer_flows
+import prefect_s3_concurrency.flows.transfer_steps as transfer_steps
 from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix
 from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.records import S3Object
@@ -48,13 +48,13 @@ def test_two_keys_one_file_across_listing_pages(
     client = rclone_s3.client()
     for key, body in {"p/link/x": b"linked", "p/m": b"between", "p/real/x": b"direct"}.items():
         client.put_object(Bucket=bucket, Key=key, Body=body)
-    listed = transfer_flows.iter_objects
+    listed = transfer_steps.iter_objects
 
     def one_key_pages(*args, **kwargs) -> Iterator[list[S3Object]]:
         for page in listed(*args, **kwargs):  # pages of one key: the keys are pages apart
             yield from ([o] for o in page)
 
-    monkeypatch.setattr(transfer_flows, "iter_objects", one_key_pages)
+    monkeypatch.setattr(transfer_steps, "iter_objects", one_key_pages)
     dest = _linked_dest(tmp_path)
     conn = S3Connection(credentials_block=rclone_block)
     with pytest.raises(TransferFailed) as failed:
