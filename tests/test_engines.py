@@ -17,7 +17,8 @@ from reliability_helpers import plan_downloads
 from prefect_s3_concurrency.errors import UnsafeKeyError
 from prefect_s3_concurrency.flows.transfer import TransferFailed, download_prefix, upload_directory
 from prefect_s3_concurrency.s3.connection import S3Connection
-from prefect_s3_concurrency.s3.engines import open_engine, resolve_engine
+from prefect_s3_concurrency.s3.engines import batches_for, open_engine, resolve_engine
+from prefect_s3_concurrency.s3.engines.objects import PART_CONCURRENCY
 from prefect_s3_concurrency.s3.records import S3Object
 from prefect_s3_concurrency.s3.transfer import download_objects
 
@@ -36,6 +37,18 @@ def _tree(root: Path) -> dict[str, str]:
 
 def test_default_engine_follows_the_parametrised_one(s3_engine: str) -> None:
     assert resolve_engine("auto") == s3_engine
+
+
+def test_client_pool_holds_the_threads_of_every_batch_at_once(s3_engine: str) -> None:
+    """Every batch task running at once may have PART_CONCURRENCY ranged GETs or part uploads
+    on its threads, all through the process's one client: a smaller pool discards a
+    connection after each surplus request and opens a new one for the next."""
+    engine = open_engine(S3Connection(endpoint_url="http://127.0.0.1:9"), s3_engine, 16)
+    try:
+        pool = engine.client.meta.config.max_pool_connections
+    finally:
+        engine.close()
+    assert pool >= batches_for(s3_engine, 16) * PART_CONCURRENCY
 
 
 def test_round_trip_large_and_odd_keys_on_moto_server(moto_server, bucket_factory, tmp_path):

@@ -43,7 +43,8 @@ DEFAULT_IN_FLIGHT = {"obstore": 16, "boto3": 1}
 WORKERS_PER_BATCH = {"obstore": 4, "boto3": 1}
 __all__ = [
     "Boto3Engine", "Engine", "EngineChoice", "EngineName", "ObjectInfo", "RangeNotSupported",
-    "RequestsInFlight", "batches_for", "in_flight_for", "open_engine", "resolve_engine",
+    "RequestsInFlight", "batches_for", "in_flight_for", "open_engine", "pool_connections",
+    "resolve_engine",
 ]  # fmt: skip
 
 
@@ -95,10 +96,22 @@ def open_engine(
     conn = conn or S3Connection()
     real = resolve_engine(name)
     in_flight = in_flight_for(real, requests_in_flight)
-    client = get_s3_client(conn, max(pool_size, in_flight))
+    threads = max(in_flight, PART_CONCURRENCY) if real == "boto3" else PART_CONCURRENCY
+    client = get_s3_client(conn, pool_connections(real, pool_size, threads))
     credentials = get_session(conn).get_credentials()  # signs the fast listing
     if real == "boto3":
-        return Boto3Engine(client, max(in_flight, PART_CONCURRENCY), credentials)
+        return Boto3Engine(client, threads, credentials)
     from prefect_s3_concurrency.s3.engines.obstore_engine import ObstoreEngine
 
-    return ObstoreEngine(conn, client, Boto3Engine(client, PART_CONCURRENCY, credentials))
+    return ObstoreEngine(conn, client, Boto3Engine(client, threads, credentials))
+
+
+def pool_connections(name: str, workers: int, threads: int) -> int:
+    """Connections for the process's botocore client shared by ``workers``' batch tasks.
+
+    Every batch task running at once (:func:`batches_for`) has ``threads`` botocore calls
+    (the ranged GETs or part uploads of its large objects) on its own threads; a pool
+    smaller than that discards a connection after each surplus request (urllib3's
+    "Connection pool is full" warning) and opens a new one for the next.
+    """
+    return max(workers, batches_for(name, workers) * threads)
