@@ -194,7 +194,7 @@ def test_run_triggered_from_the_ui_completes(
             timings["UI-triggered run (Submit to final state) s"] = time.monotonic() - clicked
             page.goto(f"{server.url}/runs/flow-run/{flow_run_id}")
             for text in (final.state.name, "Beginning flow run", "Finished in state"):
-                page.get_by_text(text).first.wait_for(timeout=90_000)  # logs arrive late when loaded
+                page.get_by_text(text).first.wait_for(timeout=90_000)  # logs come late if loaded
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / f"ui-run-{final.state.name.lower()}.png"  # ui-run-completed.png
             page.screenshot(path=str(shot), full_page=True)
