@@ -138,6 +138,9 @@ class PrefectServer:
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(self.port),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # SQLite waits this long for a lock before the API answers 503 (default 10 s:
+            # on a loaded machine the UI's create_flow_run and log batches got 503s)
+            "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
             "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",

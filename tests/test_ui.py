@@ -25,6 +25,7 @@ from prefect_processes import (
     REPO,
     PrefectServer,
     serve_deployments,
+    wait_for,
     wait_for_deployment,
     wait_for_final_state,
 )
@@ -91,6 +92,22 @@ def fill_parameter(page: Any, label: str, value: str) -> None:
     field = prop.locator("textarea, input[type=number], input[type=text]").first
     field.fill(value)
     field.blur()
+
+
+def run_logs(server: PrefectServer, flow_run_id: str, *wanted: str) -> list[str]:
+    """The run's log messages once the API holds one containing each of ``wanted`` (the
+    logs arrive in batches after the final state)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    def probe() -> list[str] | None:
+        with server.client() as client:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+        messages = [log.message for log in logs]
+        return messages if all(any(w in m for m in messages) for w in wanted) else None
+
+    return wait_for(probe, 90, f"the run's logs with {wanted}")
 
 
 def summary_row(server: PrefectServer, flow_run_id: str, item: str) -> Any:
@@ -192,9 +209,9 @@ def test_run_triggered_from_the_ui_completes(
             clicked = time.monotonic()
             final = wait_for_final_state(server, flow_run_id, timeout=240)
             timings["UI-triggered run (Submit to final state) s"] = time.monotonic() - clicked
+            logged = run_logs(server, flow_run_id, "Beginning flow run", "Finished in state")
             page.goto(f"{server.url}/runs/flow-run/{flow_run_id}")
-            for text in (final.state.name, "Beginning flow run", "Finished in state"):
-                page.get_by_text(text).first.wait_for(timeout=90_000)  # logs come late if loaded
+            page.get_by_text(final.state.name).first.wait_for(timeout=30_000)  # rendered
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / f"ui-run-{final.state.name.lower()}.png"  # ui-run-completed.png
             page.screenshot(path=str(shot), full_page=True)
@@ -207,6 +224,7 @@ def test_run_triggered_from_the_ui_completes(
     print(f"\nUI test timings ({TARGET['name']}): {timings}")
     assert final.state.is_completed(), f"{final.state}\n{serving.log_tail()}"
     assert final.parameters["dest"] == values["dest"]  # the form's values reached the run
+    assert any(f"Beginning flow run '{final.name}'" in m for m in logged), logged[:5]
     assert final.parameters["connection"]["endpoint_url"] == rclone_s3.endpoint_url
     if PIPELINE is not None:  # squaring ran on worker processes of the served run
         assert summary_row(server, flow_run_id, "processes used") is True
