@@ -93,8 +93,9 @@ def test_object_changed_is_one_error_for_both_libraries() -> None:
     from botocore.exceptions import ClientError
     from obstore.exceptions import PreconditionError
 
-    from prefect_s3_concurrency.errors import describe_error, object_error
+    from prefect_s3_concurrency.errors import describe_error
     from prefect_s3_concurrency.s3.engines.obstore_errors import obstore_error
+    from prefect_s3_concurrency.s3.replies import object_error
 
     boto = object_error(ClientError({"Error": {"Code": "PreconditionFailed"}}, "GetObject"), "b")
     obst = obstore_error(PreconditionError("Request precondition failure for path k: 412"), "b", "")

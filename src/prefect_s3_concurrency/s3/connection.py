@@ -14,11 +14,12 @@ from prefect_aws import AwsCredentials, MinIOCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from prefect_s3_concurrency.errors import ConfigurationError, is_throttle
+from prefect_s3_concurrency.errors import ConfigurationError
 from prefect_s3_concurrency.parameters import MaxAttempts
 from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.runtime.redact import install_log_redaction, register_secret
 from prefect_s3_concurrency.s3.pacing import report_throttle
+from prefect_s3_concurrency.s3.replies import is_throttle
 
 BLOCK_TYPES = ("aws-credentials", "minio-credentials", "s3-bucket")
 _lock = threading.Lock()

@@ -7,9 +7,10 @@ second instead of after the flow run began.
 
 from __future__ import annotations
 
-from prefect_s3_concurrency.errors import S3PipelineError, translate_boto_error
+from prefect_s3_concurrency.errors import S3PipelineError
 from prefect_s3_concurrency.local.paths import S3Url
 from prefect_s3_concurrency.s3.connection import S3Connection, get_s3_client
+from prefect_s3_concurrency.s3.replies import translate_boto_error
 
 
 def probe(conn: S3Connection, url: S3Url) -> bool:

@@ -14,12 +14,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from prefect_s3_concurrency.errors import (
-    S3PipelineError,
-    describe_error,
-    object_error,
-    translate_boto_error,
-)
+from prefect_s3_concurrency.errors import S3PipelineError, describe_error
 from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3 import limits
 from prefect_s3_concurrency.s3.engines.base import (
@@ -38,6 +33,7 @@ from prefect_s3_concurrency.s3.engines.listing import list_pages
 from prefect_s3_concurrency.s3.integrity import CHUNK
 from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
+from prefect_s3_concurrency.s3.replies import object_error, translate_boto_error
 
 T = TypeVar("T")
 

@@ -26,9 +26,9 @@ from prefect_s3_concurrency.errors import (
     S3PipelineError,
     archived_error,
     changed_message,
-    s3_error,
 )
 from prefect_s3_concurrency.s3.regions import region_from_reply
+from prefect_s3_concurrency.s3.replies import s3_error
 
 _STATUS = re.compile(r"status code: (\d{3})\b")
 _CODE = re.compile(r"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
