@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from prefect.artifacts import Artifact
+from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 from prefect_aws import AwsCredentials, S3Bucket
 from reliability_helpers import flow_logs
@@ -12,6 +13,8 @@ from reliability_helpers import flow_logs
 from prefect_s3_concurrency import download_prefix, square_objects, upload_directory
 from prefect_s3_concurrency.errors import ConfigurationError
 from prefect_s3_concurrency.flows.common import EmptySourceError, resolve_location
+from prefect_s3_concurrency.local import paths
+from prefect_s3_concurrency.local.paths import S3Url
 from prefect_s3_concurrency.s3.connection import S3Connection
 
 FLOWS = [download_prefix, upload_directory, square_objects]
@@ -51,6 +54,35 @@ def test_location_offers_a_url_or_an_s3bucket_block() -> None:
     options = schema["properties"]["source"]["anyOf"]
     assert options[0]["type"] == "string" and options[0]["pattern"].startswith("^s3://")
     assert options[1]["$ref"].endswith("/S3Bucket")
+
+
+@pytest.mark.parametrize("flow_obj", FLOWS, ids=lambda f: f.name)
+def test_a_location_is_parsed_once_by_validation(flow_obj, monkeypatch) -> None:
+    """Validation turns the text into an S3Url; nothing below it parses the URL again."""
+    name = "source" if "source" in parameter_schema(flow_obj).properties else "source_dir"
+    url_param = "dest" if name == "source_dir" else "source"
+    params = {"source": "s3://in-bucket/raw/", "dest": "s3://out-bucket/sq", "dest_dir": "d",
+              "source_dir": "d"}  # fmt: skip
+    wanted = {k: params[k] for k in parameter_schema(flow_obj).properties if k in params}
+    got = flow_obj.validate_parameters(wanted)[url_param]
+    assert isinstance(got, S3Url) and got.bucket.endswith("-bucket")
+    monkeypatch.setattr(paths, "parse_s3_url", _never)
+    assert resolve_location(got, S3Connection())[0] is got  # passed on, not re-parsed
+    bad = {**wanted, url_param: {"bucket": "Bad_Bucket", "prefix": ""}}  # a serialised S3Url
+    with pytest.raises(ParameterTypeError, match="invalid bucket name 'Bad_Bucket'"):
+        flow_obj.validate_parameters(bad)
+
+
+def _never(url: str) -> None:
+    raise AssertionError(f"{url} parsed again")
+
+
+def test_an_s3url_is_valid_by_construction() -> None:
+    with pytest.raises(ConfigurationError, match="invalid bucket name"):
+        S3Url(bucket="Bad_Bucket")
+    with pytest.raises(ConfigurationError, match="starts with '/'"):
+        S3Url(bucket="bucket", prefix="/p")
+    assert str(S3Url(bucket="bucket", prefix="a/b")) == "s3://bucket/a/b"
 
 
 def test_resolve_location_takes_bucket_folder_and_credentials_from_the_block() -> None:
