@@ -48,7 +48,7 @@ test: install browser-deps lint typecheck
 
 # Scale runs that take minutes (100k objects): outside CI.
 test-slow: install
-	$(BIN)/python -m pytest -m slow -s tests/test_scale.py tests/test_backoff.py tests/test_budget.py
+	$(BIN)/python -m pytest -m slow -s tests/integration/test_scale.py tests/integration/test_backoff.py tests/e2e/test_budget.py
 
 bench: install
 	$(BIN)/python -m benchmarks
