@@ -7,7 +7,13 @@ import asyncio
 import pytest
 
 from prefect_s3_concurrency.errors import ThrottledError
-from prefect_s3_concurrency.s3.pacing import AIMD, Pacer, report_throttle
+from prefect_s3_concurrency.s3.pacing import (
+    AIMD,
+    Pacer,
+    fixed_window,
+    pause_before_retry,
+    report_throttle,
+)
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +49,12 @@ def test_one_decrease_per_round() -> None:
     assert decreased == [True] + [False] * 9 and aimd.limit == 8
     assert aimd.throttled == 10
     assert aimd.throttle(aimd.started()) and aimd.limit == 4  # a request of the new round
+
+
+def test_window_is_cut_from_the_requests_in_flight() -> None:
+    """A batch of 8 objects under a ceiling of 64 (parts included) goes to 4 at once, not 32."""
+    aimd = AIMD(64, Clock())
+    assert aimd.throttle(aimd.started(), in_flight=8) and aimd.limit == 4
 
 
 def test_below_one_in_flight_the_pace_becomes_a_rate_and_recovers() -> None:
@@ -88,6 +100,43 @@ def test_pacer_caps_in_flight_and_counts_throttles() -> None:
     asyncio.run(main())
     assert max(seen) <= 3 and pacer.in_flight == 0
     assert pacer.throttled_count == 2
+
+
+def test_a_retry_after_slowdown_waits_without_its_slot() -> None:
+    """The obstore engine's retry (pause_before_retry) gives its slot back while it waits,
+    then takes one again like a new request, of the new round."""
+    pacer = Pacer(1)
+    order: list[str] = []
+
+    async def retried(first: asyncio.Event) -> None:
+        async with pacer.slots():
+            report_throttle()
+            order.append("first try")
+            first.set()
+            await pause_before_retry(0.01)
+            order.append(f"retry, {pacer.in_flight} in flight")
+
+    async def other(first: asyncio.Event) -> None:
+        await first.wait()  # waits for the only slot from then on
+        async with pacer.slots():
+            order.append("other")
+
+    async def main() -> None:
+        first = asyncio.Event()
+        await asyncio.gather(retried(first), other(first))
+
+    asyncio.run(main())
+    assert order == ["first try", "other", "retry, 1 in flight"]
+    assert pacer.in_flight == 0 and pacer.throttled_count == 1
+
+
+def test_fixed_window_counts_slowdown_but_keeps_the_ceiling() -> None:
+    """The baseline without back-off (tests/test_backoff.py)."""
+    with fixed_window():
+        pacer = Pacer(8)
+    pacer.throttled()
+    assert pacer.aimd.limit == 8 and pacer.throttled_count == 1
+    assert Pacer(8).aimd.backs_off  # outside it: backs off
 
 
 def test_slots_never_exceed_the_ceiling() -> None:
