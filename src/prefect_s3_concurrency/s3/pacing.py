@@ -4,9 +4,12 @@ S3 answers ``503 SlowDown`` when a prefix gets more requests a second than it se
 batch then lowers its own pace and raises it again slowly (additive increase,
 multiplicative decrease, as TCP does):
 
-* The window (requests in flight) starts at the batch's ceiling. A SlowDown halves it (at
-  most once per round: replies to requests sent before the last decrease do not count
-  again); every success adds ``1/window``, so a whole window of successes adds one.
+* The window (requests in flight) starts at the batch's ceiling. A SlowDown halves it, from
+  the requests actually in flight when fewer (at most once per round: replies to requests
+  sent before the last decrease do not count again); every success adds
+  ``INCREASE/window``, so a whole window of successes adds half a request (half TCP's
+  pace: a server that refuses above a rate answers fewer SlowDowns the slower the window
+  climbs back, at the same throughput).
 * At one request in flight S3 may still be asked too often (a fast server answers in
   milliseconds), so below that the pace is a rate: a SlowDown then sets it to
   ``RATE_DECREASE`` times the rate of the last second (or of the rate itself, once set),
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from prefect_s3_concurrency.errors import ThrottledError
 
 DECREASE = 0.5  # the window's factor on a SlowDown
+INCREASE = 0.5  # requests the window grows by, per window of successes
 RATE_DECREASE = 0.7  # the rate's (a sawtooth between 0.7 and 1 of what S3 serves)
 RATE_STEP = 0.1  # the rate grows by this share of the rate it was cut from, a second
 RATE_WINDOW_S = 1.0  # the achieved rate is measured over this many seconds
@@ -96,7 +100,7 @@ class AIMD:
             if self.rate > 2 * max(self.achieved(), MIN_RATE):
                 self.rate = None  # binds no more: the window takes over
             return
-        self.window = min(float(self.ceiling), self.window + 1.0 / self.window)
+        self.window = min(float(self.ceiling), self.window + INCREASE / self.window)
 
     def throttle(self, started_round: int | None = None, in_flight: int | None = None) -> bool:
         """Multiplicative decrease, once per round; return whether it decreased.
