@@ -235,7 +235,13 @@ class Pacer:
             await self._give_back(request)
 
     async def again(self, request: _Request, delay: float) -> None:
-        """Give ``request``'s slots back for ``delay`` seconds, then take them again."""
+        """Give ``request``'s slots back for ``delay`` seconds, then take them again.
+
+        (A request shared by tasks, whose slots another of them gave back, just waits.)
+        """
+        if not request.holding:
+            await asyncio.sleep(delay)
+            return
         await self._give_back(request)
         await asyncio.sleep(delay)
         await self._take(request)
@@ -247,7 +253,9 @@ class Pacer:
         count = request.count
         async with self._changed:
             await self._changed.wait_for(lambda: self.in_flight + count <= self.aimd.limit
-                                         or self.in_flight == 0)  # fmt: skip
+                                         or self.in_flight == 0 or request.holding)  # fmt: skip
+            if request.holding:
+                return  # taken again meanwhile by a task sharing it
             self.in_flight += count
             request.holding = True
         await self._pace()

@@ -111,8 +111,9 @@ async def retrying(
 ) -> T:
     """``request()``, made up to ``attempts`` times while it fails with a retryable error.
 
-    Each SlowDown is reported to the running request's pacer (:func:`s3.pacing.report_throttle`),
-    which then paces the retry as a new request (:func:`s3.pacing.pause_before_retry`).
+    Each SlowDown is reported to the running request's pacer (:func:`s3.pacing.report_throttle`);
+    a retry waits without the request's slots and is paced as a new request
+    (:func:`s3.pacing.pause_before_retry`).
 
     Args:
         request: Makes one attempt (an obstore call).
