@@ -39,6 +39,9 @@ T = TypeVar("T")
 
 _STATUS = re.compile(r"status code: (\d{3})\b")
 _CODE = re.compile(r"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
+# object_store's message for a request that failed (not for a reply it could not use, such
+# as a 200 to a ranged GET): the status, or the transport's error, follows.
+_REQUEST_FAILED = re.compile(r"Error performing [A-Z]+ ")
 _UNREACHABLE = re.compile(r"Connection refused|dns error|failed to lookup address", re.I)
 
 
@@ -95,12 +98,13 @@ def obstore_error(
 
 def _retryable(exc: BaseException, error: BaseException) -> bool:
     """True for what object_store's own retries would retry: a SlowDown, a 5xx, a reset or
-    timed-out connection (a ``GenericError`` with no status), an unreachable endpoint."""
+    timed-out connection (a failed request with no status), an unreachable endpoint."""
     if isinstance(error, (ThrottledError, EndpointUnreachableError)):
         return True
-    if error is not exc or type(exc) is not GenericError:
-        return False  # a 4xx in the project's terms, or another of obstore's classes
-    status = _status_and_code(str(exc))[0]
+    text = str(exc)
+    if error is not exc or type(exc) is not GenericError or not _REQUEST_FAILED.search(text):
+        return False  # a 4xx in the project's terms, another class, a reply it cannot read
+    status = _status_and_code(text)[0]
     return not status or status.startswith("5")
 
 
