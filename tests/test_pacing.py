@@ -165,3 +165,40 @@ def test_summaries_report_slowdowns() -> None:
     assert summary.model_dump(mode="json")["throttled"] == 5
     pipeline = PipelineSummary(source="s", destination="d", transform="t", throttled=4)
     assert {r["item"]: r["value"] for r in pipeline.rows()}["SlowDown replies (backed off)"] == 4
+
+
+def test_obstore_retries_failed_requests_only_and_reports_slowdown(monkeypatch) -> None:
+    """What object_store retried itself (its retries are off): 5xx, SlowDown (reported to
+    the pacer), transport errors; never a 4xx or a reply it could not use."""
+    from obstore.exceptions import GenericError
+
+    from prefect_s3_concurrency.s3 import pacing
+    from prefect_s3_concurrency.s3.engines.obstore_errors import obstore_error, retrying
+
+    monkeypatch.setattr(pacing, "FIRST_BACKOFF_S", 0.0)
+    failed = "Generic S3 error: Error performing GET http://h/b/k in 1ms - "
+    slowdown = f"{failed}Server returned non-2xx status code: 503: <Code>SlowDown</Code>"
+    cases = {
+        f"{failed}Server returned non-2xx status code: 500 Internal Server Error": 3,
+        slowdown: 3,
+        f"{failed}HTTP error: error sending request": 3,
+        f"{failed}Server returned non-2xx status code: 400 Bad Request": 1,
+        "Generic S3 error: Received non-partial response when range requested": 1,
+    }
+    pacer = Pacer(4)
+    for text, attempts in cases.items():
+        calls = 0
+
+        async def request(text: str = text) -> None:
+            nonlocal calls
+            calls += 1
+            raise GenericError(text)
+
+        async def main() -> None:
+            async with pacer.slots():
+                await retrying(request, 3, lambda e: obstore_error(e, "b", "http://h"))
+
+        with pytest.raises((GenericError, ThrottledError)):
+            asyncio.run(main())
+        assert calls == attempts, text
+    assert pacer.throttled_count == 3  # each SlowDown reply, the last one too
