@@ -49,7 +49,7 @@ test: install browser-deps lint typecheck
 # Scale runs that take minutes (100k objects): outside CI. (Throttling, back-off and the
 # request budget's SIGKILL lease test run in `make test`.)
 test-slow: install
-	$(BIN)/python -m pytest -m slow -s tests/test_scale.py
+	$(BIN)/python -m pytest -m slow -s tests/integration/test_scale.py
 
 bench: install
 	$(BIN)/python -m benchmarks

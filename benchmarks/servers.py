@@ -16,6 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from prefect_s3_concurrency.runtime.processes import stop_process
+
 SERVERS = ("rclone", "moto")
 # The command-line words that find each server among this process's children (CpuMeter).
 SERVER_WORDS = {"rclone": ("rclone", "serve", "s3"), "moto": ("moto.server",)}
@@ -68,12 +70,7 @@ class MotoS3Server:
         """Terminate the server process."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
     def client(self, **config_kwargs: Any) -> Any:
         """A boto3 S3 client for this server."""

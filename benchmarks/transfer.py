@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.compare import load_revision
 from benchmarks.machine import (
     CpuMeter,
     children_by_role,
@@ -73,8 +74,11 @@ def make_variants(
     baseline_workers: int,
     s5cmd_workers: Sequence[int],
     engines: Sequence[str] = ENGINES,
+    compare: tuple[str, str] = ("", ""),
 ) -> list[Variant]:
-    """The contenders: the project per engine and worker count, the baseline, s5cmd."""
+    """The contenders: the project per engine and worker count (and, ``compare`` = (package,
+    revision) from :mod:`benchmarks.compare`, again as of that revision), the baseline,
+    s5cmd, rclone, aws-cli."""
     from prefect_s3_concurrency.s3.engines import resolve_engine
 
     default_engine = resolve_engine("auto")
@@ -88,6 +92,9 @@ def make_variants(
         for e in engines
         for w in sorted(set(workers) | {default_workers})
     ]
+    if compare[0]:
+        out += [Variant("project", v.workers, f"{v.engine} w{v.workers} @{compare[1]}",
+                        engine=v.engine, package=compare[0]) for v in list(out)]  # fmt: skip
     out.append(Variant("baseline", baseline_workers, f"baseline w{baseline_workers}"))
     out += [
         Variant("s5cmd", w, f"s5cmd w{w}" if w else "s5cmd (default 256)") for w in s5cmd_workers
@@ -97,15 +104,15 @@ def make_variants(
     return out
 
 
-def _head_requests() -> int:
-    """HEAD requests the project has sent only to verify, so far (in this process)."""
-    from prefect_s3_concurrency.runtime import caches
+def _head_requests(package: str = "") -> int:
+    """HEAD requests the project (``package``'s code) has sent only to verify, so far."""
+    from benchmarks.compare import module
 
-    return int(caches.VERIFY_REQUESTS["head"])
+    return int(module(package, "runtime.caches").VERIFY_REQUESTS["head"])
 
 
 def _measure(
-    meter: CpuMeter, action: Callable[[], Any], verify: Callable[[], None]
+    meter: CpuMeter, action: Callable[[], Any], verify: Callable[[], None], package: str = ""
 ) -> dict[str, Any]:
     """Time ``action``, then ``verify`` its result (untimed).
 
@@ -113,14 +120,14 @@ def _measure(
     a mismatch that goes away on a re-check a second later is kept, with a ``recheck`` note.
     """
     gc.collect()
-    heads = _head_requests()
+    heads = _head_requests(package)
     start = meter.sample()
     try:
         extra = action()
     except Exception as exc:  # noqa: BLE001 - a failed tool is a result, not a crash
         return {**CpuMeter.delta(start, meter.sample()), "error": f"{type(exc).__name__}: {exc}"}
     record: dict[str, Any] = {**CpuMeter.delta(start, meter.sample()), **(extra or {})}
-    record["head_requests"] = _head_requests() - heads
+    record["head_requests"] = _head_requests(package) - heads
     try:
         verify()
     except BenchmarkError as first:
@@ -156,26 +163,29 @@ def _rounds(
     meter = CpuMeter(children_by_role({"s3_server": SERVER_WORDS[server_kind], **HELPERS}))
     client = server.client()
     raw: Raw = {v.label: {d: [] for d in directions} for v in variants}
+    packages = tuple({v.package for v in variants})
     for rnd in range(repeats):
         order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
         for v in order:
-            slug = f"{v.tool}-{v.engine}-w{v.workers}-r{rnd}"
+            slug = f"{v.tool}{v.package}-{v.engine}-w{v.workers}-r{rnd}"
             dest, prefix = work / "dl" / slug, f"up/{slug}/"
             dest.mkdir(parents=True)
             for direction in directions:
                 busy = wait_for_quiet(meter, *quiet) if quiet[1] else None
-                reset_project_clients()
+                reset_project_clients(packages)
                 if direction == "download":
                     rec = _measure(
                         meter,
                         lambda v=v, d=dest: v.download(url, conn, data, d),
                         lambda d=dest: verify_download(d, data.expected),
+                        v.package,
                     )
                 else:
                     rec = _measure(
                         meter,
                         lambda v=v, p=prefix: v.upload(url, conn, data, p),
                         lambda p=prefix: verify_upload(client, data.bucket, p, data.expected),
+                        v.package,
                     )
                     delete_prefix(client, data.bucket, prefix)
                 rec.update(round=rnd, load1=load_average()[:1], other_cores_before=busy)
@@ -204,13 +214,13 @@ def _warm_up(
         (local / f"w-{i:04d}.bin").write_bytes(os.urandom(4096))
     warm = Dataset(data.bucket, "warm/", local, {})
     for variant in variants:
-        slug = f"{variant.tool}-{variant.engine}-w{variant.workers}"
+        slug = f"{variant.tool}{variant.package}-{variant.engine}-w{variant.workers}"
         dest = work / "warm" / slug
         dest.mkdir(parents=True)
         variant.download(url, conn, warm, dest)
         variant.upload(url, conn, warm, f"warm-up/{slug}/")
         delete_prefix(client, data.bucket, f"warm-up/{slug}/")
-    reset_project_clients()
+    reset_project_clients(tuple({v.package for v in variants}))
 
 
 def run(
@@ -233,6 +243,7 @@ def run(
     server_kind: str = "rclone",
     seed_style: str = "direct",
     directions: Sequence[str] = DIRECTIONS,
+    compare_to: str = "",
 ) -> dict[str, Any]:
     """Run the transfer benchmark, print the table, write JSON and PNG to ``out_dir``.
 
@@ -255,6 +266,7 @@ def run(
         server_kind: ``rclone`` (``rclone serve s3``) or ``moto`` (moto server).
         seed_style: How the source objects get into S3 (``seeding.SEED_STYLES``).
         directions: ``download`` and/or ``upload`` (uploads do not depend on the seeding).
+        compare_to: A git revision whose project code runs too, as extra contenders (A/B).
 
     Returns:
         The result written to ``transfer.json``.
@@ -264,9 +276,13 @@ def run(
 
     if seed_style == "direct" and server_kind != "rclone":
         raise BenchmarkError("--seed direct writes into rclone's directory: use --server rclone")
+    work = Path(tempfile.mkdtemp(prefix="s3-transfer-bench-"))
+    compare = (load_revision(compare_to, work), compare_to) if compare_to else ("", "")
     variants = [
         v
-        for v in make_variants(workers, DEFAULT_WORKERS, baseline_workers, s5cmd_workers, engines)
+        for v in make_variants(
+            workers, DEFAULT_WORKERS, baseline_workers, s5cmd_workers, engines, compare
+        )
         if v.tool in tools
     ]
     info = machine_info(PACKAGES)
@@ -281,8 +297,8 @@ def run(
         "project_default_workers": DEFAULT_WORKERS, "prefect_api": None,
         "quiet_cores": quiet_cores, "quiet_wait_s": quiet_wait, "wan_rtt_ms": wan_rtt_ms,
         "server": server_kind, "seed": seed_style, "directions": list(directions),
+        "compare_to": compare_to,
     }  # fmt: skip
-    work = Path(tempfile.mkdtemp(prefix="s3-transfer-bench-"))
     started = time.time()
     try:
         print(f"preparing {objects} x {size_kib} KiB objects in {work} ...", flush=True)
@@ -368,6 +384,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add("--server", choices=SERVERS, default="rclone", help="S3 server (rclone)")
     add("--seed", choices=SEED_STYLES, default="direct", help="how the source is seeded")
     add("--directions", nargs="+", choices=DIRECTIONS, default=list(DIRECTIONS))
+    add("--compare-to", default="", metavar="REV", help="also run the project as of this git "
+        "revision, interleaved (an A/B in one run)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.objects < 1 or args.size_kib < 0 or args.repeats < 1:
         parser.error("--objects and --repeats must be >= 1, --size-kib >= 0")
@@ -380,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prefect_from_env=args.prefect_from_env, show_prefect_logs=args.show_prefect_logs,
         quiet_cores=args.quiet_cores, quiet_wait=args.quiet_wait, engines=args.engines,
         wan_rtt_ms=args.wan_rtt_ms, tag=args.tag, server_kind=args.server,
-        seed_style=args.seed, directions=args.directions,
+        seed_style=args.seed, directions=args.directions, compare_to=args.compare_to,
     )  # fmt: skip
 
 

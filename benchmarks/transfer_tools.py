@@ -245,46 +245,61 @@ def s5cmd_cp(endpoint_url: str, src: str, dst: str, workers: int = 0) -> dict[st
 
 
 def project_download(
-    conn: Any, bucket: str, prefix: str, dest: Path, workers: int, engine: str = "auto"
+    conn: Any,
+    bucket: str,
+    prefix: str,
+    dest: Path,
+    workers: int,
+    engine: str = "auto",
+    package: str = "",
 ) -> dict[str, Any]:
-    """Run the ``download-prefix`` flow as the CLI does; return what its summary reports."""
-    from prefect_s3_concurrency.cli.run import local_run_settings
-    from prefect_s3_concurrency.flows.transfer import download_prefix
+    """Run the ``download-prefix`` flow as the CLI does; return what its summary reports.
 
-    with local_run_settings():
-        summary = download_prefix(
+    ``package``: a revision loaded by :func:`benchmarks.compare.load_revision` (default:
+    this checkout's).
+    """
+    from benchmarks.compare import connection_for, module
+
+    with module(package, "cli.run").local_run_settings():
+        summary = module(package, "flows.transfer").download_prefix(
             source=f"s3://{bucket}/{prefix}",
             dest_dir=str(dest),
             workers=workers,
-            connection=conn,
+            connection=connection_for(package, conn),
             engine=engine,
         )
     return {"flow_seconds": round(summary.seconds, 4), "objects": summary.objects}
 
 
 def project_upload(
-    conn: Any, source: Path, bucket: str, prefix: str, workers: int, engine: str = "auto"
+    conn: Any,
+    source: Path,
+    bucket: str,
+    prefix: str,
+    workers: int,
+    engine: str = "auto",
+    package: str = "",
 ) -> dict[str, Any]:
     """Run the ``upload-directory`` flow as the CLI does; return what its summary reports."""
-    from prefect_s3_concurrency.cli.run import local_run_settings
-    from prefect_s3_concurrency.flows.transfer import upload_directory
+    from benchmarks.compare import connection_for, module
 
-    with local_run_settings():
-        summary = upload_directory(
+    with module(package, "cli.run").local_run_settings():
+        summary = module(package, "flows.transfer").upload_directory(
             source_dir=str(source),
             dest=f"s3://{bucket}/{prefix}",
             workers=workers,
-            connection=conn,
+            connection=connection_for(package, conn),
             engine=engine,
         )
     return {"flow_seconds": round(summary.seconds, 4), "objects": summary.objects}
 
 
-def reset_project_clients() -> None:
+def reset_project_clients(packages: tuple[str, ...] = ("",)) -> None:
     """Forget cached S3 clients, so each flow run pays for creating its own (as a new run does)."""
-    from prefect_s3_concurrency.runtime import caches
+    from benchmarks.compare import module
 
-    caches.clear_all()  # and, as a new process, learn each server's Range support anew
+    for package in packages:  # and, as a new process, learn each server's Range support anew
+        module(package, "runtime.caches").clear_all()
 
 
 @dataclass(frozen=True)
@@ -295,6 +310,7 @@ class Variant:
     workers: int
     label: str
     engine: str = ""  # the project's transfer engine
+    package: str = ""  # the project's code: this checkout's, or a revision (compare.py)
 
     def download(self, endpoint_url: str, conn: Any, data: Dataset, dest: Path) -> dict[str, Any]:
         """Download ``data``'s prefix into the empty directory ``dest``."""
@@ -303,7 +319,9 @@ class Variant:
         src = f"{data.bucket}/{data.prefix}"
         if self.tool == "project":
             engine = self.engine or "auto"
-            return project_download(conn, data.bucket, data.prefix, dest, self.workers, engine)
+            return project_download(
+                conn, data.bucket, data.prefix, dest, self.workers, engine, self.package
+            )
         if self.tool == "baseline":
             return baseline_download(data.bucket, data.prefix, dest, self.workers)
         if self.tool == "rclone":
@@ -319,7 +337,9 @@ class Variant:
         dst, local = f"{data.bucket}/{prefix}", data.local_dir
         if self.tool == "project":
             engine = self.engine or "auto"
-            return project_upload(conn, local, data.bucket, prefix, self.workers, engine)
+            return project_upload(
+                conn, local, data.bucket, prefix, self.workers, engine, self.package
+            )
         if self.tool == "baseline":
             return baseline_upload(local, data.bucket, prefix, self.workers)
         if self.tool == "rclone":

@@ -17,6 +17,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 from awscrt import checksums as crt
@@ -68,19 +69,65 @@ def _plain_upload(client, bucket: str, key: str, path: Path) -> None:
     )
 
 
+def _uploads(endpoint: str, files: list[Any], gib: float) -> dict[str, float]:
+    """Upload ``files`` with the project's CRC64NVME, and plainly; seconds per GiB each."""
+    from prefect_s3_concurrency.s3.connection import S3Connection
+    from prefect_s3_concurrency.s3.engines import open_engine
+    from prefect_s3_concurrency.s3.transfer import upload_files
+
+    client = _client(endpoint)
+    for bucket in ("with-crc", "without"):
+        client.create_bucket(Bucket=bucket)
+    start = time.perf_counter()
+    engine = open_engine(S3Connection(endpoint_url=endpoint), "boto3")
+    upload_files(engine, "with-crc", files, in_flight=4)
+    engine.close()
+    with_crc = time.perf_counter() - start
+    start = time.perf_counter()
+    plain = _client(endpoint, checksums=False)
+    for item in files:
+        _plain_upload(plain, "without", item.key, Path(item.path))
+    plain_s = time.perf_counter() - start
+    return {"upload_with_crc64nvme_s_per_gib": round(with_crc / gib, 2),
+            "upload_without_checksums_s_per_gib": round(plain_s / gib, 2)}  # fmt: skip
+
+
+def _downloads(endpoint: str, tmp: Path, gib: float) -> dict[str, dict[str, float]]:
+    """Download both buckets with both engines: seconds per GiB, failures, HEADs."""
+    from prefect_s3_concurrency.runtime import caches
+    from prefect_s3_concurrency.s3.connection import S3Connection
+    from prefect_s3_concurrency.s3.engines import open_engine
+    from prefect_s3_concurrency.s3.transfer import download_objects, list_objects
+
+    conn, client, downloads = S3Connection(endpoint_url=endpoint), _client(endpoint), {}
+    for bucket in ("with-crc", "without"):
+        objs = list_objects(client, bucket, "")
+        for name in ("obstore", "boto3"):
+            dest = tmp / f"{bucket}-{name}"
+            dest.mkdir()
+            heads = caches.VERIFY_REQUESTS["head"]
+            engine = open_engine(conn, name)
+            start = time.perf_counter()
+            result = download_objects(
+                engine, bucket, [(o, str(dest / o.key)) for o in objs], root=str(dest), in_flight=4
+            )
+            seconds = time.perf_counter() - start
+            engine.close()
+            downloads[f"{bucket}/{name}"] = {
+                "s_per_gib": round(seconds / gib, 2),
+                "failed": len(result.failed),
+                "size_only": len(result.size_only),
+                "heads_per_1000_objects": 1000
+                * (caches.VERIFY_REQUESTS["head"] - heads) / len(objs),
+            }
+    return downloads
+
+
 def run(mib: int, objects: int) -> dict[str, object]:
     """Upload both sets, download them with both engines; the measurements."""
     from moto.server import ThreadedMotoServer
 
-    from prefect_s3_concurrency.runtime import caches
-    from prefect_s3_concurrency.s3.connection import S3Connection
-    from prefect_s3_concurrency.s3.engines import open_engine
-    from prefect_s3_concurrency.s3.transfer import (
-        LocalFile,
-        download_objects,
-        list_objects,
-        upload_files,
-    )
+    from prefect_s3_concurrency.s3.transfer import LocalFile
 
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -98,45 +145,8 @@ def run(mib: int, objects: int) -> dict[str, object]:
                 path.write_bytes(os.urandom(mib * MIB))
                 files.append(LocalFile(str(path), f"o{i}.bin", mib * MIB))
             gib = objects * mib * MIB / GIB
-            client = _client(endpoint)
-            for bucket in ("with-crc", "without"):
-                client.create_bucket(Bucket=bucket)
-            conn = S3Connection(endpoint_url=endpoint)
-            start = time.perf_counter()
-            engine = open_engine(conn, "boto3")
-            upload_files(engine, "with-crc", files, in_flight=4)
-            engine.close()
-            out["upload_with_crc64nvme_s_per_gib"] = round((time.perf_counter() - start) / gib, 2)
-            start = time.perf_counter()
-            plain = _client(endpoint, checksums=False)
-            for item in files:
-                _plain_upload(plain, "without", item.key, Path(item.path))
-            out["upload_without_checksums_s_per_gib"] = round(
-                (time.perf_counter() - start) / gib, 2
-            )
-            downloads = {}
-            for bucket in ("with-crc", "without"):
-                objs = list_objects(client, bucket, "")
-                for name in ("obstore", "boto3"):
-                    dest = Path(tmp) / f"{bucket}-{name}"
-                    dest.mkdir()
-                    heads = caches.VERIFY_REQUESTS["head"]
-                    engine = open_engine(conn, name)
-                    start = time.perf_counter()
-                    result = download_objects(
-                        engine, bucket, [(o, str(dest / o.key)) for o in objs],
-                        root=str(dest), in_flight=4,
-                    )  # fmt: skip
-                    seconds = time.perf_counter() - start
-                    engine.close()
-                    downloads[f"{bucket}/{name}"] = {
-                        "s_per_gib": round(seconds / gib, 2),
-                        "failed": len(result.failed),
-                        "size_only": len(result.size_only),
-                        "heads_per_1000_objects": 1000
-                        * (caches.VERIFY_REQUESTS["head"] - heads) / len(objs),
-                    }
-            out["downloads"] = downloads
+            out.update(_uploads(endpoint, files, gib))
+            out["downloads"] = _downloads(endpoint, Path(tmp), gib)
     finally:
         server.stop()
     return out

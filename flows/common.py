@@ -14,9 +14,9 @@ from prefect.futures import PrefectFuture
 from prefect.tasks import Task, exponential_backoff
 from prefect_aws import S3Bucket
 from pydantic import (
-    AfterValidator,
     BaseModel,
     Field,
+    PlainValidator,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
@@ -40,16 +40,29 @@ from prefect_s3_concurrency.tasks.s3 import BatchFailed
 T = TypeVar("T")
 
 
-def _valid_s3_url(value: str) -> str:
-    parse_s3_url(value)
-    return value
+def as_s3_url(value: Any) -> S3Url:
+    """``value`` as an :class:`S3Url`: parsed from text; an S3Url is taken as it is.
+
+    The flows' one parse: a run's parameters stay the text the user typed (the UI shows and
+    re-runs them); from validation on, the flow and everything below it get the parsed URL.
+
+    Raises:
+        ConfigurationError: On a bad URL (a ``ValueError``, so pydantic reports it).
+    """
+    if isinstance(value, S3Url):  # valid by construction
+        return value
+    if isinstance(value, dict) and set(value) <= {"bucket", "prefix"}:  # a serialised S3Url
+        return S3Url(**value)
+    if not isinstance(value, str):
+        raise ValueError(f"not an s3:// URL: {printable(value)}")
+    return parse_s3_url(value)
 
 
-# Validated in Python by parse_s3_url (one clear message); the pattern lets the Prefect server
-# refuse a bad URL before a run is created.
+# Validated by as_s3_url into an S3Url (one clear message); the pattern lets the Prefect server
+# refuse a bad URL before a run is created, and the run form shows a text field.
 S3Uri = Annotated[
-    str,
-    AfterValidator(_valid_s3_url),
+    S3Url | str,  # text for callers; an S3Url once validated
+    PlainValidator(as_s3_url),
     WithJsonSchema(
         {"type": "string", "pattern": f"^s3://{BUCKET_PATTERN}(/.*)?$",
          "examples": ["s3://bucket/prefix"]}
@@ -63,7 +76,7 @@ def _one_location_error(value: Any, handler: ValidatorFunctionWrapHandler) -> An
         return handler(value)
     except ValidationError:
         if isinstance(value, str):
-            _valid_s3_url(value)  # raises the one clear message
+            as_s3_url(value)  # raises the one clear message
         raise
 
 
@@ -164,12 +177,14 @@ class EmptySourceError(ConfigurationError):
     """The source holds nothing to transfer and the run was asked to fail then."""
 
 
-def resolve_location(location: str | S3Bucket, conn: S3Connection) -> tuple[S3Url, S3Connection]:
-    """Turn an ``s3://`` URL or an ``S3Bucket`` block into a parsed URL and its connection.
+def resolve_location(
+    location: S3Url | str | S3Bucket, conn: S3Connection
+) -> tuple[S3Url, S3Connection]:
+    """Turn a location parameter into its parsed URL and connection.
 
     Args:
-        location: ``s3://bucket/prefix``, or an S3Bucket block whose bucket, folder and
-            credentials are used.
+        location: An :class:`S3Url` (as the flows' validation makes it), ``s3://`` text, or
+            an S3Bucket block whose bucket, folder and credentials are used.
         conn: Connection settings; a block's credentials are added to them.
 
     Raises:
@@ -184,7 +199,7 @@ def resolve_location(location: str | S3Bucket, conn: S3Connection) -> tuple[S3Ur
             )
         conn = conn if conn.credentials is not None else conn.with_credentials(creds)
         return parse_s3_url(f"s3://{bucket}/{folder}"), conn
-    return parse_s3_url(location), conn
+    return as_s3_url(location), conn
 
 
 def _shown(value: Any) -> str:

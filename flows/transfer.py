@@ -45,6 +45,7 @@ from prefect_s3_concurrency.flows.transfer_steps import (  # noqa: F401 - Transf
     _pages,
     _record_deletes,
     _record_result,
+    batch_arguments,
     log_left_alone,
 )
 from prefect_s3_concurrency.local.files import (
@@ -143,16 +144,9 @@ def download_prefix(
     )  # fmt: skip
     progress, listing = RunProgress("download-progress", f"download {url}"), _Listing()
     lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
-    common = {
-        "conn": conn,
-        "pool_size": workers,
-        "bucket": url.bucket,
-        "dry_run": dry_run,
-        "engine": engine,
-        "requests_in_flight": requests_in_flight,
-        "root": str(dest),
-        "request_budget": budget,
-    }
+    common = batch_arguments(
+        conn, url.bucket, workers, dry_run, engine, requests_in_flight, budget, root=str(dest)
+    )
     cut = BatchCutter[tuple[S3Object, str]](
         lambda i: i[0].size, batch_max_objects, batch_max_mib * MIB, lanes
     )
@@ -255,16 +249,10 @@ def upload_directory(
     progress = RunProgress("upload-progress", f"upload {root} to {url}")
     progress.add_total(len(files))
     lanes = batches_for(engine, workers)  # batch tasks at once (an async engine needs few)
-    common = {
-        "conn": conn,
-        "pool_size": workers,
-        "bucket": url.bucket,
-        "dry_run": dry_run,
-        "engine": engine,
-        "requests_in_flight": requests_in_flight,
-        "upload_options": upload_options,
-        "request_budget": budget,
-    }
+    common = batch_arguments(
+        conn, url.bucket, workers, dry_run, engine, requests_in_flight, budget,
+        upload_options=upload_options,
+    )  # fmt: skip
     cuts = cut_batches(files, lambda f: f.size, batch_max_objects, batch_max_mib * MIB, lanes)
     batches = (
         Batch(

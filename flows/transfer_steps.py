@@ -186,6 +186,16 @@ def _download_batches(
         yield Batch(params(batch), [o.key for o, _ in batch], sum(o.size for o, _ in batch))
 
 
+def batch_arguments(
+    conn: S3Connection, bucket: str, workers: int, dry_run: bool, engine: str,
+    requests_in_flight: int | None, budget: Any, **extra: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The keyword arguments every batch task of one transfer run shares, plus ``extra``."""
+    return {"conn": conn, "pool_size": workers, "bucket": bucket, "dry_run": dry_run,
+            "engine": engine, "requests_in_flight": requests_in_flight,
+            "request_budget": budget, **extra}  # fmt: skip
+
+
 def _record_result(summary: TransferSummary, result: BatchResult) -> None:
     """Copy a merged batch result into the run summary."""
     summary.objects, summary.bytes = len(result.transferred), result.bytes

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
+from prefect_s3_concurrency.s3.engine_registry import ENGINE_MODULES as ENGINE_MODULES_REGISTERED
 from prefect_s3_concurrency.s3.local_server import LocalS3Server
 
 _SAFE_ENV = {
@@ -55,7 +56,16 @@ ENGINE_MODULES = {
     "test_faults", "test_sync_flows", "test_secrets", "test_transfer_flows", "test_pipeline",
     "test_engines", "test_ranged", "test_verification", "test_real_s3",
 }  # fmt: skip
-ENGINES = ("obstore", "boto3")
+ENGINES = tuple(ENGINE_MODULES_REGISTERED)  # every registered engine
+LAYERS = ("unit", "integration", "e2e")  # tests/<layer>/: each test carries its folder's mark
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer, from its folder: ``pytest -m unit`` runs the unit tests."""
+    for item in items:
+        layer = item.path.parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -3,7 +3,7 @@
 The flows use these types in their signatures, so Prefect validates runs with them and shows
 the descriptions in the run form; the ``prefect-s3`` options take their help text and their
 range from the same declaration (:func:`cli_parameter`), so the command line and the flows
-accept exactly the same values (``tests/test_parameters.py`` checks every pair).
+accept exactly the same values (``tests/unit/test_parameters.py`` checks every pair).
 """
 
 from __future__ import annotations

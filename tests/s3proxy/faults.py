@@ -17,7 +17,7 @@ a request gets one of these faults instead of a plain forward:
 For responses without a body (HEAD, empty PUT/DELETE answers) ``reset``/``truncate``
 close the connection before sending anything. botocore retries the HTTP errors and
 the closed connections (``ConnectionClosedError``) itself; a short body surfaces while
-reading ``get_object()["Body"]`` (see tests/test_faultproxy.py) and only s3transfer's
+reading ``get_object()["Body"]`` (see tests/integration/test_faultproxy.py) and only s3transfer's
 download methods retry that.
 """
 

@@ -13,7 +13,7 @@ import glob
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, CycloptsError, Parameter
 
@@ -40,6 +40,9 @@ from prefect_s3_concurrency.cli.tools import register
 from prefect_s3_concurrency.errors import ConfigurationError, describe_error
 from prefect_s3_concurrency.runtime.redact import install_log_redaction
 
+if TYPE_CHECKING:
+    from prefect_s3_concurrency.local.paths import S3Url
+
 GLOBAL_FLAGS = ("--json", "--verbose", "--heartbeats")  # also accepted before the subcommand
 
 app = App(
@@ -62,8 +65,9 @@ def _is_s3(location: str) -> bool:
     return location.lower().startswith("s3:")
 
 
-def _direction(src: str, dst: str) -> str:
-    """``download`` or ``upload``, from the argument order (like aws s3 cp and s5cmd).
+def _direction(src: str, dst: str) -> tuple[str, S3Url]:
+    """``download`` or ``upload``, from the argument order (like aws s3 cp and s5cmd), and
+    the S3 side parsed (the command line's one parse of it).
 
     Raises:
         ConfigurationError: If both or neither are S3 URLs, or a URL is invalid.
@@ -79,8 +83,8 @@ def _direction(src: str, dst: str) -> str:
             f"neither {src!r} nor {dst!r} is an s3:// URL: one of SRC and DST must be "
             "s3://bucket/prefix"
         )
-    parse_s3_url(src if _is_s3(src) else dst)
-    return "download" if _is_s3(src) else "upload"
+    url = parse_s3_url(src if _is_s3(src) else dst)
+    return ("download" if _is_s3(src) else "upload"), url
 
 
 def _check_local(direction: str, src: str, dst: str, single_file_ok: bool) -> bool:
@@ -129,27 +133,24 @@ def _one_file_upload(src: str, dst: str, transfer: TransferOptions) -> tuple[str
     return str(path.parent), dataclasses.replace(transfer, include=[glob.escape(path.name)])
 
 
-def _probe(connection: Any, url: str) -> Callable[[], bool | None]:
+def _probe(connection: Any, url: S3Url) -> Callable[[], bool | None]:
     """One request to S3 (bucket, credentials, endpoint), made while the Prefect server
     starts; it returns whether the location holds keys (None: not probed)."""
-    from prefect_s3_concurrency.local.paths import parse_s3_url
 
     def check() -> bool | None:
         if connection.credentials_block:  # loading a block needs Prefect's API
             return None
         from prefect_s3_concurrency.s3.probe import probe
 
-        return probe(connection, parse_s3_url(url))
+        return probe(connection, url)
 
     return check
 
 
-def _single_object(connection: Any, src: str) -> tuple[str, str] | None:
-    """``(parent URL, name)`` when ``src`` names one object (no key lies under it)."""
-    from prefect_s3_concurrency.local.paths import parse_s3_url
+def _single_object(connection: Any, url: S3Url) -> tuple[str, str] | None:
+    """``(parent URL, name)`` when ``url`` names one object (no key lies under it)."""
     from prefect_s3_concurrency.s3.probe import object_exists
 
-    url = parse_s3_url(src)
     if not url.prefix or url.prefix.endswith("/") or not object_exists(connection, url):
         return None
     parent, _, name = url.prefix.rpartition("/")
@@ -166,18 +167,18 @@ def _copy(
     are any, else the object ``raw`` itself; ``cp FILE s3://b/x/`` uploads one file.
     """
     try:
-        direction = _direction(src, dst)
+        direction, url = _direction(src, dst)
         if _check_local(direction, src, dst, single_file_ok=not delete_extra):
             src, transfer = _one_file_upload(src, dst, transfer)
         connection = conn.connection()
     except ConfigurationError as exc:
         return report_failure(exc, output)
-    probe = _probe(connection, src if direction == "download" else dst)
+    probe = _probe(connection, url)
     chosen = {"source": src, "transfer": transfer}
 
     def check() -> None:
         if probe() is False and direction == "download" and not connection.credentials_block:
-            single = _single_object(connection, src)
+            single = _single_object(connection, url)
             if single is not None:  # s3://b/raw is one object and no key is under raw/
                 chosen["source"] = single[0]
                 chosen["transfer"] = dataclasses.replace(transfer, include=[glob.escape(single[1])])
@@ -261,8 +262,7 @@ def square(
     from prefect_s3_concurrency.local.paths import parse_s3_url
 
     try:
-        parse_s3_url(src)
-        parse_s3_url(dst)
+        source, _ = parse_s3_url(src), parse_s3_url(dst)
         connection = conn.connection()
     except ConfigurationError as exc:
         return report_failure(exc, output)
@@ -277,7 +277,7 @@ def square(
                 **upload.upload_kwargs(flow_obj), "connection": connection}  # fmt: skip
 
     return run_flow(
-        FlowCall(load, arguments, output, f"square {src} -> {dst}", _probe(connection, src))
+        FlowCall(load, arguments, output, f"square {src} -> {dst}", _probe(connection, source))
     )
 
 

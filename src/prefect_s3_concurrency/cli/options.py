@@ -34,6 +34,7 @@ from prefect_s3_concurrency.parameters import (
     Workers,
     cli_parameter,
 )
+from prefect_s3_concurrency.s3.engine_registry import ENGINE_MODULES, EngineName
 from prefect_s3_concurrency.s3.object_headers import SseChoice, StorageClass
 
 TRANSFER = Group("Transfer", sort_key=1)
@@ -73,9 +74,9 @@ class TransferOptions:
     task_retries: Annotated[int, cli_parameter(TaskRetries)] = 2
     batch_max_objects: Annotated[int, cli_parameter(BatchObjects)] = 100
     engine: Annotated[
-        Literal["auto", "obstore", "boto3"],
-        Parameter(help="Transfer engine: auto (the fastest installed), obstore (Rust, async) "
-                  "or boto3 (threads)."),
+        EngineName,
+        Parameter(help="Transfer engine: auto (the first installed of "
+                  f"{', '.join(ENGINE_MODULES)}) or one of them."),
     ] = "auto"  # fmt: skip
     requests_in_flight: Annotated[int | None, cli_parameter(RequestsInFlight)] = None
     request_budget: Annotated[

@@ -34,10 +34,28 @@ _PARTIAL_RE = re.compile(r"\..+\.[0-9a-f]{8}" + re.escape(PARTIAL_SUFFIX), re.DO
 
 @dataclass(frozen=True)
 class S3Url:
-    """A parsed ``s3://bucket/prefix`` location."""
+    """A parsed ``s3://bucket/prefix`` location, valid by construction.
+
+    Raises:
+        ConfigurationError: An invalid bucket name, a NUL in the prefix, or a prefix that
+            starts with ``/`` (``s3://b//p``: refused, not normalised, since S3 keys may
+            really start with ``/``).
+    """
 
     bucket: str
     prefix: str = ""
+
+    def __post_init__(self) -> None:
+        shown = f"s3://{self.bucket}/{self.prefix}"
+        if not _BUCKET_RE.match(self.bucket) or ".." in self.bucket:
+            raise ConfigurationError(f"invalid bucket name {self.bucket!r} in {shown!r}")
+        if "\x00" in self.prefix:
+            raise ConfigurationError(f"NUL character in S3 prefix of {shown!r}")
+        if self.prefix.startswith("/"):  # a distinct S3 prefix: never the one without '/'
+            raise ConfigurationError(
+                f"the prefix of {shown!r} starts with '/' (an empty path segment after the "
+                f"bucket): write s3://{self.bucket}/{self.prefix.lstrip('/')}"
+            )
 
     @property
     def folder(self) -> str:
@@ -62,22 +80,12 @@ def parse_s3_url(url: str) -> S3Url:
         The bucket and prefix.
 
     Raises:
-        ConfigurationError: If ``url`` is not an ``s3://`` URL with a valid bucket name, or
-            its prefix starts with ``/`` (``s3://b//p``: refused, not normalised, since S3
-            keys may really start with ``/``).
+        ConfigurationError: If ``url`` is not an ``s3://`` URL, or :class:`S3Url` refuses
+            its bucket or prefix.
     """
     if not isinstance(url, str) or not url.startswith("s3://"):
         raise ConfigurationError(f"not an s3:// URL: {url!r} (expected s3://bucket/prefix)")
     bucket, _, prefix = url[5:].partition("/")
-    if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise ConfigurationError(f"invalid bucket name {bucket!r} in {url!r}")
-    if "\x00" in prefix:
-        raise ConfigurationError(f"NUL character in S3 prefix of {url!r}")
-    if prefix.startswith("/"):  # a distinct S3 prefix: never silently the one without '/'
-        raise ConfigurationError(
-            f"the prefix of {url!r} starts with '/' (an empty path segment after the bucket): "
-            f"write s3://{bucket}/{prefix.lstrip('/')}"
-        )
     return S3Url(bucket=bucket, prefix=prefix)
 
 

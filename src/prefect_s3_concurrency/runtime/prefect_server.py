@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect_s3_concurrency.runtime.processes import stop_process
+
 IDLE_ENV = "PREFECT_S3_SERVER_IDLE_MINUTES"
 DEFAULT_IDLE_MINUTES = 30.0
 STARTUP_TIMEOUT = 300.0  # seconds; a first start creates the database, slow on a loaded machine
@@ -320,12 +322,7 @@ def supervise(home: Path, port: int, idle: float) -> int:
                 stopping.append(f"idle for {idle:g} min")
     print(f"prefect-s3 supervisor: stopping the server ({', '.join(stopping) or 'it exited'})")
     sys.stdout.flush()
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            child.kill()
+    stop_process(child, STOP_GRACE)
     info = read_state(home)
     if info is not None and info.pid == os.getpid():
         with contextlib.suppress(FileNotFoundError):

@@ -48,6 +48,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from prefect_s3_concurrency.runtime.processes import stop_process
+
 __all__ = ["LocalS3Server", "find_rclone"]
 
 _URL_RE = re.compile(r"Starting s3 server on \[(http://127\.0\.0\.1:\d+)")
@@ -220,13 +222,8 @@ class LocalS3Server:
         proc, self._proc = self._proc, None
         self._endpoint_url = None
         atexit.unregister(self.stop)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            stop_process(proc)
         for path in (self._workdir, self._owned_root):
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)

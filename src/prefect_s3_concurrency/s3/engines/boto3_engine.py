@@ -17,6 +17,8 @@ from botocore.exceptions import ClientError
 from prefect_s3_concurrency.errors import S3PipelineError, describe_error
 from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3 import limits
+from prefect_s3_concurrency.s3.connection import S3Connection, get_session
+from prefect_s3_concurrency.s3.engine_registry import EngineSpec, botocore_client
 from prefect_s3_concurrency.s3.engines.base import (
     Buffer,
     Digest,
@@ -30,6 +32,7 @@ from prefect_s3_concurrency.s3.engines.base import (
 )
 from prefect_s3_concurrency.s3.engines.checksummed import put_object, upload_multipart
 from prefect_s3_concurrency.s3.engines.listing import list_pages
+from prefect_s3_concurrency.s3.engines.objects import PART_CONCURRENCY
 from prefect_s3_concurrency.s3.integrity import CHUNK
 from prefect_s3_concurrency.s3.object_headers import ObjectAttributes
 from prefect_s3_concurrency.s3.records import S3Object
@@ -257,3 +260,15 @@ def range_honoured(resp: Any, span: tuple[int, int]) -> bool:
         str(resp.get("ContentRange", "")).startswith(wanted)
         and int(resp.get("ContentLength", -1)) == span[1] - span[0]
     )
+
+
+def _open(conn: S3Connection, pool_size: int, in_flight: int) -> Boto3Engine:
+    """One batch's engine: a thread per request in flight (at least one per part)."""
+    threads = max(in_flight, PART_CONCURRENCY)
+    client = botocore_client(conn, "boto3", pool_size, threads)
+    return Boto3Engine(client, threads, get_session(conn).get_credentials())
+
+
+SPEC = EngineSpec(
+    name="boto3", requests_in_flight=1, workers_per_batch=1, reaches_moto_mock=True, open=_open
+)

@@ -42,6 +42,7 @@ from obstore.store import S3Store
 
 from prefect_s3_concurrency.runtime import caches
 from prefect_s3_concurrency.s3.connection import S3Connection, get_session
+from prefect_s3_concurrency.s3.engine_registry import EngineSpec, botocore_client
 from prefect_s3_concurrency.s3.engines.base import (
     Buffer,
     Digest,
@@ -52,6 +53,7 @@ from prefect_s3_concurrency.s3.engines.base import (
 )
 from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
 from prefect_s3_concurrency.s3.engines.listing import epoch
+from prefect_s3_concurrency.s3.engines.objects import PART_CONCURRENCY
 from prefect_s3_concurrency.s3.engines.obstore_errors import (
     missing_bucket,
     obstore_error,
@@ -328,3 +330,17 @@ class ObstoreEngine(Engine):
 
     def close(self) -> None:
         self.fallback.close()
+
+
+def _open(conn: S3Connection, pool_size: int, in_flight: int) -> ObstoreEngine:
+    """One batch's engine: obstore on the batch's loop; botocore threads for the parts and
+    for keys object_store cannot name."""
+    client = botocore_client(conn, "obstore", pool_size, PART_CONCURRENCY)
+    credentials = get_session(conn).get_credentials()  # signs the fast listing
+    return ObstoreEngine(conn, client, Boto3Engine(client, PART_CONCURRENCY, credentials))
+
+
+SPEC = EngineSpec(
+    name="obstore", requests_in_flight=16, workers_per_batch=4, reaches_moto_mock=False,
+    open=_open,
+)  # fmt: skip
