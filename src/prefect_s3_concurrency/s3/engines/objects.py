@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from prefect_s3_concurrency.s3.engines.ranged import ranges_into
 from prefect_s3_concurrency.s3.engines.verify import Landed, plan_ranges, settle
 from prefect_s3_concurrency.s3.etag import ETag
 from prefect_s3_concurrency.s3.integrity import Hashes, StoredChecksum, file_md5, multipart_etag
+from prefect_s3_concurrency.s3.pacing import backoff_delay
 from prefect_s3_concurrency.s3.records import LocalFile, S3Object
 
 MIB = 2**20
@@ -157,7 +157,7 @@ async def download_one(
                 "retrying %s (attempt %d/%d) after %s",
                 obj.key, attempt + 1, BODY_ATTEMPTS, describe_error(exc),
             )  # fmt: skip
-            await asyncio.sleep(0.1 * 2**attempt * (0.5 + random.random()))
+            await asyncio.sleep(backoff_delay(attempt + 1))
     raise AssertionError("unreachable")
 
 

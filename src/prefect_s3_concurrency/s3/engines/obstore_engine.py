@@ -7,7 +7,9 @@ region (:mod:`s3.regions`), and the credentials of the very boto3 session that m
 client, through obstore's public ``obstore.auth.boto3.Boto3CredentialProvider`` (keys,
 session token, profile, assume-role; refreshable ones re-read every few minutes). The
 client factory has already registered the secret key and token for log redaction. obstore's
-exceptions are translated into the project's (:mod:`s3.engines.obstore_errors`).
+exceptions are translated into the project's (:mod:`s3.engines.obstore_errors`), which also
+retries requests in place of object_store (whose own retries would hide SlowDown replies
+from the batch's pacer).
 
 ``object_store`` cannot name every S3 key (``.``/``..`` or empty segments, control
 characters, a trailing ``/``): those objects go through the boto3 engine instead, so no key
@@ -28,10 +30,10 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import obstore as obs
 from obstore.auth.boto3 import Boto3CredentialProvider
@@ -52,7 +54,11 @@ from prefect_s3_concurrency.s3.engines.base import (
 from prefect_s3_concurrency.s3.engines.boto3_engine import Boto3Engine
 from prefect_s3_concurrency.s3.engines.listing import epoch
 from prefect_s3_concurrency.s3.engines.objects import PART_CONCURRENCY
-from prefect_s3_concurrency.s3.engines.obstore_errors import missing_bucket, obstore_error
+from prefect_s3_concurrency.s3.engines.obstore_errors import (
+    missing_bucket,
+    obstore_error,
+    retrying,
+)
 from prefect_s3_concurrency.s3.etag import unquote
 from prefect_s3_concurrency.s3.object_headers import (
     ObjectAttributes,
@@ -71,6 +77,7 @@ _STANDARD_ATTRIBUTES = {
 # Keys object_store's Path cannot represent (it refuses them or rewrites them).
 _UNREPRESENTABLE = re.compile(r"(^|/)\.{1,2}(/|$)|//|^/|/$|[\x00-\x1f\x7f]")
 _lock = threading.Lock()
+T = TypeVar("T")
 
 
 def representable(key: str) -> bool:
@@ -133,15 +140,8 @@ def _cached_store(
             "read_timeout": timedelta(seconds=60),
             "pool_idle_timeout": timedelta(seconds=50),
         },
-        retry_config={
-            "max_retries": max(0, conn.max_attempts - 1),
-            "backoff": {
-                "init_backoff": timedelta(milliseconds=100),
-                "max_backoff": timedelta(seconds=15),
-                "base": 2,
-            },
-            "retry_timeout": timedelta(minutes=3),
-        },  # fmt: skip
+        # No retries inside: they would hide SlowDown from the pacer (see obstore_errors).
+        retry_config={"max_retries": 0},
         **kwargs,
     )
 
@@ -198,6 +198,10 @@ class ObstoreEngine(Engine):
         signed = known_region(self._endpoint, bucket)
         return obstore_error(exc, bucket, self._endpoint, signed)
 
+    async def _retrying(self, bucket: str, request: Callable[[], Awaitable[T]]) -> T:
+        """``request()`` with the connection's attempts (see :func:`obstore_errors.retrying`)."""
+        return await retrying(request, self.conn.max_attempts, lambda e: self._error(e, bucket))
+
     async def list(self, bucket: str, prefix: str) -> AsyncGenerator[list[S3Object], None]:
         # object_store rewrites keys in listings ("a/" folder markers come back as "a") and
         # aborts on keys it cannot name, so listings are always the fast signed GET's (or
@@ -209,7 +213,10 @@ class ObstoreEngine(Engine):
         if not representable(key):
             return await self.fallback.head(bucket, key)
         try:
-            res = await obs.get_async(await self._store(bucket), key, options={"head": True})
+            store = await self._store(bucket)
+            res = await self._retrying(
+                bucket, lambda: obs.get_async(store, key, options={"head": True})
+            )
         except (NotFoundError, FileNotFoundError) as exc:
             if missing_bucket(exc):
                 raise self._error(exc, bucket) from None
@@ -242,8 +249,9 @@ class ObstoreEngine(Engine):
         if byte_range:
             options["range"] = byte_range
         store = await self._store(bucket)
+        opts: Any = options
         try:
-            res = await obs.get_async(store, key, options=options)  # type: ignore[arg-type]
+            res = await self._retrying(bucket, lambda: obs.get_async(store, key, options=opts))
         except (BaseError, FileNotFoundError) as exc:
             if byte_range and "non-partial" in str(exc):
                 # nothing was yielded yet: botocore's turn
@@ -291,10 +299,10 @@ class ObstoreEngine(Engine):
             )
         store = await self._store(bucket, attributes)
         try:
-            res = await obs.put_async(
+            res = await self._retrying(bucket, lambda: obs.put_async(
                 store, key, data, attributes=_attributes(metadata, attributes),
                 use_multipart=False,
-            )  # fmt: skip
+            ))  # fmt: skip
         except BaseError as exc:
             raise self._error(exc, bucket) from None
         return PutReply(unquote(res["e_tag"]))

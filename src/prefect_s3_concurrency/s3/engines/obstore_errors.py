@@ -11,9 +11,12 @@ is (a reset connection or a short body stays retryable), never shown as a page o
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from obstore.exceptions import (
     BaseError,
+    GenericError,
     PermissionDeniedError,
     PreconditionError,
     UnauthenticatedError,
@@ -24,14 +27,21 @@ from prefect_s3_concurrency.errors import (
     EndpointUnreachableError,
     ObjectChangedError,
     S3PipelineError,
+    ThrottledError,
     archived_error,
     changed_message,
 )
+from prefect_s3_concurrency.s3.pacing import backoff_delay, pause_before_retry, report_throttle
 from prefect_s3_concurrency.s3.regions import region_from_reply
 from prefect_s3_concurrency.s3.replies import s3_error
 
+T = TypeVar("T")
+
 _STATUS = re.compile(r"status code: (\d{3})\b")
 _CODE = re.compile(r"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
+# object_store's message for a request that failed (not for a reply it could not use, such
+# as a 200 to a ranged GET): the status, or the transport's error, follows.
+_REQUEST_FAILED = re.compile(r"Error performing [A-Z]+ ")
 _UNREACHABLE = re.compile(r"Connection refused|dns error|failed to lookup address", re.I)
 
 
@@ -84,3 +94,48 @@ def obstore_error(
     if not status and _UNREACHABLE.search(text):
         return EndpointUnreachableError(f"cannot reach the S3 endpoint at {endpoint}")
     return exc
+
+
+def _retryable(exc: BaseException, error: BaseException) -> bool:
+    """True for what object_store's own retries would retry: a SlowDown, a 5xx, a reset or
+    timed-out connection (a failed request with no status), an unreachable endpoint."""
+    if isinstance(error, (ThrottledError, EndpointUnreachableError)):
+        return True
+    text = str(exc)
+    if error is not exc or type(exc) is not GenericError or not _REQUEST_FAILED.search(text):
+        return False  # a 4xx in the project's terms, another class, a reply it cannot read
+    status = _status_and_code(text)[0]
+    return not status or status.startswith("5")
+
+
+async def retrying(
+    request: Callable[[], Awaitable[T]],
+    attempts: int,
+    translate: Callable[[BaseException], BaseException],
+) -> T:
+    """``request()``, made up to ``attempts`` times while it fails with a retryable error.
+
+    Each SlowDown is reported to the running request's pacer (:func:`s3.pacing.report_throttle`);
+    a retry waits without the request's slots and is paced as a new request
+    (:func:`s3.pacing.pause_before_retry`).
+
+    Args:
+        request: Makes one attempt (an obstore call).
+        attempts: Attempts in all, the first included (the connection's ``max_attempts``).
+        translate: The project's error for obstore's (see :func:`obstore_error`).
+
+    Raises:
+        BaseException: obstore's own exception of the last attempt, untranslated (callers
+            translate it, or read it, e.g. a missing key).
+    """
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            return await request()
+        except (BaseError, FileNotFoundError) as exc:
+            error = translate(exc)
+            if isinstance(error, ThrottledError):
+                report_throttle()
+            if attempt >= attempts or not _retryable(exc, error):
+                raise
+        await pause_before_retry(backoff_delay(attempt))
+    raise AssertionError("unreachable")
