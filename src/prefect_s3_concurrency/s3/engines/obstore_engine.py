@@ -182,6 +182,9 @@ class ObstoreEngine(Engine):
     def __init__(self, conn: S3Connection, client: Any, fallback: Boto3Engine) -> None:
         self.conn, self.client, self.fallback = conn, client, fallback
         self._endpoint = str(client.meta.endpoint_url or "")
+        # This batch's stores by (bucket, region, encryption): store_for's process-wide cache
+        # hashes the connection (its credentials block) on every lookup, once per request.
+        self._stores: dict[tuple[str, str, tuple[str | None, str | None]], S3Store] = {}
 
     @property
     def endpoint(self) -> str:
@@ -189,9 +192,14 @@ class ObstoreEngine(Engine):
 
     async def _store(self, bucket: str, attributes: ObjectAttributes | None = None) -> S3Store:
         """The bucket's store; for uploads with encryption, the store that sets it."""
-        if known_region(self._endpoint, bucket) is None:  # one HeadBucket, off the loop
-            await asyncio.to_thread(bucket_region, self.client, bucket)
-        return store_for(self.conn, bucket, self.client, encryption_of(attributes))
+        region = known_region(self._endpoint, bucket)
+        if region is None:  # one HeadBucket, off the loop
+            region = await asyncio.to_thread(bucket_region, self.client, bucket)
+        key = (bucket, region, encryption_of(attributes))  # a region learnt later: a new store
+        store = self._stores.get(key)
+        if store is None:
+            store = self._stores[key] = store_for(self.conn, bucket, self.client, key[2])
+        return store
 
     def _error(self, exc: BaseException, bucket: str) -> BaseException:
         """``exc`` in the project's terms (see :mod:`s3.engines.obstore_errors`)."""
