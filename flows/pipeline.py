@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import TaskRunner
-from prefect.utilities.annotations import quote
 from pydantic import AfterValidator, Field
 
 from prefect_s3_concurrency.flows.batching import RunProgress
@@ -50,7 +48,6 @@ from prefect_s3_concurrency.flows.common import (
     S3Location,
     TaskRetries,
     Workers,
-    check_not_empty,
     completed,
     ensure_writable_dir,
     headline,
@@ -61,16 +58,21 @@ from prefect_s3_concurrency.flows.common import (
     run_name,
 )
 from prefect_s3_concurrency.flows.events import announce_landed
+from prefect_s3_concurrency.flows.pipeline_plan import (
+    CpuPlan,
+    current_outputs,
+    list_both,
+    plan_chunks,
+    resume_plan,
+)
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineFailed, PipelineSummary
 from prefect_s3_concurrency.flows.runners import (
     DaskAddress,
     cpu_runner,
     fresh_process_pool,
     io_runner,
-    submit,
 )
 from prefect_s3_concurrency.flows.streaming import ChunkStreamer
-from prefect_s3_concurrency.local.paths import make_batches
 from prefect_s3_concurrency.local.tempfiles import locked_scratch_dir
 from prefect_s3_concurrency.parameters import (
     ChunksPerWorker,
@@ -85,25 +87,20 @@ from prefect_s3_concurrency.runtime.budget import RequestBudgetName, resolve_bud
 from prefect_s3_concurrency.runtime.redact import install_log_redaction
 from prefect_s3_concurrency.s3.connection import CredentialsBlock, S3Connection
 from prefect_s3_concurrency.s3.engines import EngineChoice, RequestsInFlight, in_flight_for
-from prefect_s3_concurrency.s3.hints import exact_key_hint
 from prefect_s3_concurrency.s3.upload_options import UploadOptions
 from prefect_s3_concurrency.tasks.cpu import shared_api_settings, square_chunk, start_worker
 from prefect_s3_concurrency.tasks.s3 import (
-    check_outputs_batch,
     download_batch,
-    list_objects_task,
     remove_stale_scratch_task,
     upload_batch,
 )
 from prefect_s3_concurrency.transforms.planning import (
     MIB,
+    Chunk,
     ScratchBudget,
     StageClock,
-    WorkItem,
     check_disjoint,
-    choose_mode,
     plan_work,
-    plan_work_chunks,
 )
 from prefect_s3_concurrency.transforms.registry import check_transform_name, load_transform
 from prefect_s3_concurrency.transforms.resume import output_metadata
@@ -128,56 +125,26 @@ DaskStages = Annotated[
 ]
 
 
-def _current_outputs(
-    io: TaskRunner,
-    conn: S3Connection,
-    pool_size: int,
-    bucket: str,
-    checks: list[tuple[str, dict[str, str]]],
-    batch_max_objects: int,
-) -> set[str]:
-    """Run the HEAD checks of existing outputs on the I/O threads; return the current keys."""
-    logger = get_run_logger()
-    batches = make_batches(checks, lambda _: 1, batch_max_objects, batch_max_objects, pool_size)
-    futures = [
-        submit(
-            io,
-            check_outputs_batch,
-            {"conn": conn, "pool_size": pool_size, "bucket": bucket, "items": quote(batch)},
-        )
-        for batch in batches
-    ]
-    current: set[str] = set()
-    unchecked = 0
-    for future in futures:
-        future.wait()
-        if not future.state.is_completed():  # nothing proven current: recompute the batch
-            logger.warning("could not check outputs: %s", future.state.message)
-            continue
-        keys, failed = future.result()
-        current.update(keys)
-        unchecked += len(failed)
-    if unchecked:
-        logger.warning("%d existing output(s) could not be checked: recomputing them", unchecked)
-    return current
+def _cpu_runner(
+    chunks: list[Chunk],
+    use_processes: bool,
+    cpu_workers: int,
+    dask_address: str | None,
+    dask_stages: tuple[str, ...],
+) -> contextlib.AbstractContextManager[Any]:
+    """The runner the chunks are squared on (nothing to start when there is no chunk)."""
+    if not chunks:
+        return contextlib.nullcontext()
+    return cpu_runner(use_processes, cpu_workers, dask_address if "cpu" in dask_stages else None)
 
 
-def _resume_plan(
-    items: list[WorkItem],
-    current: set[str],
-    existing: dict[str, tuple[int, str]],
-    recompute: bool,
-) -> tuple[list[WorkItem], dict[str, tuple[int, str]]]:
-    """Split off resumed items; return the items to process and the outputs to keep if equal.
-
-    Without ``recompute``, items whose output is current are dropped; any other existing
-    output is stale (or lacks metadata), so it is uploaded again even if identical, which
-    refreshes its metadata. With ``recompute``, all items are processed and current outputs
-    are not re-uploaded when identical.
-    """
-    if recompute:
-        return items, {k: existing[k] for k in current}
-    return [i for i in items if i.dest_key not in current], {}
+def _record_stages(summary: PipelineSummary, clock: StageClock) -> None:
+    """Copy each stage's busy seconds and span from the clock into the summary."""
+    for stage in ("download", "square", "upload"):
+        setattr(summary, f"{stage}_seconds", clock.busy(stage))
+        span = clock.span(stage)
+        if span:
+            summary.stage_spans[stage] = [round(span[0], 4), round(span[1], 4)]
 
 
 def _finish(summary: PipelineSummary, allow_rejected: bool = False) -> PipelineSummary:
@@ -275,7 +242,6 @@ def square_objects(
     install_log_redaction()  # before any library logs a request
     start = time.perf_counter()
     requests = resolve_budget(request_budget, in_flight_for(engine, requests_in_flight))
-    logger = get_run_logger()
     connection = connection.with_credentials(credentials)
     (src, src_conn), (dst, dst_conn) = (
         resolve_location(source, connection),
@@ -285,18 +251,13 @@ def square_objects(
     name, _ = load_transform(transform)  # a bad spec fails now, before any transfer
     scratch_root = ensure_writable_dir(scratch_dir) if scratch_dir else Path(tempfile.gettempdir())
     stale = remove_stale_scratch_task(str(scratch_root), SCRATCH_PREFIX)
-    objects = list_objects_task(src_conn, src.bucket, src.folder, include or (), exclude or ())
-    hint = "" if objects else exact_key_hint(src_conn, src)
-    check_not_empty(len(objects), str(src), fail_if_empty, hint)
-    # Listing the destination proves it is reachable and finds outputs already in place.
-    existing = {
-        o.key: (o.size, o.etag) for o in list_objects_task(dst_conn, dst.bucket, dst.folder)
-    }
+    objects, existing = list_both(src_conn, src, dst_conn, dst, (include, exclude), fail_if_empty)
     summary = PipelineSummary(
         source=str(src), destination=str(dst), transform=name, cpu_workers=cpu_workers,
         flow_pid=os.getpid(), max_scratch_bytes=max_scratch_mib * MIB,
         stale_scratch_removed=len(stale),
     )  # fmt: skip
+    budget, clock = ScratchBudget(max_scratch_mib * MIB), StageClock(start)
     with (
         locked_scratch_dir(SCRATCH_PREFIX, scratch_root) as tmp,
         shared_api_settings() as summary.api_url,
@@ -308,35 +269,21 @@ def square_objects(
             for i in items
             if i.dest_key in existing and i.obj.etag
         ]
-        current = _current_outputs(io, dst_conn, workers, dst.bucket, checks, batch_max_objects)
-        items, upload_existing = _resume_plan(items, current, existing, recompute)
-        summary.resumed = len(current) if not recompute else 0
-        summary.objects = summary.skipped = summary.resumed
-        chunks = plan_work_chunks(
-            items, cpu_workers, chunks_per_worker, int(min_chunk_mib * MIB), max_scratch_mib * MIB
+        current = current_outputs(io, dst_conn, workers, dst.bucket, checks, batch_max_objects)
+        items, upload_existing = resume_plan(items, current, existing, recompute)
+        resumed = 0 if recompute else len(current)
+        plan = CpuPlan(
+            cpu_workers, chunks_per_worker, min_chunk_mib, min_process_mib, max_scratch_mib
         )
-        use_processes, summary.mode_reason = choose_mode(
-            sum(i.size for i in items), cpu_workers, int(min_process_mib * MIB)
-        )
-        summary.used_processes, summary.chunks = use_processes and bool(chunks), len(chunks)
-        logger.info(
-            "%s; %d objects in %d chunks (%d resumed: output current)",
-            summary.mode_reason, len(items), len(chunks), summary.resumed,
-        )  # fmt: skip
-        budget, clock = ScratchBudget(max_scratch_mib * MIB), StageClock(start)
+        chunks, use_processes = plan_chunks(items, plan, summary, resumed)
         progress = RunProgress("square-objects-progress", f"objects squared and uploaded: {src}")
-        progress.add_total(summary.resumed)
-        progress.advance(summary.resumed)
-        cpu_ctx: contextlib.AbstractContextManager[Any] = (
-            cpu_runner(use_processes, cpu_workers, dask_address if "cpu" in dask_stages else None)
-            if chunks
-            else contextlib.nullcontext()
-        )
-        with cpu_ctx as cpu:
+        progress.add_total(resumed)
+        progress.advance(resumed)
+        with _cpu_runner(chunks, use_processes, cpu_workers, dask_address, dask_stages) as cpu_run:
             warm = use_processes and not (dask_address and "cpu" in dask_stages)
             streamer = ChunkStreamer(
-                io=io, cpu=cpu, budget=budget, clock=clock, summary=summary, logger=logger,
-                download=retrying(download_batch, task_retries),
+                io=io, cpu=cpu_run, budget=budget, clock=clock, summary=summary,
+                logger=get_run_logger(), download=retrying(download_batch, task_retries),
                 square=square_chunk, upload=retrying(upload_batch, task_retries),
                 conn=src_conn, dest_conn=dst_conn, pool_size=workers, source_bucket=src.bucket,
                 dest_bucket=dst.bucket, existing=upload_existing, transform=name,
@@ -349,11 +296,7 @@ def square_objects(
             streamer.run(chunks, start_worker if warm else None, cpu_workers)
     summary.peak_scratch_bytes = budget.peak
     progress.finish(success=not summary.failed and (allow_rejected or not summary.rejected))
-    for stage in ("download", "square", "upload"):
-        setattr(summary, f"{stage}_seconds", clock.busy(stage))
-        span = clock.span(stage)
-        if span:
-            summary.stage_spans[stage] = [round(span[0], 4), round(span[1], 4)]
+    _record_stages(summary, clock)
     summary.wall_seconds = time.perf_counter() - start
     return _finish(summary, allow_rejected)
 

@@ -24,11 +24,10 @@ from prefect.tasks import Task
 from prefect.utilities.annotations import quote
 
 from prefect_s3_concurrency.errors import S3PipelineError, describe_error
-from prefect_s3_concurrency.flows.batching import RunProgress, batch_name
+from prefect_s3_concurrency.flows.batching import RunProgress, batch_name, cut_batches
 from prefect_s3_concurrency.flows.common import batch_of, task_outcome
 from prefect_s3_concurrency.flows.pipeline_summary import PipelineSummary
 from prefect_s3_concurrency.flows.runners import submit
-from prefect_s3_concurrency.local.paths import make_batches
 from prefect_s3_concurrency.runtime.budget import RequestBudget
 from prefect_s3_concurrency.s3.connection import S3Connection
 from prefect_s3_concurrency.s3.transfer import BatchResult, LocalFile
@@ -46,7 +45,7 @@ from prefect_s3_concurrency.transforms.square import FileStats
 
 DOWNLOADING_CHUNKS = 2  # chunks whose downloads may be queued at once (uploads queue behind)
 BATCH_MAX_BYTES = 256 * MIB
-CHUNK_SHARE = 4  # a chunk's transfers are cut into at least workers / CHUNK_SHARE batches
+CHUNK_SHARE = 4  # a chunk's transfers are cut into at most workers / CHUNK_SHARE batches
 
 
 @dataclass
@@ -117,9 +116,11 @@ class ChunkStreamer:
         self.engine = {"engine": engine, "requests_in_flight": requests_in_flight,
                        "request_budget": request_budget}  # fmt: skip
         self.upload_options = upload_options
-        # Several chunks transfer at once (two downloading, a few uploading), so a quarter of
-        # the threads per chunk keeps them all busy with half the tasks (each costs the flow
-        # and the API server CPU that squaring would otherwise get).
+        # Several chunks transfer at once (two downloading, a few uploading). Each batch task
+        # has all its requests in flight (obstore) or its own threads (boto3), so a chunk gets
+        # one batch per 64 objects or 64 MiB (as the transfer flows cut them), at most a
+        # quarter of the threads: each task costs the flow and the API server ~0.1 s of the
+        # CPU that squaring needs (8 x 32 MiB chunks took 72 tasks, now 24).
         self._spread = max(1, -(-pool_size // CHUNK_SHARE))
         self.source_bucket, self.dest_bucket = source_bucket, dest_bucket
         self.existing, self.transform = existing, transform
@@ -191,7 +192,7 @@ class ChunkStreamer:
             self.budget.hold(chunk.index, chunk.scratch_estimate)
             flight = _Flight(chunk)
             items = [(item.obj, item.input_path) for item in chunk.items]
-            batches = make_batches(
+            batches = cut_batches(
                 items, lambda i: i[0].size, self.batch_max_objects, BATCH_MAX_BYTES, self._spread
             )
             self._downloading += 1
@@ -326,7 +327,7 @@ class ChunkStreamer:
                 meta = output_metadata(item.obj.etag, self.transform)  # enables resume
                 files.append(LocalFile(item.output_path, item.dest_key, size, meta))
                 flight.by_dest[item.dest_key] = item
-        batches = make_batches(
+        batches = cut_batches(
             files, lambda f: f.size, self.batch_max_objects, BATCH_MAX_BYTES, self._spread
         )
         for part, batch in enumerate(batches, 1):
