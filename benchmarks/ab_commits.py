@@ -77,9 +77,9 @@ def seed(server: Any, work: Path) -> dict[str, Any]:
     client, expected = server.client(request_checksum_calculation="when_required"), {}
     for name, (count, size) in WORKLOADS.items():
         expected[name] = write_local(work / "src" / name, count, size)
-        paths = sorted((work / "src" / name).iterdir())
+        files = [(str(p), f"{name}/{p.name}") for p in sorted((work / "src" / name).iterdir())]
         with ThreadPoolExecutor(8) as pool:  # default TransferConfig: 8 MiB parts above 8 MiB
-            list(pool.map(lambda p: client.upload_file(str(p), BUCKET, f"{name}/{p.name}"), paths))
+            list(pool.map(lambda f: client.upload_file(f[0], BUCKET, f[1]), files))
     return expected
 
 
