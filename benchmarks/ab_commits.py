@@ -1,13 +1,14 @@
 """Two checkouts of the project, interleaved: the same flows on the same S3 server and Prefect API.
 
 ``python -m benchmarks.ab_commits --old /work/ab-old --new /work/ab-new [--rounds 5]``
+(``--extra NAME=PATH`` adds checkouts, e.g. to bisect; ``--only 1000x64KiB:download`` one case)
 
 Each checkout has its own ``.venv``. One ``rclone serve s3`` and one temporary Prefect API are
 shared; the source objects are seeded once by boto3 (``upload_file``: multipart, 8 MiB parts).
 Each run is a fresh ``<checkout>/.venv/bin/python -c RUN`` that imports that checkout's flow
 and times only the flow call (default engine and workers; heartbeats off, as the CLI runs).
 Rounds alternate the order (old, new, then new, old) so that drift on a shared machine hits
-both; the load average is recorded at each run.
+all alike; the load average is recorded at each run.
 """
 
 from __future__ import annotations
@@ -103,20 +104,20 @@ def one_run(ver: str, checkout: Path, workload: str, direction: str, ctx: dict[s
     return {"version": ver, "workload": workload, "direction": direction, **out}
 
 
-def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per workload and direction: median (min-max) seconds of each version, new/old ratio."""
+def summarise(runs: list[dict[str, Any]], cases: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Per case: median (min-max) seconds of each version and its ratio to old's median."""
     rows = []
-    for workload in WORKLOADS:
-        for direction in DIRECTIONS:
-            row: dict[str, Any] = {"workload": workload, "direction": direction}
-            for ver in ("old", "new"):
-                secs = [r["seconds"] for r in runs if (r["version"], r["workload"],
-                        r["direction"]) == (ver, workload, direction)]  # fmt: skip
-                row[ver] = {"median": statistics.median(secs), "min": min(secs),
-                            "max": max(secs), "n": len(secs)}  # fmt: skip
-            row["ratio"] = row["new"]["median"] / row["old"]["median"]
-            row["over_10pct_slower"] = row["ratio"] > 1.10
-            rows.append(row)
+    for workload, direction in cases:
+        row: dict[str, Any] = {"workload": workload, "direction": direction}
+        for ver in dict.fromkeys(r["version"] for r in runs):
+            secs = [r["seconds"] for r in runs if (r["version"], r["workload"],
+                    r["direction"]) == (ver, workload, direction)]  # fmt: skip
+            row[ver] = {"median": statistics.median(secs), "min": min(secs),
+                        "max": max(secs), "n": len(secs)}  # fmt: skip
+            row[ver]["ratio_to_old"] = row[ver]["median"] / row["old"]["median"]
+        row["ratio"] = row["new"]["ratio_to_old"]
+        row["over_10pct_slower"] = row["ratio"] > 1.10
+        rows.append(row)
     return rows
 
 
@@ -126,9 +127,15 @@ def main() -> None:
     parser.add_argument("--old", type=Path, required=True)
     parser.add_argument("--new", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--extra", nargs="*", default=[], help="more checkouts, NAME=PATH")
+    parser.add_argument("--only", nargs="*", help="cases WORKLOAD:DIRECTION (default: all)")
     parser.add_argument("--out", type=Path, default=Path("ab-commits.json"))
     a = parser.parse_args()
     versions = {"old": a.old.resolve(), "new": a.new.resolve()}
+    versions.update({k: Path(v).resolve() for k, v in (e.split("=", 1) for e in a.extra)})
+    cases = [tuple(c.split(":")) for c in a.only or []] or [
+        (w, d) for w in WORKLOADS for d in DIRECTIONS
+    ]
     work = Path(tempfile.mkdtemp(prefix="ab-commits-"))
     started, runs = time.time(), []
     try:
@@ -145,18 +152,17 @@ def main() -> None:
                     for direction in DIRECTIONS:
                         one_run(ver, checkout, "1000x64KiB", direction, ctx)
                 for rnd in range(a.rounds):
-                    order = ["old", "new"] if rnd % 2 == 0 else ["new", "old"]
-                    for workload in WORKLOADS:
-                        for direction in DIRECTIONS:
-                            for ver in order:
-                                rec = one_run(ver, versions[ver], workload, direction, ctx)
-                                runs.append({"round": rnd, **rec})
-                                print(json.dumps(runs[-1]), flush=True)
+                    order = list(versions)[:: 1 if rnd % 2 == 0 else -1]
+                    for workload, direction in cases:
+                        for ver in order:
+                            rec = one_run(ver, versions[ver], workload, direction, ctx)
+                            runs.append({"round": rnd, **rec})
+                            print(json.dumps(runs[-1]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {"versions": {k: str(v) for k, v in versions.items()}, "rounds": a.rounds,
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-              "duration_s": round(time.time() - started, 1), "summary": summarise(runs),
+              "duration_s": round(time.time() - started, 1), "summary": summarise(runs, cases),
               "runs": runs}  # fmt: skip
     a.out.write_text(json.dumps(result, indent=1))
     for row in result["summary"]:
