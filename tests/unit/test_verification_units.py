@@ -152,3 +152,21 @@ def test_refused_objects_fail_alone_with_one_line() -> None:
     named = "customer-data/encrypted/InvalidObjectState.bin"  # a key is not an error code
     assert refused_object(ValueError(f"GET {named}: reset"), named) is None
     assert refused_object(IntegrityError(f"checksum mismatch for {named}")) is None
+
+
+def test_hashes_compute_only_what_decides() -> None:
+    """A GET whose reply names a stored checksum hashes its CRC only; one whose ETag is the
+    MD5 hashes the MD5 only, and its (absent) CRC matches nothing stored unread."""
+    data = os.urandom(3000)
+    crc_only, md5_only, both = Hashes(md5=True), Hashes(md5=True), Hashes(md5=True)
+    crc_only.only("crc")
+    md5_only.only("md5")
+    for hashes in (crc_only, md5_only, both):
+        hashes.update(data[:1000])
+        hashes.update(data[1000:])
+    assert crc_only.md5 is None and crc_only.crc == both.crc == crt.crc64nvme(data)
+    assert md5_only.md5 == both.md5 and md5_only.algorithm == "" and md5_only.crc == 0
+    late = Hashes(md5=True)
+    late.update(b"x")
+    late.only("md5")  # too late: both are kept
+    assert late.algorithm == "crc64nvme" and late.md5 is not None

@@ -104,7 +104,7 @@ class Hashes:
 
     def __init__(self, md5: bool = False, algorithm: str = "crc64nvme") -> None:
         self.algorithm = algorithm
-        self._crc_fn = CRC_ALGORITHMS[algorithm][0]
+        self._crc_fn: Callable[[Buffer, int], int] | None = CRC_ALGORITHMS[algorithm][0]
         self.crc, self.length = 0, 0
         self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
 
@@ -113,9 +113,20 @@ class Hashes:
         if self.length == 0 and algorithm in CRC_ALGORITHMS:
             self.algorithm, self._crc_fn = algorithm, CRC_ALGORITHMS[algorithm][0]
 
+    def only(self, what: str) -> None:
+        """Compute only the CRC (``"crc"``) or only the MD5 (``"md5"``), before any data.
+
+        Without its CRC, :attr:`algorithm` is ``""``: nothing stored can match it unread.
+        """
+        if self.length == 0 and what == "crc":
+            self._md5 = None
+        elif self.length == 0 and what == "md5" and self._md5 is not None:
+            self.algorithm, self._crc_fn = "", None
+
     def update(self, data: Buffer, /) -> None:
         """Add ``data``."""
-        self.crc = self._crc_fn(data, self.crc)
+        if self._crc_fn is not None:
+            self.crc = self._crc_fn(data, self.crc)
         self.length += len(memoryview(data))
         if self._md5 is not None:
             self._md5.update(data)

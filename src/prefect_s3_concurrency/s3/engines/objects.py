@@ -58,11 +58,14 @@ async def _streamed(engine: Engine, bucket: str, obj: S3Object, part: PartialFil
     hashes = Hashes(md5=obj.tag.md5 is not None)
     headers: dict[str, str] = {}
 
-    def reply(got: Mapping[str, str]) -> None:  # before the first block: hash what S3 keeps
+    def reply(got: Mapping[str, str]) -> None:  # before the first block: hash what decides
         headers.update(got)
         stored = StoredChecksum.from_headers(got)
-        if stored is not None:
+        if stored is not None:  # the stored checksum decides (verify._decide): its CRC only
             hashes.use(stored.algorithm)
+            hashes.only("crc")
+        elif got and ETag.parse(obj.etag, got).md5 is not None:  # the MD5 decides: no CRC
+            hashes.only("md5")
 
     size = 0
     if_match = obj.tag.header if obj.etag else None
