@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -28,13 +29,17 @@ def try_it_blocks() -> list[list[str]]:
             for b in blocks]  # fmt: skip
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def test_readme_local_try_runs_verbatim_on_a_fresh_prefect_home(tmp_path) -> None:
     (demo,), (serve, *commands) = try_it_blocks()
     assert demo == "make demo" and serve.startswith("prefect-s3 local-s3 ")
     port = int(serve.split("--port ")[1].split()[0])
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", port)) == 0:
-            pytest.skip(f"port {port} of the README's example is in use")
+    if _listening(port):
+        pytest.skip(f"port {port} of the README's example is in use")
     for name in ("Makefile", "pyproject.toml", "flows", ".venv"):
         (tmp_path / name).symlink_to(ROOT / name)
     home = tmp_path / "home"
@@ -47,7 +52,9 @@ def test_readme_local_try_runs_verbatim_on_a_fresh_prefect_home(tmp_path) -> Non
         assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
         assert "demo OK" in made.stdout
         assert "starting a local Prefect server for the first time" in made.stderr
-        server = subprocess.Popen(serve, shell=True, cwd=tmp_path, env=env,
+        # A session of its own: the shell may fork rather than exec, so stopping only the shell
+        # would leave prefect-s3 and its rclone running (they did, on port 9123).
+        server = subprocess.Popen(serve, shell=True, cwd=tmp_path, env=env, start_new_session=True,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             deadline = time.monotonic() + 60
@@ -58,8 +65,12 @@ def test_readme_local_try_runs_verbatim_on_a_fresh_prefect_home(tmp_path) -> Non
             ran = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env,
                                  capture_output=True, text=True, timeout=300)  # fmt: skip
         finally:
-            server.terminate()
+            os.killpg(server.pid, signal.SIGTERM)  # the shell, prefect-s3 and rclone
             server.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while _listening(port):  # nothing of the example outlives it
+            assert time.monotonic() < deadline, f"the example's S3 server still listens on {port}"
+            time.sleep(0.1)
         assert ran.returncode == 0, ran.stderr[-2000:]
         assert (tmp_path / "copy" / "demo.py").read_bytes() == (ROOT / "flows/demo.py").read_bytes()
     finally:
