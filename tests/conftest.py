@@ -60,6 +60,27 @@ ENGINES = tuple(ENGINE_MODULES_REGISTERED)  # every registered engine
 LAYERS = ("unit", "integration", "e2e")  # tests/<layer>/: each test carries its folder's mark
 
 
+_SERVER_BEFORE = pytest.StashKey[bool]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note whether a local Prefect server ran in this ``PREFECT_HOME`` before the tests."""
+    from prefect_s3_concurrency.runtime.prefect_server import running_server
+
+    if not hasattr(session.config, "workerinput"):  # the controller, once for the whole run
+        session.config.stash[_SERVER_BEFORE] = running_server() is not None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the local Prefect server an in-process command run started in this
+    ``PREFECT_HOME`` (one that ran before the tests is left alone): nothing outlives a run."""
+    from prefect_s3_concurrency.runtime.prefect_server import running_server, stop_server
+
+    before = session.config.stash.get(_SERVER_BEFORE, True)
+    if not hasattr(session.config, "workerinput") and not before and running_server():
+        stop_server()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its layer, from its folder: ``pytest -m unit`` runs the unit tests."""
     for item in items:
