@@ -56,6 +56,7 @@ from benchmarks.transfer_tools import (
     verify_download,
     verify_upload,
 )
+from benchmarks.transfer_variants import ENGINES, make_variants
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 PACKAGES = (
@@ -65,45 +66,6 @@ PACKAGES = (
 HELPERS = {
     "prefect_server": ("uvicorn", "prefect.server"), "wan_proxy": ("benchmarks.delay_proxy",),
 }  # fmt: skip
-ENGINES = ("obstore", "boto3")
-
-
-def make_variants(
-    workers: Sequence[int],
-    default_workers: int,
-    baseline_workers: int,
-    s5cmd_workers: Sequence[int],
-    engines: Sequence[str] = ENGINES,
-    compare: tuple[str, str] = ("", ""),
-) -> list[Variant]:
-    """The contenders: the project per engine and worker count (and, ``compare`` = (package,
-    revision) from :mod:`benchmarks.compare`, again as of that revision), the baseline,
-    s5cmd, rclone, aws-cli."""
-    from prefect_s3_concurrency.s3.engines import resolve_engine
-
-    default_engine = resolve_engine("auto")
-    out = [
-        Variant(
-            "project",
-            w,
-            f"{e} w{w}" + (" (default)" if (w, e) == (default_workers, default_engine) else ""),
-            engine=e,
-        )  # fmt: skip
-        for e in engines
-        for w in sorted(set(workers) | {default_workers})
-    ]
-    if compare[0]:
-        out += [Variant("project", v.workers, f"{v.engine} w{v.workers} @{compare[1]}",
-                        engine=v.engine, package=compare[0]) for v in list(out)]  # fmt: skip
-    out.append(Variant("baseline", baseline_workers, f"baseline w{baseline_workers}"))
-    out += [
-        Variant("s5cmd", w, f"s5cmd w{w}" if w else "s5cmd (default 256)") for w in s5cmd_workers
-    ]
-    out.append(Variant("rclone", 0, "rclone copy (default 4)"))
-    out.append(Variant("awscli", 0, "aws-cli v1"))
-    return out
-
-
 def _head_requests(package: str = "") -> int:
     """HEAD requests the project (``package``'s code) has sent only to verify, so far."""
     from benchmarks.compare import module
