@@ -87,7 +87,12 @@ class _Refused(Rule):
     def on_response(self, req: Request, reply: Reply) -> None:
         if reply.status >= 400:
             code = re.search(rb"<Code>([^<]*)</Code>", reply.body or b"")
-            self.codes.append(f"{req.op}:{code.group(1).decode() if code else reply.status}")
+            if code:
+                self.codes.append(f"{req.op}:{code.group(1).decode()}")
+            elif reply.made_by == "Regions":  # a HEAD's refusal carries no body, as on S3
+                self.codes.append(f"{req.op}:AuthorizationHeaderMalformed")
+            else:
+                self.codes.append(f"{req.op}:{reply.status}")
 
 
 def _conn(proxy: S3Proxy) -> S3Connection:
@@ -144,9 +149,11 @@ def test_sync_round_trip_and_rerun_transfers_nothing(s3_engine, strict, tmp_path
     assert {k: heads[k]["ContentType"] for k in CONTENT_TYPES} == CONTENT_TYPES
     assert heads["big.bin"]["ETag"].endswith('-3"')  # 16-unit parts: 8 would need 6 > 4
     assert {h["ServerSideEncryption"] for h in heads.values()} == {"aws:kms"}
-    # only wrong-region refusals (each new boto3 client learns the region from one)
+    # only wrong-region refusals: each new boto3 client learns the region from one (3 on a
+    # quiet machine: list, list_uploads, delete_objects); under load a verifying HEAD may go
+    # first, and the 4 workers' first requests may race the client's learning
     assert {c.split(":")[1] for c in refused.codes} <= {"AuthorizationHeaderMalformed"}
-    assert len(refused.codes) <= 3, refused.codes
+    assert len(refused.codes) <= 3 + 4, refused.codes
     refused.codes.clear()
     counting.reset()
     again_up = upload_directory(str(src), url, connection=conn, delete_extra=True, workers=4)
