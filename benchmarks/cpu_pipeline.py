@@ -276,7 +276,7 @@ def _server_env(env: dict[str, str]) -> Iterator[None]:
 def run(
     out_dir: Path = DEFAULT_OUT,
     *,
-    cpu_seconds: float = 24.0,
+    cpu_seconds: float = 48.0,
     pipeline_mib: float = 256.0,
     cpu_workers: int = 2,
     workers: int = 16,
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
-    add("--cpu-seconds", type=float, default=24.0, help="serial seconds to size part 1 (24)")
+    add("--cpu-seconds", type=float, default=48.0, help="serial seconds to size part 1 (48)")
     add("--pipeline-mib", type=float, default=256.0, help="input MiB of part 2 (256)")
     add("--cpu-workers", type=int, default=2)
     add("--workers", type=int, default=16, help="I/O threads (16)")

@@ -66,6 +66,8 @@ PACKAGES = (
 HELPERS = {
     "prefect_server": ("uvicorn", "prefect.server"), "wan_proxy": ("benchmarks.delay_proxy",),
 }  # fmt: skip
+
+
 def _head_requests(package: str = "") -> int:
     """HEAD requests the project (``package``'s code) has sent only to verify, so far."""
     from benchmarks.compare import module

@@ -118,7 +118,8 @@ def _downloads(endpoint: str, tmp: Path, gib: float) -> dict[str, dict[str, floa
                 "failed": len(result.failed),
                 "size_only": len(result.size_only),
                 "heads_per_1000_objects": 1000
-                * (caches.VERIFY_REQUESTS["head"] - heads) / len(objs),
+                * (caches.VERIFY_REQUESTS["head"] - heads)
+                / len(objs),
             }
     return downloads
 
