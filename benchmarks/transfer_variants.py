@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from benchmarks.transfer_tools import Variant
+from prefect_s3_concurrency.s3.engine_registry import ENGINE_MODULES
 
-ENGINES = ("obstore", "boto3")
+ENGINES = tuple(ENGINE_MODULES)  # every registered engine
 
 
 def make_variants(
