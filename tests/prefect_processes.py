@@ -144,6 +144,9 @@ class PrefectServer:
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
             "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
+            # expired leases are revoked within 2 s (15 s by default): test_budget's SIGKILL
+            # test waits for them
+            "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_CLI_PROMPT": "false",
