@@ -91,6 +91,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise the engine-dependent modules over every engine."""
+    if metafunc.definition.get_closest_marker("one_engine"):
+        return
     if metafunc.module.__name__ in ENGINE_MODULES and "s3_engine" in metafunc.fixturenames:
         metafunc.parametrize("s3_engine", ENGINES, indirect=True)
 

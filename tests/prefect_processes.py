@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from prefect_s3_concurrency.s3.engine_registry import ENGINE_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 SERVE_COMMAND = ("prefect-s3", "serve")  # what `make serve` runs
 BIN = Path(sys.executable).parent
@@ -108,8 +110,14 @@ class ManagedProcess:
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ without PREFECT_* settings (so nothing leaks in), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    """os.environ without PREFECT_* settings (so nothing leaks in), plus ``extra``.
+
+    The engine a test is parametrised with (``PREFECT_S3_ENGINE``) is kept: it is the
+    test's own choice, and a child run without it would silently use the default engine.
+    """
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") or k == ENGINE_ENV
+    }
     env.update(extra or {})
     return env
 

@@ -240,6 +240,7 @@ print("SUMMARY " + json.dumps(dict(s.model_dump(), pid=os.getpid())))
 """
 
 
+@pytest.mark.one_engine  # the temporary server, not S3, is under test
 def test_ephemeral_mode_workers_share_the_flows_temporary_server(
     moto_server, bucket_factory, tmp_path
 ) -> None:
