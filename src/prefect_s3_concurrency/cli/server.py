@@ -45,19 +45,6 @@ def _drain_logs_and_events() -> None:
             worker.drain_all(timeout=5)
 
 
-def _use_everywhere(stack: contextlib.ExitStack) -> None:
-    """Make the current settings also those of threads that have no settings context.
-
-    Such threads (e.g. the process pool's message forwarding) would otherwise find no API
-    URL and start a temporary server of their own; ``prefect_test_harness`` does the same.
-    """
-    import prefect.context as context
-
-    replace = getattr(context, "_temporary_global_settings_context", None)
-    if replace is not None:
-        stack.enter_context(replace(context.get_settings_context()))
-
-
 def _on_start(first_time: bool) -> None:
     print_note(FIRST_START if first_time else START)
 
@@ -126,7 +113,7 @@ class PrefectApi:
             )
         self._stack.enter_context(local.in_use(self.home))
         self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: self.url}))
-        _use_everywhere(self._stack)
+        self._stack.enter_context(local.settings_everywhere())
         return self
 
     def __exit__(

@@ -273,8 +273,30 @@ def local_prefect_server(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     info, _ = ensure_server(home, on_start=on_start)
-    with in_use(home), temporary_settings(updates={PREFECT_API_URL: info.api_url}):
+    with (
+        in_use(home),
+        temporary_settings(updates={PREFECT_API_URL: info.api_url}),
+        settings_everywhere(),
+    ):
         yield info
+
+
+@contextlib.contextmanager
+def settings_everywhere() -> Iterator[None]:
+    """Make the current settings also those of threads that have no settings context.
+
+    Such threads (the process pool's forwarding of its workers' logs and events, for one)
+    would otherwise find no API URL and start a temporary server of their own, which
+    outlives the run; ``prefect_test_harness`` does the same.
+    """
+    import prefect.context as context
+
+    replace = getattr(context, "_temporary_global_settings_context", None)
+    if replace is None:
+        yield
+        return
+    with replace(context.get_settings_context()):
+        yield
 
 
 def _is_idle(folder: Path, started: float, idle_seconds: float) -> bool:
